@@ -1,0 +1,289 @@
+"""Config machinery: frozen dataclasses ↔ CLI flags and YAML keys, plus the project's defaults.
+
+Every component declares one frozen dataclass whose fields are declared with `option(...)`.
+`build_parser` turns it into argparse flags; `parse_config` merges `--config FILE.yaml` (keys are
+flag names, dashes or underscores) under the CLI (CLI wins) and builds the frozen object once.
+Unknown keys and flags are errors that list the valid ones. Addresses and ports live here only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+# The only place where addresses and ports are literals.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GATEWAY_PORT = 8000
+DEFAULT_REPLICA_PORT = 8100
+DEFAULT_MODEL = "smollm2-135m"
+CACHE_DIR_ENV = "DPSERVE_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/dpserve")
+
+C = TypeVar("C")
+
+_MISSING = dataclasses.MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or flag is invalid; the message says what is valid."""
+
+
+def option(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    choices: Sequence[Any] | None = None,
+    positional: bool = False,
+    metavar: str | None = None,
+    flag: str | None = None,
+) -> Any:
+    """Declare a config field that is also a CLI flag (`--field-name`) and a YAML key.
+
+    Tuple-typed fields take several values (`--worker-urls A B`); bool fields get `--x/--no-x`.
+    A `positional` field is a positional argument (it may also come from the YAML file).
+    """
+    meta = {"help": help, "choices": choices, "positional": positional, "metavar": metavar,
+            "flag": flag}
+    if default is _MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def nested(cls: type, *, exclude: Sequence[str] = ()) -> Any:
+    """Embed another component's config; its fields become flags of this one (minus `exclude`,
+    which keep their defaults)."""
+    return dataclasses.field(
+        default_factory=cls, metadata={"nested": True, "exclude": tuple(exclude)}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    """One flattened leaf field: where it lives (path through nested configs) and its type."""
+
+    path: tuple[str, ...]
+    field: dataclasses.Field[Any]
+    type: Any
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+    @property
+    def flag(self) -> str:
+        return self.field.metadata.get("flag") or "--" + self.name.replace("_", "-")
+
+
+def _leaf_flags(cls: type, prefix: tuple[str, ...] = (), exclude: Sequence[str] = ()) -> list[_Flag]:
+    hints = typing.get_type_hints(cls)
+    flags: list[_Flag] = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        if f.metadata.get("nested"):
+            flags.extend(_leaf_flags(hints[f.name], (*prefix, f.name), f.metadata["exclude"]))
+        else:
+            flags.append(_Flag((*prefix, f.name), f, hints[f.name]))
+    return flags
+
+
+def config_flags(cls: type) -> list[_Flag]:
+    """All leaf fields of `cls`, nested configs flattened; duplicate names are a definition bug."""
+    flags = _leaf_flags(cls)
+    seen: dict[str, tuple[str, ...]] = {}
+    for fl in flags:
+        if fl.name in seen:
+            raise TypeError(f"{cls.__name__}: flag {fl.flag} defined twice ({seen[fl.name]} and {fl.path})")
+        seen[fl.name] = fl.path
+    return flags
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _scalar_converter(tp: Any) -> tuple[Any, Sequence[Any] | None]:
+    """argparse `type=` callable and implied choices for a scalar annotation."""
+    if typing.get_origin(tp) is Literal:
+        values = typing.get_args(tp)
+        return type(values[0]), values
+    if tp in (int, float, str):
+        return tp, None
+    if tp is Path:
+        return Path, None
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _add_flag(parser: argparse.ArgumentParser, fl: _Flag) -> None:
+    tp, _optional = _unwrap_optional(fl.type)
+    meta = fl.field.metadata
+    help_text = meta.get("help", "")
+    default = fl.field.default if fl.field.default is not _MISSING else None
+    if default is not None and not isinstance(default, bool):
+        help_text += f" (default: {default})"
+    kwargs: dict[str, Any] = {"help": help_text, "dest": fl.name, "default": argparse.SUPPRESS}
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    if tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+        parser.add_argument(fl.flag, **kwargs)
+        return
+    if typing.get_origin(tp) is tuple:
+        conv, implied = _scalar_converter(typing.get_args(tp)[0])
+        kwargs["nargs"] = "*"
+    else:
+        conv, implied = _scalar_converter(tp)
+    kwargs["type"] = conv
+    choices = meta.get("choices") or implied
+    if choices is not None:
+        kwargs["choices"] = list(choices)
+    if meta.get("positional"):
+        kwargs.pop("dest")
+        kwargs["nargs"] = "?"
+        parser.add_argument(fl.name, **kwargs)
+    else:
+        parser.add_argument(fl.flag, **kwargs)
+
+
+def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per leaf field of `cls` plus the common flags."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE.yaml",
+                        help="read any of these flags from a YAML file (keys = flag names; CLI wins)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"], help="log verbosity")
+    for fl in config_flags(cls):
+        _add_flag(parser, fl)
+    return parser
+
+
+def _coerce_yaml_value(fl: _Flag, value: Any) -> Any:
+    """Check a YAML value against the field type; YAML already gives ints, bools, lists."""
+    tp, optional = _unwrap_optional(fl.type)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key {fl.name!r} may not be null")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {fl.name!r} must be true or false, got {value!r}")
+        return value
+    if typing.get_origin(tp) is tuple:
+        items = value if isinstance(value, list) else [value]
+        conv, _ = _scalar_converter(typing.get_args(tp)[0])
+        return tuple(_convert_scalar(fl, conv, v) for v in items)
+    conv, implied = _scalar_converter(tp)
+    out = _convert_scalar(fl, conv, value)
+    choices = fl.field.metadata.get("choices") or implied
+    if choices is not None and out not in choices:
+        raise ConfigError(f"config key {fl.name!r}: {out!r} is not one of {list(choices)}")
+    return out
+
+
+def _convert_scalar(fl: _Flag, conv: Any, value: Any) -> Any:
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and conv is not str):
+        raise ConfigError(f"config key {fl.name!r}: {value!r} is not a {conv.__name__}")
+    try:
+        return conv(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {fl.name!r}: {value!r} is not a {conv.__name__}") from exc
+
+
+def _unknown_message(kind: str, unknown: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(unknown, valid, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {kind} {unknown}{hint}; valid: {', '.join(sorted(valid))}"
+
+
+def read_config_file(path: Path, cls: type) -> dict[str, Any]:
+    """Read a YAML file of flag values for `cls`; returns {field name: checked value}."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of flag names to values")
+    by_name = {fl.name: fl for fl in config_flags(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in by_name:
+            raise ConfigError(_unknown_message("config key", str(key), list(by_name)))
+        values[name] = _coerce_yaml_value(by_name[name], value)
+    return values
+
+
+def build_config(cls: type[C], values: dict[str, Any]) -> C:
+    """Construct `cls` (and its nested configs) from flat {field name: value}; validates once
+    through each dataclass's `__post_init__`."""
+    return typing.cast(C, _build(cls, values))
+
+
+def _build(cls: type, values: dict[str, Any], exclude: Sequence[str] = ()) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        if f.metadata.get("nested"):
+            kwargs[f.name] = _build(hints[f.name], values, f.metadata["exclude"])
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+        elif f.default is _MISSING and f.default_factory is _MISSING:
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ConfigError(f"missing required argument {f.name if f.metadata.get('positional') else flag}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonOptions:
+    """Flags every subcommand has, outside the component config."""
+
+    log_level: str = "info"
+    config_path: Path | None = None
+
+
+def parse_config(cls: type[C], argv: Sequence[str], prog: str,
+                 description: str = "") -> tuple[C, CommonOptions]:
+    """argv (+ optional YAML file) → (frozen config, common options). Raises ConfigError."""
+    parser = build_parser(cls, prog, description)
+    parsed, extra = parser.parse_known_args(list(argv))
+    if extra:
+        valid = [fl.flag for fl in config_flags(cls)] + ["--config", "--log-level"]
+        bad = next((a for a in extra if a.startswith("-")), extra[0])
+        raise ConfigError(_unknown_message("flag", bad, valid))
+    cli_values = dict(vars(parsed))
+    common = CommonOptions(log_level=cli_values.pop("log_level"),
+                           config_path=cli_values.pop("config"))
+    values = read_config_file(common.config_path, cls) if common.config_path else {}
+    values.update({k: v for k, v in cli_values.items() if v is not None or k not in values})
+    for fl in config_flags(cls):  # nargs lists from argparse arrive as lists
+        if isinstance(values.get(fl.name), list):
+            values[fl.name] = tuple(values[fl.name])
+    return build_config(cls, values), common
+
+
+def require(condition: bool, message: str) -> None:
+    """Validation helper for `__post_init__`: raise ConfigError(message) unless condition."""
+    if not condition:
+        raise ConfigError(message)

@@ -1,0 +1,1 @@
+"""The replica's OpenAI server, shared by `dpserve engine` and `dpserve sim` over EngineClient."""
