@@ -41,6 +41,7 @@ lint: $(STAMP_DEV)
 	$(VENV)/bin/mypy
 
 test: lint
+	@bash scripts/ensure-test-services.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
