@@ -44,14 +44,16 @@ def option(
     positional: bool = False,
     metavar: str | None = None,
     flag: str | None = None,
+    aliases: Sequence[str] = (),
 ) -> Any:
     """Declare a config field that is also a CLI flag (`--field-name`) and a YAML key.
 
     Tuple-typed fields take several values (`--worker-urls A B`); bool fields get `--x/--no-x`.
     A `positional` field is a positional argument (it may also come from the YAML file).
+    `aliases` are extra CLI spellings of the flag (`-o` for `--output`).
     """
     meta = {"help": help, "choices": choices, "positional": positional, "metavar": metavar,
-            "flag": flag}
+            "flag": flag, "aliases": tuple(aliases)}
     if default is _MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -139,7 +141,7 @@ def _add_flag(parser: argparse.ArgumentParser, fl: _Flag) -> None:
         kwargs["metavar"] = meta["metavar"]
     if tp is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
-        parser.add_argument(fl.flag, **kwargs)
+        parser.add_argument(fl.flag, *meta.get("aliases", ()), **kwargs)
         return
     if typing.get_origin(tp) is tuple:
         conv, implied = _scalar_converter(typing.get_args(tp)[0])
@@ -155,7 +157,7 @@ def _add_flag(parser: argparse.ArgumentParser, fl: _Flag) -> None:
         kwargs["nargs"] = "?"
         parser.add_argument(fl.name, **kwargs)
     else:
-        parser.add_argument(fl.flag, **kwargs)
+        parser.add_argument(fl.flag, *meta.get("aliases", ()), **kwargs)
 
 
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
@@ -272,7 +274,9 @@ def parse_config(cls: type[C], argv: Sequence[str], prog: str,
         valid = [fl.flag for fl in config_flags(cls)] + ["--config", "--log-level"]
         bad = next((a for a in extra if a.startswith("-")), extra[0])
         raise ConfigError(_unknown_message("flag", bad, valid))
-    cli_values = dict(vars(parsed))
+    # An absent `nargs="?"` positional comes back as its SUPPRESS default run through `type`
+    # (Python < 3.12), e.g. Path("==SUPPRESS=="); drop it so a YAML value can stand.
+    cli_values = {k: v for k, v in vars(parsed).items() if str(v) != argparse.SUPPRESS}
     common = CommonOptions(log_level=cli_values.pop("log_level"),
                            config_path=cli_values.pop("config"))
     values = read_config_file(common.config_path, cls) if common.config_path else {}

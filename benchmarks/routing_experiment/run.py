@@ -1,0 +1,145 @@
+"""Routing experiment (issue 8): every gateway policy, plus SGLang Model Gateway's cache_aware, in
+front of the same fresh fleet of `dpserve sim` replicas, on a shared-prefix and a multi-turn workload.
+
+    .venv/bin/python benchmarks/routing_experiment/run.py --out-dir benchmarks/routing_experiment/results
+
+Writes results.json, results.md (the table) and routing.png into --out-dir. Every process listens on
+127.0.0.1 and is stopped before the next run; each run gets a fresh fleet, so caches start empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet import HOST, free_port, router, sim_fleet
+from tables import markdown_table, summarize
+
+SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")
+MODEL = "smollm2-135m"
+BENCH_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    bench_args: tuple[str, ...]
+    policies: tuple[str, ...] | None  # None: every policy of the gateway
+    with_sglang: bool = True
+
+
+def gateway_policies() -> list[str]:
+    """The --policy choices `dpserve router --help` lists (its registry), so new policies join in."""
+    out = subprocess.run([sys.executable, "-m", "dpserve", "router", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    match = re.search(r"--policy \{([^}]*)\}", out)
+    if match is None:
+        raise RuntimeError("cannot find --policy choices in `dpserve router --help`")
+    return match.group(1).split(",")
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    shared = ("--workload", "shared-prefix", "--num-groups", str(args.num_groups),
+              "--prompts-per-group", str(args.prompts_per_group), "--system-prompt-len",
+              str(args.system_prompt_len), "--question-len", "128", "--output-len", str(args.output_len),
+              "--concurrency", str(args.concurrency))
+    multi = ("--workload", "multi-turn", "--num-sessions", str(args.num_sessions), "--turns",
+             str(args.turns), "--input-len", "256", "--output-len", str(args.output_len),
+             "--concurrency", str(args.num_sessions // 2))
+    return [Scenario("shared-prefix", shared, None),
+            Scenario("multi-turn", multi, ("round_robin", "consistent_hash", "cache_aware"))]
+
+
+def dpserve_router(port: int, policy: str, workers: list[str]) -> list[str]:
+    return [sys.executable, "-m", "dpserve", "router", "--host", HOST, "--port", str(port),
+            "--policy", policy, "--worker-urls", *workers]
+
+
+def sglang_router(port: int, workers: list[str]) -> list[str]:
+    return [str(SGLANG_PYTHON), "-m", "sglang_router.launch_router", "--host", HOST, "--port", str(port),
+            "--policy", "cache_aware", "--worker-urls", *workers, "--log-level", "warn"]
+
+
+def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed: int) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "dpserve", "bench", "--url", url, "--model", MODEL, "--seed", str(seed),
+            "--ignore-eos", "--metrics-urls", *workers, "--output-json", str(out), *scenario.bench_args]
+    subprocess.run(argv, check=True, timeout=BENCH_TIMEOUT_S, stdout=subprocess.DEVNULL)
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str) -> dict[str, Any]:
+    """Fresh fleet + one router + one bench; returns the bench report with the run's labels."""
+    tag = f"{scenario.name}.{router_name}"
+    log_dir = args.out_dir / "logs" / tag
+    sim_args = ["--time-scale", str(args.time_scale), "--kv-cache-tokens", str(args.kv_cache_tokens),
+                "--max-model-len", str(args.max_model_len), "--log-level", "warning"]
+    with sim_fleet(args.replicas, sim_args, log_dir) as workers:
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        is_sglang = router_name == "sglang:cache_aware"
+        argv = sglang_router(port, workers) if is_sglang else dpserve_router(port, router_name, workers)
+        with router(argv, url, "/readiness", log_dir / "router.log"):
+            if is_sglang:
+                time.sleep(args.sglang_settle_s)  # it registers workers in the background
+            report = run_bench(url, workers, scenario, args.out_dir / f"{tag}.json", args.seed)
+    # Map replica URLs in the per-replica share to sim indices; gateways name workers differently.
+    report["run"] = {"scenario": scenario.name, "router": router_name, "workers": workers}
+    return report
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--replicas", type=int, default=8)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--kv-cache-tokens", type=int, default=24_576)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--num-groups", type=int, default=32)
+    p.add_argument("--prompts-per-group", type=int, default=16)
+    p.add_argument("--system-prompt-len", type=int, default=2048)
+    p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--num-sessions", type=int, default=32)
+    p.add_argument("--turns", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
+    p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
+    p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
+    p.add_argument("--sglang-settle-s", type=float, default=3.0)
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    all_policies = args.policies if args.policies is not None else gateway_policies()
+    use_sglang = not args.no_sglang and SGLANG_PYTHON.exists()
+    results = []
+    for scenario in scenarios(args):
+        if scenario.name not in args.scenarios:
+            continue
+        routers = [p for p in (scenario.policies or all_policies) if p in all_policies]
+        routers += ["sglang:cache_aware"] if use_sglang and scenario.with_sglang else []
+        for name in routers:
+            print(f"== {scenario.name} / {name}", flush=True)
+            results.append(one_run(args, scenario, name))
+            print(json.dumps(summarize(results[-1])), flush=True)
+    (args.out_dir / "results.json").write_text(json.dumps(
+        {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=2))
+    (args.out_dir / "results.md").write_text(markdown_table([summarize(r) for r in results]))
+    from plot import plot
+
+    plot([summarize(r) for r in results], args.out_dir / "routing.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

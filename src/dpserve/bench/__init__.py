@@ -1,0 +1,1 @@
+"""`dpserve bench`: a load generator and latency/throughput report for OpenAI-compatible servers."""

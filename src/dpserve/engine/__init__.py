@@ -1,0 +1,1 @@
+"""The built-in replica engine: continuous batching over a paged KV cache with prefix caching."""

@@ -1,0 +1,110 @@
+"""LLMEngine: the synchronous engine — add/abort requests and step (schedule → run model → post-process)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from collections.abc import Sequence as Seq
+from pathlib import Path
+
+from dpserve.engine.block_manager import BlockManager
+from dpserve.engine.config import EngineConfig
+from dpserve.engine.model_runner import ModelRunner
+from dpserve.engine.models.llama import LlamaArgs
+from dpserve.engine.scheduler import Scheduler
+from dpserve.engine.sequence import Sequence
+from dpserve.serving.engine_client import EngineStats, SamplingParams, TokenDelta
+
+
+class LLMEngine:
+    """Not thread-safe: exactly one thread calls it (the async wrapper's engine thread, or a test)."""
+
+    def __init__(self, config: EngineConfig, model_dir: Path, eos_token_ids: Iterable[int] = ()) -> None:
+        self.config = config
+        args = LlamaArgs.from_model_dir(model_dir)
+        self.max_model_len = config.resolved_max_model_len(args.max_position_embeddings)
+        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs=config.max_num_seqs,
+                                   max_num_batched_tokens=config.max_num_batched_tokens,
+                                   max_model_len=self.max_model_len, eos_token_ids=eos_token_ids)
+        self.runner = ModelRunner(model_dir, device=config.device, dtype=config.dtype,
+                                  num_blocks=config.num_blocks, block_size=config.block_size,
+                                  max_model_len=self.max_model_len)
+        self._arrivals = itertools.count()
+        self._sequences: dict[str, Sequence] = {}
+        self.num_prefill_tokens_computed = 0  # prompt tokens the model actually ran (cache misses)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def add_request(self, request_id: str, prompt_token_ids: Seq[int], sampling: SamplingParams) -> Sequence:
+        """Queue a request; ValueError if the id is in use or the prompt does not fit max_model_len."""
+        if request_id in self._sequences:
+            raise ValueError(f"request id {request_id!r} is already running")
+        self.check_prompt(prompt_token_ids)
+        seq = Sequence(request_id, list(prompt_token_ids), sampling, arrival_index=next(self._arrivals))
+        self.scheduler.add(seq)
+        self._sequences[request_id] = seq
+        return seq
+
+    def check_prompt(self, prompt_token_ids: Seq[int]) -> None:
+        """ValueError unless the prompt leaves room for one token and every id is in the vocabulary."""
+        num = len(prompt_token_ids)
+        if num < 1 or num >= self.max_model_len:
+            raise ValueError(f"prompt has {num} tokens; it must have 1 to {self.max_model_len - 1} "
+                             f"(max_model_len {self.max_model_len})")
+        vocab_size = self.runner.args.vocab_size
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab_size:
+            raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
+
+    def abort_request(self, request_id: str) -> bool:
+        """Stop the request and free its KV blocks now; False if it was unknown or already done."""
+        seq = self.scheduler.abort(request_id)
+        self._sequences.pop(request_id, None)
+        if seq is not None:
+            self.runner.release(seq)
+        return seq is not None
+
+    def step(self) -> list[tuple[str, TokenDelta]]:
+        """One engine iteration; returns (request id, delta) for every request that got a token."""
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        self.num_prefill_tokens_computed += sum(
+            min(it.num_new_tokens, max(0, it.seq.num_prompt_tokens - it.seq.num_computed_tokens))
+            for it in batch)
+        sampled = self.runner.run(batch)
+        outputs: list[tuple[str, TokenDelta]] = []
+        for seq in self.scheduler.postprocess(batch, sampled):
+            outputs.append((seq.request_id, TokenDelta(
+                new_token_ids=[seq.token_ids[-1]], finish_reason=seq.finish_reason,
+                num_prompt_tokens=seq.num_prompt_tokens, num_cached_tokens=seq.num_cached_tokens)))
+            if seq.is_finished:
+                self._sequences.pop(seq.request_id, None)
+                self.runner.release(seq)
+        return outputs
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+                           kv_cache_usage=bm.usage, prefix_cache_queries=bm.prefix_cache_queries,
+                           prefix_cache_hits=bm.prefix_cache_hits,
+                           num_preemptions=self.scheduler.num_preemptions)
+
+    def generate(self, prompts: Seq[Seq[int]],
+                 sampling: SamplingParams | Seq[SamplingParams]) -> list[list[int]]:
+        """Offline helper: run prompts to completion together; returns each one's output tokens."""
+        params = [sampling] * len(prompts) if isinstance(sampling, SamplingParams) else list(sampling)
+        base = next(self._arrivals)
+        ids = [f"offline-{base}-{i}" for i in range(len(prompts))]
+        outputs: dict[str, list[int]] = {rid: [] for rid in ids}
+        for rid, prompt, p in zip(ids, prompts, params, strict=True):
+            self.add_request(rid, prompt, p)
+        pending = set(ids)
+        while pending:
+            for rid, delta in self.step():
+                outputs[rid].extend(delta.new_token_ids)
+                if delta.finish_reason is not None:
+                    pending.discard(rid)
+        return [outputs[rid] for rid in ids]

@@ -1,0 +1,215 @@
+"""Admission: the gateway's one entry point — tenant, SLO check, quota, then the capacity queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from dpserve.gateway.admission.config import AdmissionConfig
+from dpserve.gateway.admission.contract import AdmissionContext, CapacityView
+from dpserve.gateway.admission.gate import CapacityGate
+from dpserve.gateway.admission.metrics import AdmissionMetrics, Gauges
+from dpserve.gateway.admission.quota import QuotaStore, QuotaUnavailable, build_quota_store
+from dpserve.gateway.admission.rate_window import EventRate, retry_after_s
+from dpserve.gateway.admission.rejection import Rejection, too_many
+from dpserve.gateway.admission.slo import WaitEstimate, estimate_wait, misses_slo
+from dpserve.gateway.admission.tenants import DEFAULT_TENANT, KeyRing, Tenant, load_key_file
+from dpserve.gateway.admission.ticket import Ticket
+
+# Completions are averaged over this window for Retry-After and the SLO estimate.
+DRAIN_WINDOW_S = 10.0
+# Safety net: wake the queue this often even if no capacity event arrived.
+PUMP_INTERVAL_S = 0.25
+# In SLO mode a request may spend this share of the TTFT SLO waiting for admission; the rest is
+# left for proxying, the replica's own scheduling and the prefill of its prompt.
+SLO_QUEUE_SHARE = 0.8
+_ANONYMOUS = Tenant(DEFAULT_TENANT)
+
+
+class Admission:
+    """Decides, per request, whether it may go to a worker now, later, or not at all.
+
+    Checks run cheapest and least committal first: identify the tenant (401), priority header
+    (400), SLO estimate (429 `slo_shed`), tenant quota (429 naming the limit, or 503 when the
+    backend is down and fail-closed), then the capacity queue (429 `queue_full` /
+    `queue_timeout`). A request that passed its quota but is shed by the queue gives its
+    concurrency slot back; it still counts as one of the tenant's requests that minute.
+    See the package docstring for how the gateway drives it.
+    """
+
+    def __init__(self, config: AdmissionConfig, capacity: CapacityView, *, keyring: KeyRing | None,
+                 store: QuotaStore, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._capacity = capacity
+        self._keyring = keyring
+        self._store = store
+        self._clock = clock
+        self.metrics = AdmissionMetrics()
+        self._drain = EventRate(DRAIN_WINDOW_S, clock)
+        self._gate = (CapacityGate(capacity, queue_size=config.queue_size, drain=self._drain, clock=clock)
+                      if config.max_inflight_per_worker is not None else None)
+        self._last_estimate: WaitEstimate | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._pumper: asyncio.Task[None] | None = None
+
+    def worker_cap(self, weight: float = 1.0) -> int | None:
+        """In-flight cap for a worker of this weight; None when uncapped."""
+        return self.config.worker_cap(weight)
+
+    def worker_has_room(self, in_flight: int, weight: float = 1.0) -> bool:
+        """Whether a healthy worker with this load may take one more request now (for the
+        gateway's `has_capacity()` and for filtering its routing candidates)."""
+        cap = self.config.worker_cap(weight)
+        return cap is None or in_flight < cap
+
+    async def start(self) -> None:
+        await self._store.start()
+        if self._gate is not None:
+            self._pumper = asyncio.create_task(self._pump_forever(), name="admission-pump")
+
+    async def stop(self) -> None:
+        if self._pumper is not None:
+            self._pumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pumper
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._store.stop()
+
+    def on_capacity_freed(self) -> None:
+        """Capacity may have grown (in-flight fell, worker added/healthy): wake the queue."""
+        if self._gate is not None:
+            self._gate.pump()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._gate.depth if self._gate is not None else 0
+
+    async def admit(self, headers: Mapping[str, str], ctx: AdmissionContext) -> Ticket:
+        """Admit the request or raise Rejection (an HTTPError: 400/401/429/503)."""
+        tenant = self._identify(headers)
+        lease_id: str | None = None
+        try:
+            priority = self._priority(headers)
+            self._check_slo()
+            lease_id = await self._take_quota(tenant) if tenant.limits.any else None
+            waited = await self._gate.enter(priority, *self._queue_timeout()) if self._gate else 0.0
+        except BaseException as exc:  # Rejection, or the client went away while queued
+            if isinstance(exc, Rejection):
+                self.metrics.rejected[(exc.reason, tenant.name)] += 1
+            if lease_id is not None:
+                self._spawn(self._store.release(tenant, lease_id, 0))
+            raise
+        self.metrics.admitted[tenant.name] += 1
+        self.metrics.in_flight[tenant.name] += 1
+        self.metrics.queue_wait.observe(waited)
+        return Ticket(tenant, queue_wait_s=waited, lease_id=lease_id,
+                      estimated_prompt_tokens=ctx.estimated_prompt_tokens, on_release=self._released)
+
+    def _identify(self, headers: Mapping[str, str]) -> Tenant:
+        if self._keyring is None:
+            return _ANONYMOUS
+        try:
+            return self._keyring.identify(headers)
+        except Rejection as exc:
+            self.metrics.rejected[(exc.reason, "unknown")] += 1
+            raise
+
+    def _priority(self, headers: Mapping[str, str]) -> int:
+        name = self.config.priority_header
+        raw = headers.get(name) if name else None
+        if raw is None:
+            return 0
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise Rejection(400, "invalid_priority",
+                            f"header {name} must be an integer priority class, got {raw!r}") from None
+
+    def _check_slo(self) -> None:
+        if self.config.ttft_slo_ms is None:
+            return
+        budget_ms = self.config.ttft_slo_ms * SLO_QUEUE_SHARE
+        rate = self._drain.per_second()
+        estimate = estimate_wait(self._capacity.load_snapshot(), self.queue_depth,
+                                 self._capacity.has_capacity(), rate)
+        self._last_estimate = estimate
+        if estimate is not None and misses_slo(estimate, budget_ms):
+            wait_ms = estimate.wait_s * 1000
+            raise too_many("slo_shed", f"estimated wait before the first token {wait_ms:.0f} ms would "
+                                       f"miss --ttft-slo-ms={self.config.ttft_slo_ms:g}",
+                           retry_after_s(estimate.backlog, rate, fallback_s=1.0))
+
+    async def _take_quota(self, tenant: Tenant) -> str | None:
+        if not tenant.limits.any:
+            return None
+        lease_id = uuid.uuid4().hex
+        try:
+            verdict = await self._store.acquire(tenant, lease_id)
+        except QuotaUnavailable:
+            if self.config.quota_fail_open:
+                self.metrics.quota_unavailable["served"] += 1
+                return None
+            self.metrics.quota_unavailable["refused"] += 1
+            raise Rejection(503, "quota_unavailable",
+                            "tenant quota backend is unavailable and --no-quota-fail-open is set",
+                            retry_after_s=1) from None
+        if not verdict.allowed:
+            raise too_many(verdict.limit or "quota", f"tenant {tenant.name!r} is over its "
+                           f"{verdict.limit} limit ({verdict.limit_value})",
+                           max(1, math.ceil(verdict.retry_after_s)))
+        return lease_id
+
+    def _queue_timeout(self) -> tuple[float, str]:
+        """Queue wait bound: in SLO mode a request that can no longer make it is shed, not run late."""
+        slo_ms = self.config.ttft_slo_ms
+        if slo_ms is not None and slo_ms * SLO_QUEUE_SHARE / 1000.0 < self.config.queue_timeout_s:
+            return slo_ms * SLO_QUEUE_SHARE / 1000.0, "slo_queue_timeout"
+        return self.config.queue_timeout_s, "queue_timeout"
+
+    def _released(self, ticket: Ticket, prompt_tokens: int, completion_tokens: int) -> None:
+        name = ticket.tenant.name
+        self.metrics.in_flight[name] -= 1
+        self.metrics.tokens[(name, "prompt")] += prompt_tokens
+        self.metrics.tokens[(name, "completion")] += completion_tokens
+        self._drain.record()
+        limits = ticket.tenant.limits
+        if ticket.lease_id is not None or limits.tokens_per_minute is not None:
+            self._spawn(self._store.release(ticket.tenant, ticket.lease_id or "",
+                                            prompt_tokens + completion_tokens))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(_quietly(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _pump_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PUMP_INTERVAL_S)
+            self.on_capacity_freed()
+
+    def metrics_text(self) -> str:
+        """Prometheus text (dpserve_admission_*, dpserve_tenant_*, dpserve_quota_*)."""
+        return self.metrics.render(Gauges(
+            queue_depth=self.queue_depth, drain_rate_per_s=self._drain.per_second() or 0.0,
+            estimated_wait_s=self._last_estimate.wait_s if self._last_estimate else None,
+            backend=self._store.name, backend_up=self._store.is_up()))
+
+
+async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
+    # A failed release is not the client's problem: leases expire and token debt is best effort.
+    with contextlib.suppress(QuotaUnavailable):
+        await coro
+
+
+def build_admission(config: AdmissionConfig, capacity: CapacityView, *,
+                    clock: Callable[[], float] = time.monotonic) -> Admission:
+    """Admission for a gateway; reads --api-keys now (ConfigError if bad). Call start() before use."""
+    keyring = load_key_file(config.api_keys) if config.api_keys is not None else None
+    return Admission(config, capacity, keyring=keyring,
+                     store=build_quota_store(config.redis_url, clock), clock=clock)

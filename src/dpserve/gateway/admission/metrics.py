@@ -1,0 +1,111 @@
+"""AdmissionMetrics: admission counters and the queue-wait histogram, rendered as Prometheus text."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+WAIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+    return "{" + inner + "}" if inner else ""
+
+
+class Histogram:
+    """Cumulative-bucket histogram (Prometheus semantics: `le` buckets, _sum, _count)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # last slot: above every bucket (+Inf only)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        out, running = [], 0
+        for bound, n in zip(self.buckets, self.counts, strict=False):
+            running += n
+            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        out += [f"{name}_sum {self.sum:.6f}", f"{name}_count {self.count}"]
+        return out
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """Point-in-time values read when /metrics is scraped."""
+
+    queue_depth: int
+    drain_rate_per_s: float
+    estimated_wait_s: float | None
+    backend: str
+    backend_up: bool
+
+
+class AdmissionMetrics:
+    """Counters updated on the request path (dict increments only) and rendered on scrape."""
+
+    def __init__(self) -> None:
+        self.admitted: Counter[str] = Counter()
+        self.rejected: Counter[tuple[str, str]] = Counter()  # (reason, tenant)
+        self.tokens: Counter[tuple[str, str]] = Counter()  # (tenant, prompt|completion)
+        self.in_flight: Counter[str] = Counter()
+        self.quota_unavailable: Counter[str] = Counter()  # served | refused
+        self.queue_wait = Histogram(WAIT_BUCKETS_S)
+
+    def render(self, gauges: Gauges) -> str:
+        lines = [
+            *_gauge("dpserve_admission_queue_depth", "requests waiting in the gateway queue",
+                    [((), gauges.queue_depth)]),
+            "# HELP dpserve_admission_queue_wait_seconds time admitted requests waited in the queue",
+            "# TYPE dpserve_admission_queue_wait_seconds histogram",
+            *self.queue_wait.lines("dpserve_admission_queue_wait_seconds"),
+            *_gauge("dpserve_admission_drain_rate", "requests finished per second (recent window)",
+                    [((), round(gauges.drain_rate_per_s, 4))]),
+            *_counter("dpserve_admission_admitted_total", "requests admitted",
+                      [((("tenant", t),), n) for t, n in sorted(self.admitted.items())]),
+            *_counter("dpserve_admission_rejected_total", "requests refused at admission",
+                      [((("reason", r), ("tenant", t)), n) for (r, t), n in sorted(self.rejected.items())]),
+            *_counter("dpserve_tenant_tokens_total", "prompt and completion tokens served",
+                      [((("tenant", t), ("kind", k)), n) for (t, k), n in sorted(self.tokens.items())]),
+            *_gauge("dpserve_tenant_in_flight", "admitted requests not finished yet",
+                    [((("tenant", t),), n) for t, n in sorted(self.in_flight.items())]),
+            *_gauge("dpserve_quota_backend_up", "1 while the tenant quota backend answers",
+                    [((("backend", gauges.backend),), int(gauges.backend_up))]),
+            *_counter("dpserve_quota_unavailable_total",
+                      "requests that met an unreachable quota backend, by what was done",
+                      [((("action", a),), n) for a, n in sorted(self.quota_unavailable.items())]),
+        ]
+        if gauges.estimated_wait_s is not None:
+            lines += _gauge("dpserve_admission_estimated_wait_seconds",
+                            "last estimated queueing delay (SLO mode)",
+                            [((), round(gauges.estimated_wait_s, 4))])
+        return "\n".join(lines) + "\n"
+
+
+Sample = tuple[tuple[tuple[str, str], ...], float | int]
+
+
+def _series(kind: str, name: str, help_text: str, samples: list[Sample]) -> list[str]:
+    head = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    return head + [f"{name}{_labels(labels)} {value}" for labels, value in samples]
+
+
+def _counter(name: str, help_text: str, samples: list[Sample]) -> list[str]:
+    return _series("counter", name, help_text, samples)
+
+
+def _gauge(name: str, help_text: str, samples: list[Sample]) -> list[str]:
+    return _series("gauge", name, help_text, samples)

@@ -1,0 +1,103 @@
+"""GatewayConfig: every flag of `dpserve router` (policy, health, breaker, retries, admission)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpserve.config import DEFAULT_GATEWAY_PORT, DEFAULT_HOST, nested, option, require
+from dpserve.gateway.admission.config import AdmissionConfig
+from dpserve.gateway.policies.config import PolicyConfig
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Active health checks (`GET /health`) and load polling (`GET /metrics`) of each replica."""
+
+    health_check_interval_s: float = option(1.0, "seconds between health probes of each replica")
+    health_check_timeout_s: float = option(1.0, "a health probe slower than this counts as a failure")
+    health_failure_threshold: int = option(2, "consecutive failed probes before a replica is marked down")
+    health_success_threshold: int = option(1, "consecutive good probes before a down replica is back up")
+    load_poll_interval_s: float = option(0.5, "seconds between polls of each replica's /metrics")
+
+    def __post_init__(self) -> None:
+        require(self.health_check_interval_s > 0, "--health-check-interval-s must be > 0")
+        require(self.health_check_timeout_s > 0, "--health-check-timeout-s must be > 0")
+        require(self.health_failure_threshold >= 1, "--health-failure-threshold must be >= 1")
+        require(self.health_success_threshold >= 1, "--health-success-threshold must be >= 1")
+        require(self.load_poll_interval_s > 0, "--load-poll-interval-s must be > 0")
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Per-replica circuit breaker: closed → open → half-open → closed."""
+
+    breaker_failure_threshold: int = option(5, "consecutive failures that open a replica's circuit")
+    breaker_success_threshold: int = option(2, "successful trials in half-open that close the circuit")
+    breaker_cooldown_s: float = option(5.0, "seconds an open circuit waits before half-open trials")
+    breaker_half_open_max_requests: int = option(1, "trial requests in flight at once while half-open")
+
+    def __post_init__(self) -> None:
+        require(self.breaker_failure_threshold >= 1, "--breaker-failure-threshold must be >= 1")
+        require(self.breaker_success_threshold >= 1, "--breaker-success-threshold must be >= 1")
+        require(self.breaker_cooldown_s >= 0, "--breaker-cooldown-s must be >= 0")
+        require(self.breaker_half_open_max_requests >= 1, "--breaker-half-open-max-requests must be >= 1")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retries before the first byte reached the client, and the request's time limits."""
+
+    max_retries: int = option(3, "retries of one request on another replica (connect error, timeout "
+                                 "before the first byte, 429/502/503/504)")
+    retry_backoff_base_s: float = option(
+        0.01, "first retry's backoff ceiling; doubles per retry, with jitter")
+    retry_backoff_max_s: float = option(0.5, "largest backoff between retries, seconds")
+    request_timeout_s: float = option(1800.0, "overall limit of one request (504 when exceeded)")
+    first_byte_timeout_s: float = option(
+        300.0, "limit until the replica's response starts (headers, and the first chunk of a stream)")
+    connect_timeout_s: float = option(2.0, "limit for opening a connection to a replica")
+
+    def __post_init__(self) -> None:
+        require(self.max_retries >= 0, "--max-retries must be >= 0")
+        require(0 <= self.retry_backoff_base_s <= self.retry_backoff_max_s,
+                "need 0 <= --retry-backoff-base-s <= --retry-backoff-max-s")
+        require(self.request_timeout_s > 0, "--request-timeout-s must be > 0")
+        require(self.first_byte_timeout_s > 0, "--first-byte-timeout-s must be > 0")
+        require(self.connect_timeout_s > 0, "--connect-timeout-s must be > 0")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """`dpserve router`: where it listens, which replicas, and how it routes and recovers."""
+
+    host: str = option(DEFAULT_HOST, "address the gateway listens on")
+    port: int = option(DEFAULT_GATEWAY_PORT, "port the gateway listens on (0 = any free port)")
+    worker_urls: tuple[str, ...] = option((), "replica base URLs (more can be added with POST /workers)",
+                                          metavar="URL")
+    worker_weights: tuple[float, ...] = option(
+        (), "weights of --worker-urls, in order (default 1 each); a weight-2 replica takes twice the "
+            "share in load-based policies", metavar="W")
+    drain_timeout_s: float = option(30.0, "DELETE /workers/{id}: seconds to wait for its in-flight requests")
+    shutdown_grace_s: float = option(30.0, "on SIGTERM: seconds to let in-flight requests finish")
+    admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
+                                   metavar="KEY")
+    max_connections: int = option(4096, "pooled upstream connections (all replicas together)")
+    routing: PolicyConfig = nested(PolicyConfig)
+    health: HealthConfig = nested(HealthConfig)
+    breaker: BreakerConfig = nested(BreakerConfig)
+    retry: RetryConfig = nested(RetryConfig)
+    admission: AdmissionConfig = nested(AdmissionConfig)
+
+    def __post_init__(self) -> None:
+        require(0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}")
+        require(not self.worker_weights or len(self.worker_weights) == len(self.worker_urls),
+                "--worker-weights needs one weight per --worker-urls entry")
+        require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
+        for url in self.worker_urls:
+            require(url.startswith(("http://", "https://")), f"--worker-urls: {url!r} is not an http(s) URL")
+        require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
+        require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
+        require(self.max_connections >= 1, "--max-connections must be >= 1")
+
+    def weight_of(self, index: int) -> float:
+        return self.worker_weights[index] if self.worker_weights else 1.0

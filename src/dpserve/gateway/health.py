@@ -1,0 +1,96 @@
+"""HealthChecker: probes each replica's /health on an interval; thresholds move it down and up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from dpserve.gateway.config import HealthConfig
+from dpserve.gateway.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Streak:
+    failures: int = 0
+    successes: int = 0
+
+
+@dataclass
+class HealthChecker:
+    """Background loop with start()/stop(); `probe(worker)` also runs on demand (worker added).
+
+    A worker goes down after `health_failure_threshold` consecutive failed probes, or at once
+    when a real request's connection is refused (`report_refused`); it comes back after
+    `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
+    """
+
+    config: HealthConfig
+    http: aiohttp.ClientSession
+    workers: Callable[[], list[Worker]]
+    on_change: Callable[[Worker, bool], None]
+    on_probe: Callable[[Worker, bool], None] = lambda worker, ok: None
+    _streaks: dict[str, _Streak] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="health-checker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.probe(w) for w in self.workers()))
+
+    async def probe(self, worker: Worker) -> bool:
+        ok = await self._get_health(worker)
+        self.on_probe(worker, ok)
+        first = worker.id not in self._streaks  # a new worker that answers is up at once
+        streak = self._streaks.setdefault(worker.id, _Streak())
+        if ok:
+            streak.failures, streak.successes = 0, streak.successes + 1
+            if not worker.healthy and (first or streak.successes >= self.config.health_success_threshold):
+                self._set(worker, True)
+        else:
+            streak.failures, streak.successes = streak.failures + 1, 0
+            if worker.healthy and streak.failures >= self.config.health_failure_threshold:
+                self._set(worker, False)
+        return ok
+
+    def report_refused(self, worker: Worker) -> None:
+        """A real request could not connect: the replica is down now, not at the next probe."""
+        self._streaks[worker.id] = _Streak(failures=self.config.health_failure_threshold)
+        if worker.healthy:
+            self._set(worker, False)
+
+    def forget(self, worker_id: str) -> None:
+        self._streaks.pop(worker_id, None)
+
+    def _set(self, worker: Worker, healthy: bool) -> None:
+        worker.healthy = healthy
+        logger.log(logging.INFO if healthy else logging.WARNING, "worker %s (%s) is %s", worker.id,
+                   worker.url, "up" if healthy else "down")
+        self.on_change(worker, healthy)
+
+    async def _get_health(self, worker: Worker) -> bool:
+        timeout = aiohttp.ClientTimeout(total=self.config.health_check_timeout_s)
+        try:
+            async with self.http.get(worker.url + "/health", timeout=timeout) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_check_interval_s)
+            await self.check_all()

@@ -1,0 +1,116 @@
+"""Load signals: replicas' vLLM gauges from /metrics, polled, combined with exact in-flight counts.
+
+Polls lag; the gateway's own in-flight counter does not. A worker's load is its polled value
+plus the in-flight change since that poll, so a burst between two polls does not herd onto the
+replica that looked idle at the last poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+# A request queued in a replica costs more than one already running (it waits for a slot).
+WAITING_WEIGHT = 2.0
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+KV_USAGE = "vllm:kv_cache_usage_perc"
+
+
+@dataclass(frozen=True)
+class PolledLoad:
+    """One poll of a replica: its gauges and our in-flight count at that moment."""
+
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_cache_usage: float = 0.0
+    in_flight_at_poll: int = 0
+
+
+def combined_load(polled: PolledLoad | None, in_flight: int) -> float:
+    """WAITING_WEIGHT × waiting + running estimated now (polled running + in-flight since poll)."""
+    if polled is None:
+        return float(in_flight)
+    running_now = max(0.0, polled.running + in_flight - polled.in_flight_at_poll)
+    return WAITING_WEIGHT * polled.waiting + running_now
+
+
+def parse_vllm_gauges(text: str) -> dict[str, float]:
+    """Sum of each of RUNNING, WAITING, KV_USAGE over its label sets, from Prometheus text."""
+    wanted = (RUNNING, WAITING, KV_USAGE)
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        brace, space = line.find("{"), line.find(" ")
+        if 0 <= brace < space:
+            name, rest = line[:brace], line[line.rfind("}") + 1:]
+        else:
+            name, _, rest = line.partition(" ")
+        if name not in wanted:
+            continue
+        try:
+            value = float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+class PolledWorker(Protocol):
+    """What the poller needs of a worker (the gateway's Worker satisfies it)."""
+
+    url: str
+    in_flight: int
+    polled: PolledLoad | None
+    healthy: bool
+
+
+class LoadPoller:
+    """Background loop: every `interval_s`, GET /metrics of each healthy worker, store the gauges."""
+
+    def __init__(self, workers: Callable[[], Iterable[PolledWorker]], http: aiohttp.ClientSession,
+                 interval_s: float, timeout_s: float) -> None:
+        self._workers = workers
+        self._http = http
+        self._interval_s = interval_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="load-poller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def poll_once(self) -> None:
+        targets = [w for w in self._workers() if w.healthy]
+        await asyncio.gather(*(self._poll(w) for w in targets))
+
+    async def _loop(self) -> None:
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self._interval_s)
+
+    async def _poll(self, worker: PolledWorker) -> None:
+        try:
+            async with self._http.get(worker.url + "/metrics", timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    return
+                in_flight_at_poll = worker.in_flight  # the count that the gauges reflect
+                gauges = parse_vllm_gauges(await resp.text())
+        except (aiohttp.ClientError, TimeoutError):
+            return  # health checks decide whether the replica is down; keep the last poll
+        worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
+                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll)

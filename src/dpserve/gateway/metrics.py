@@ -1,0 +1,100 @@
+"""Gateway metrics in Prometheus text (`dpserve_` prefix): requests, latency, health, policy, retries."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from dpserve.gateway.worker import Worker
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                      30.0, 60.0, 120.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram (Prometheus semantics), no labels."""
+
+    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS_S) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        i = next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))
+        self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.n}')
+        lines += [f"{name}_sum {self.total}", f"{name}_count {self.n}"]
+        return lines
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    inner = ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
+    return "{" + inner + "}"
+
+
+def _counter(name: str, help_text: str, label_names: tuple[str, ...],
+             counts: Mapping[tuple[str, ...], int]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    lines += [f"{name}{_labels(label_names, k)} {v}" for k, v in sorted(counts.items())]
+    return lines
+
+
+def _gauge(name: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [f"{name}{labels} {value}" for labels, value in samples]
+    return lines
+
+
+class GatewayMetrics:
+    """Counters and histograms the proxy, health checker and breakers update; rendered on /metrics."""
+
+    def __init__(self, policy_name: str) -> None:
+        self.policy_name = policy_name
+        self.requests: Counter[tuple[str, ...]] = Counter()          # (worker, status)
+        self.decisions: Counter[tuple[str, ...]] = Counter()         # (policy, reason)
+        self.retries: Counter[tuple[str, ...]] = Counter()                # (reason,)
+        self.retries_exhausted: Counter[tuple[str, ...]] = Counter()
+        self.health_checks: Counter[tuple[str, ...]] = Counter()     # (worker, result)
+        self.transitions: Counter[tuple[str, ...]] = Counter()  # (worker, from, to)
+        self.duration = Histogram()
+        self.ttft = Histogram()
+
+    def decision(self, reason: str) -> None:
+        self.decisions[(self.policy_name, reason)] += 1
+
+    def render(self, workers: list[Worker], policy_gauges: Mapping[str, float]) -> str:
+        lines = _counter("dpserve_requests_total", "requests finished, by worker and HTTP status",
+                         ("worker", "status"), self.requests)
+        lines += self.duration.render("dpserve_request_duration_seconds", "request duration at the gateway")
+        lines += self.ttft.render("dpserve_time_to_first_token_seconds",
+                                  "time to the first response byte relayed to the client")
+        lines += _gauge("dpserve_worker_in_flight", "requests sent to the worker and not finished",
+                        ((f'{{worker="{w.id}"}}', w.in_flight) for w in workers))
+        lines += _gauge("dpserve_worker_healthy", "1 when the worker is healthy",
+                        ((f'{{worker="{w.id}"}}', int(w.healthy)) for w in workers))
+        lines += _gauge("dpserve_worker_circuit_state", "0 closed, 1 open, 2 half-open",
+                        ((f'{{worker="{w.id}"}}', w.circuit_value) for w in workers))
+        lines += _gauge("dpserve_worker_load", "polled load plus in-flight change since the poll",
+                        ((f'{{worker="{w.id}"}}', w.load()) for w in workers))
+        lines += _counter("dpserve_policy_decisions_total", "routing decisions by policy and reason",
+                          ("policy", "reason"), self.decisions)
+        lines += _counter("dpserve_retries_total", "retries by reason", ("reason",), self.retries)
+        lines += ["# TYPE dpserve_retries_exhausted_total counter",
+                  f"dpserve_retries_exhausted_total {self.retries_exhausted[()]}"]
+        lines += _counter("dpserve_health_checks_total", "health probes by worker and result",
+                          ("worker", "result"), self.health_checks)
+        lines += _counter("dpserve_circuit_transitions_total", "circuit state changes",
+                          ("worker", "from", "to"), self.transitions)
+        for name, value in policy_gauges.items():
+            lines += _gauge(name, "routing policy gauge", [("", value)])
+        return "\n".join(lines) + "\n"

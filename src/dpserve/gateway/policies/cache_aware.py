@@ -1,0 +1,53 @@
+"""cache_aware: longest prefix match in an approximate radix tree, least load when imbalanced or missed."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+from dpserve.gateway.policies.base import Candidate, Choice, Policy, RouteRequest, least_loaded, weighted_load
+from dpserve.gateway.policies.config import PolicyConfig
+from dpserve.gateway.policies.prefix_tree import PrefixTree
+
+
+class CacheAwarePolicy(Policy):
+    """Route where the replica's KV cache most likely holds the prompt's prefix.
+
+    Every decision is recorded in the tree (also fallbacks), so a later request sharing the
+    prefix follows it. Imbalance (max-min > abs and max > min*rel, on weighted load) overrides
+    the cache: a hot replica with a warm cache is slower than a cold idle one.
+    """
+
+    name = "cache_aware"
+
+    def __init__(self, config: PolicyConfig, rng: random.Random, clock: Callable[[], float]) -> None:
+        super().__init__(config, rng, clock)
+        self.tree = PrefixTree(config.max_tree_chars)
+
+    def select(self, candidates: Sequence[Candidate], request: RouteRequest) -> Choice:
+        choice = self._choose(candidates, request.text)
+        if request.text:
+            self.tree.insert(request.text, choice.worker.id)
+        return choice
+
+    def _choose(self, candidates: Sequence[Candidate], text: str) -> Choice:
+        if len(candidates) > 1 and self._imbalanced(candidates):
+            return Choice(least_loaded(candidates, self.rng), "imbalance")
+        if text:
+            by_id = {w.id: w for w in candidates}
+            match = self.tree.match(text, by_id)
+            if match.worker_id is not None and match.matched_chars / len(text) > self.config.cache_threshold:
+                return Choice(by_id[match.worker_id], "cache_hit")
+        return Choice(least_loaded(candidates, self.rng), "cache_miss")
+
+    def _imbalanced(self, candidates: Sequence[Candidate]) -> bool:
+        loads = [weighted_load(w) for w in candidates]
+        low, high = min(loads), max(loads)
+        return (high - low > self.config.balance_abs_threshold
+                and high > low * self.config.balance_rel_threshold)
+
+    def on_worker_removed(self, worker_id: str) -> None:
+        self.tree.remove_worker(worker_id)
+
+    def gauges(self) -> Mapping[str, float]:
+        return {"dpserve_cache_tree_chars": float(self.tree.size_chars)}

@@ -1,0 +1,37 @@
+"""PolicyConfig: the routing policy's name and knobs (flags of `dpserve router`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpserve.config import option, require
+from dpserve.gateway.policies import DEFAULT_POLICY, POLICY_NAMES
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which policy chooses the replica, and the knobs of the policies that have some."""
+
+    policy: str = option(DEFAULT_POLICY, "routing policy", choices=POLICY_NAMES)
+    cache_threshold: float = option(
+        0.5, "cache_aware: route to the longest prefix match when matched/len exceeds this")
+    balance_abs_threshold: float = option(
+        32.0, "cache_aware: load is imbalanced when max-min exceeds this (and the relative threshold)")
+    balance_rel_threshold: float = option(
+        1.5, "cache_aware: load is imbalanced when max > min * this (and the absolute threshold)")
+    max_tree_chars: int = option(
+        16 * 1024 * 1024, "cache_aware: one budget in characters for the prefix tree of all workers")
+    hash_balance_factor: float = option(
+        1.25, "consistent_hash: no worker above this times the mean load; the ring's next takes overflow")
+    hash_virtual_nodes: int = option(160, "consistent_hash: virtual nodes per worker (times its weight)")
+    sticky_return_home: bool = option(
+        False, "consistent_hash: a session moved by failover returns home when its replica recovers")
+    seed: int | None = option(None, "seed of the policies' random generator (default: random)")
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.cache_threshold <= 1.0, "--cache-threshold must be in [0, 1]")
+        require(self.balance_abs_threshold >= 0, "--balance-abs-threshold must be >= 0")
+        require(self.balance_rel_threshold >= 1.0, "--balance-rel-threshold must be >= 1")
+        require(self.max_tree_chars >= 1, "--max-tree-chars must be >= 1")
+        require(self.hash_balance_factor >= 1.0, "--hash-balance-factor must be >= 1")
+        require(self.hash_virtual_nodes >= 1, "--hash-virtual-nodes must be >= 1")

@@ -1,0 +1,148 @@
+"""Approximate radix tree over routing text: which workers saw which prefixes, in one char budget.
+
+Each node holds an edge label and the set of workers whose routed text passed through it. The
+tree is shared by all workers, so a prefix sent to several workers is stored once; its size is
+the sum of edge lengths and stays under `max_chars` by evicting least-recently-used leaves.
+Recency is a logical tick (no clock), so behaviour is exact and repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+# Evict down to this share of the budget so eviction runs once per many inserts, not per insert.
+_EVICT_TO = 0.9
+
+
+@dataclass(eq=False)
+class _Node:
+    label: str
+    parent: _Node | None
+    children: dict[str, _Node] = field(default_factory=dict)  # first char of child label → child
+    workers: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    last_used: int = 0
+
+
+@dataclass(frozen=True)
+class Match:
+    """Longest prefix of the text seen by `worker_id` (None when no candidate matched)."""
+
+    worker_id: str | None
+    matched_chars: int
+
+
+def _common_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixTree:
+    """Insert (text, worker), longest match among candidate workers, remove a worker."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._root = _Node("", None)
+        self._chars = 0
+        self._tick = 0
+
+    @property
+    def size_chars(self) -> int:
+        return self._chars
+
+    def match(self, text: str, candidates: Collection[str]) -> Match:
+        """The candidate with the longest matched prefix of `text` (first in tree order on ties)."""
+        node, pos = self._root, 0
+        best: Match = Match(None, 0)
+        while pos < len(text):
+            child = node.children.get(text[pos])
+            if child is None:
+                break
+            n = _common_len(child.label, text[pos:pos + len(child.label)])
+            holder = next((w for w in child.workers if w in candidates), None)
+            if holder is None:
+                break
+            best = Match(holder, pos + n)
+            if n < len(child.label):
+                break
+            node, pos = child, pos + n
+        return best
+
+    def insert(self, text: str, worker_id: str) -> None:
+        """Record that `text` went to `worker_id`; evicts LRU leaves when over budget."""
+        self._tick += 1
+        node, pos = self._root, 0
+        while pos < len(text):
+            child = node.children.get(text[pos])
+            if child is None:
+                leaf = _Node(text[pos:], node)
+                node.children[text[pos]] = leaf
+                self._chars += len(leaf.label)
+                self._touch(leaf, worker_id)
+                break
+            n = _common_len(child.label, text[pos:pos + len(child.label)])
+            if n < len(child.label):
+                child = self._split(child, n)
+            self._touch(child, worker_id)
+            node, pos = child, pos + n
+        if self._chars > self.max_chars:
+            self._evict(int(self.max_chars * _EVICT_TO))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget `worker_id` everywhere; nodes no worker holds any more are dropped."""
+        stack = list(self._root.children.values())
+        while stack:
+            node = stack.pop()
+            node.workers.pop(worker_id, None)
+            if not node.workers:
+                self._drop_subtree(node)
+            else:
+                stack.extend(node.children.values())
+
+    def _touch(self, node: _Node, worker_id: str) -> None:
+        node.workers[worker_id] = None
+        node.last_used = self._tick
+
+    def _split(self, child: _Node, at: int) -> _Node:
+        """Split child's edge at `at`: parent → middle(label[:at]) → child(label[at:])."""
+        parent = child.parent
+        assert parent is not None
+        middle = _Node(child.label[:at], parent, workers=dict(child.workers), last_used=child.last_used)
+        parent.children[middle.label[0]] = middle
+        child.label = child.label[at:]
+        child.parent = middle
+        middle.children[child.label[0]] = child
+        return middle
+
+    def _drop_subtree(self, node: _Node) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            self._chars -= len(n.label)
+            stack.extend(n.children.values())
+        if node.parent is not None:
+            node.parent.children.pop(node.label[0], None)
+
+    def _leaves(self) -> list[_Node]:
+        leaves, stack = [], list(self._root.children.values())
+        while stack:
+            node = stack.pop()
+            if node.children:
+                stack.extend(node.children.values())
+            else:
+                leaves.append(node)
+        return leaves
+
+    def _evict(self, target_chars: int) -> None:
+        """Drop least-recently-used leaves (parents become leaves in turn) until under target."""
+        while self._chars > target_chars:
+            leaves = sorted(self._leaves(), key=lambda n: n.last_used)
+            if not leaves:
+                return
+            for leaf in leaves:
+                if self._chars <= target_chars:
+                    return
+                self._drop_subtree(leaf)

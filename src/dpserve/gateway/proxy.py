@@ -1,0 +1,261 @@
+"""Proxy: admit, choose a replica, relay its response (streamed as it arrives), retry before first byte.
+
+The in-flight count of a worker rises right after the choice and falls in a `finally` when the
+response has ended, failed, or the client went away (the handler is then cancelled, which closes
+the upstream connection, so the replica stops generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from dpserve.errors import HTTPError, error_body
+from dpserve.gateway.admission import Admission, AdmissionContext
+from dpserve.gateway.config import RetryConfig
+from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.metrics import GatewayMetrics
+from dpserve.gateway.policies.base import Policy, RouteRequest
+from dpserve.gateway.registry import WorkerRegistry
+from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
+from dpserve.gateway.routing_text import ParsedRequest, parse_request
+from dpserve.gateway.usage import StreamTail, Usage
+from dpserve.gateway.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+WORKER_HEADER = "x-dpserve-worker"
+_FORWARDED_HEADERS = ("Authorization", "X-Request-Id", "X-Session-Id")
+
+
+@dataclass
+class _Attempt:
+    """One try on one worker: the breaker verdict and whether the upstream body was fully read."""
+
+    worker: Worker
+    verdict: str = "neutral"  # success | failure | neutral (client left, no verdict)
+    body_done: bool = False
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A try that failed before anything reached the client: retry, or answer `error` at the end."""
+
+    error: HTTPError
+    reason: str
+
+
+class Proxy:
+    """Handles POST /v1/chat/completions and /v1/completions."""
+
+    def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
+                 admission: Admission, metrics: GatewayMetrics, http: aiohttp.ClientSession,
+                 rng: random.Random, clock: Callable[[], float]) -> None:
+        self._cfg = retry
+        self._registry = registry
+        self._policy = policy
+        self._health = health
+        self._admission = admission
+        self._metrics = metrics
+        self._http = http
+        self._rng = rng
+        self._clock = clock
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        parsed = parse_request(request.path, raw, request.headers)
+        ticket = await self._admission.admit(request.headers,
+                                             AdmissionContext(parsed.prompt_chars, parsed.max_tokens))
+        # No await between admit() and the in-flight increment inside _with_retries (admission relies on it).
+        usage = Usage()
+        start = self._clock()
+        try:
+            return await self._with_retries(request, raw, parsed, usage, start)
+        finally:
+            ticket.release(usage.prompt_tokens, usage.completion_tokens)
+            self._metrics.duration.observe(self._clock() - start)
+
+    async def _with_retries(self, request: web.Request, raw: bytes, parsed: ParsedRequest, usage: Usage,
+                            start: float) -> web.StreamResponse:
+        deadline = start + self._cfg.request_timeout_s
+        tried: list[Worker] = []
+        failure: _Failure | None = None
+        for attempt in range(self._cfg.max_retries + 1):
+            worker = self._choose(parsed.route, tried)
+            if worker is None:
+                break
+            tried.append(worker)
+            result = await self._attempt(request, raw, parsed, worker, usage, deadline)
+            if isinstance(result, web.StreamResponse):
+                return result
+            failure = result
+            if attempt == self._cfg.max_retries or self._clock() >= deadline:
+                break
+            self._metrics.retries[(result.reason,)] += 1
+            await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
+                                          self._cfg.retry_backoff_max_s, self._rng))
+        if failure is None:
+            raise HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
+                            headers={"Retry-After": "1"})
+        self._metrics.retries_exhausted[()] += 1
+        raise failure.error
+
+    def _choose(self, route: RouteRequest, tried: list[Worker]) -> Worker | None:
+        """Prefer workers not yet tried; the one that just failed only when it is the last one left."""
+        candidates = self._registry.candidates(exclude=tried)
+        if not candidates and tried:
+            candidates = (self._registry.candidates(exclude=tried[-1:])
+                          or self._registry.candidates())
+        if not candidates:
+            return None
+        choice = self._policy.select(candidates, route)
+        self._metrics.decision(choice.reason)
+        return cast(Worker, choice.worker)
+
+    async def _attempt(self, request: web.Request, raw: bytes, parsed: ParsedRequest, worker: Worker,
+                       usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
+        worker.in_flight += 1
+        worker.breaker.on_dispatch()
+        att = _Attempt(worker)
+        try:
+            return await self._exchange(request, raw, parsed, att, usage, deadline)
+        finally:
+            worker.in_flight -= 1
+            {"success": worker.breaker.record_success, "failure": worker.breaker.record_failure,
+             "neutral": worker.breaker.record_neutral}[att.verdict]()
+            self._policy.on_request_finished(worker, parsed.route, att.verdict != "failure")
+            self._registry.notify_finished()
+            self._admission.on_capacity_freed()
+
+    async def _exchange(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
+                        usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
+        remaining = max(0.001, deadline - self._clock())
+        first_byte_s = min(self._cfg.first_byte_timeout_s, remaining)
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self._cfg.connect_timeout_s)
+        headers = {"Content-Type": "application/json"}
+        for name in _FORWARDED_HEADERS:
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        first_byte_at = self._clock() + first_byte_s
+        try:
+            async with asyncio.timeout(first_byte_s):
+                resp = await self._http.post(att.worker.url + request.path, data=raw, headers=headers,
+                                             timeout=timeout)
+        except aiohttp.ClientConnectorError as exc:
+            self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
+            return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc.strerror}",
+                              "connect_error")
+        except TimeoutError:
+            return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
+                                        f"{first_byte_s:.3g} s", "first_byte_timeout")
+        except aiohttp.ClientError as exc:
+            return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
+        try:
+            if resp.status == 200 and parsed.stream:
+                return await self._relay_stream(request, resp, att, usage, first_byte_at)
+            return await self._relay_whole(resp, att, usage)
+        finally:
+            if att.body_done:
+                resp.release()
+            else:
+                resp.close()  # abort: the replica sees the disconnect and stops generating
+
+    def _fail(self, att: _Attempt, status: int, message: str, reason: str,
+              headers: dict[str, str] | None = None) -> _Failure:
+        att.verdict = "failure"
+        self._metrics.requests[(att.worker.id, str(status))] += 1
+        return _Failure(HTTPError(status, message, headers=headers), reason)
+
+    async def _relay_whole(self, resp: aiohttp.ClientResponse, att: _Attempt,
+                           usage: Usage) -> web.StreamResponse | _Failure:
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, what = (504, "timed out") if isinstance(exc, TimeoutError) else (502, f"failed: {exc}")
+            return self._fail(att, status, f"replica {att.worker.id} {what}", "upstream_error")
+        att.body_done = True
+        status = resp.status
+        if is_retryable_status(status):
+            retry_after = resp.headers.get("Retry-After")
+            return self._fail(att, status, _upstream_message(body, status), f"status_{status}",
+                              {"Retry-After": retry_after} if retry_after else None)
+        att.verdict = "failure" if is_replica_failure(status) else "success"
+        if status == 200:
+            usage.from_body(body)
+        self._metrics.requests[(att.worker.id, str(status))] += 1
+        return web.Response(status=status, body=body, headers={
+            "Content-Type": resp.headers.get("Content-Type", "application/json"),
+            WORKER_HEADER: att.worker.id})
+
+    async def _relay_stream(self, request: web.Request, resp: aiohttp.ClientResponse, att: _Attempt,
+                            usage: Usage, first_byte_at: float) -> web.StreamResponse | _Failure:
+        started = self._clock()
+        try:
+            async with asyncio.timeout(max(0.001, first_byte_at - started)):
+                first = await resp.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte")
+        if not first:
+            return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
+        out = web.StreamResponse(status=200, headers={
+            "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
+            "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
+        tail = StreamTail()
+        tail.add(first)
+        try:
+            await out.prepare(request)
+            # Both sockets have TCP_NODELAY (aiohttp sets it on every connection), and each chunk
+            # is written as it arrives: no Nagle or buffering delay between replica and client.
+            await out.write(first)
+            self._metrics.ttft.observe(self._clock() - started)
+            await self._pump(resp, out, att, tail)
+            await out.write_eof()
+        except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
+            return out
+        tail.usage_into(usage)
+        self._metrics.requests[(att.worker.id, "200")] += 1
+        return out
+
+    async def _pump(self, resp: aiohttp.ClientResponse, out: web.StreamResponse, att: _Attempt,
+                    tail: StreamTail) -> None:
+        while True:
+            try:
+                chunk = await resp.content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                att.verdict = "failure"
+                logger.warning("replica %s died mid-stream: %r", att.worker.id, exc)
+                await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
+                return
+            if not chunk:
+                att.verdict, att.body_done = "success", True
+                return
+            tail.add(chunk)
+            await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
+
+
+def _stream_error(worker_id: str, exc: BaseException, at_boundary: bool) -> bytes:
+    """An SSE error event the openai client raises on, then [DONE]: never a silent cut."""
+    status = 504 if isinstance(exc, TimeoutError) else 502
+    message = (f"replica {worker_id} timed out mid-stream" if status == 504
+               else f"replica {worker_id} failed mid-stream: {exc.__class__.__name__}")
+    event = b"data: " + orjson.dumps(error_body(status, message)) + b"\n\ndata: [DONE]\n\n"
+    return event if at_boundary else b"\n\n" + event
+
+
+def _upstream_message(body: bytes, status: int) -> str:
+    try:
+        err = orjson.loads(body).get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return f"replica answered {status}"

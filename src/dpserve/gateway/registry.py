@@ -1,0 +1,98 @@
+"""WorkerRegistry: the fleet — hot add/remove, drain, routable candidates, the admission capacity view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable, Sequence
+
+from dpserve.errors import HTTPError
+from dpserve.gateway.admission import WorkerLoad
+from dpserve.gateway.circuit_breaker import CircuitBreaker, CircuitState
+from dpserve.gateway.config import BreakerConfig
+from dpserve.gateway.policies.base import Policy
+from dpserve.gateway.worker import Worker
+
+# How often a drain re-checks in-flight when no response ended (responses also wake it).
+_DRAIN_POLL_S = 0.05
+
+
+class WorkerRegistry:
+    """Owns the Worker objects; tells the policy about arrivals and departures.
+
+    `worker_cap(weight)` is admission's in-flight cap (None = uncapped); candidates exclude
+    workers at their cap, so admission and routing agree on what "capacity" means.
+    """
+
+    def __init__(self, policy: Policy, breaker_config: BreakerConfig, clock: Callable[[], float],
+                 worker_cap: Callable[[float], int | None],
+                 on_transition: Callable[[str, CircuitState, CircuitState], None] | None = None) -> None:
+        self._policy = policy
+        self._breaker_config = breaker_config
+        self._clock = clock
+        self._worker_cap = worker_cap
+        self._on_transition = on_transition
+        self._workers: dict[str, Worker] = {}
+        self._ids = itertools.count()
+        self._finished = asyncio.Event()
+
+    def all(self) -> list[Worker]:
+        return list(self._workers.values())
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self._workers.get(worker_id)
+
+    def add(self, url: str, weight: float = 1.0) -> Worker:
+        url = url.rstrip("/")
+        if any(w.url == url for w in self._workers.values()):
+            raise HTTPError(409, f"a worker with url {url} is already registered")
+        worker_id = f"w{next(self._ids)}"
+        notify = self._on_transition
+        breaker = CircuitBreaker(self._breaker_config, self._clock,
+                                 None if notify is None else lambda old, new: notify(worker_id, old, new))
+        worker = Worker(worker_id, url, weight, breaker)
+        self._workers[worker_id] = worker
+        self._policy.on_worker_added(worker)
+        return worker
+
+    def remove(self, worker_id: str) -> None:
+        if self._workers.pop(worker_id, None) is not None:
+            self._policy.on_worker_removed(worker_id)
+
+    async def drain(self, worker: Worker, timeout_s: float) -> None:
+        """Stop new requests to `worker`, wait (bounded) for its in-flight ones, then remove it."""
+        worker.draining = True
+        deadline = self._clock() + timeout_s
+        while worker.in_flight > 0 and self._clock() < deadline:
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), _DRAIN_POLL_S)
+        self.remove(worker.id)
+
+    def notify_finished(self) -> None:
+        """A response ended somewhere (wakes drains)."""
+        self._finished.set()
+
+    def below_cap(self, worker: Worker) -> bool:
+        cap = self._worker_cap(worker.weight)
+        return cap is None or worker.in_flight < cap
+
+    def candidates(self, exclude: Sequence[Worker] = ()) -> list[Worker]:
+        return [w for w in self._workers.values()
+                if w.is_routable() and self.below_cap(w) and w not in exclude]
+
+    def any_ready(self) -> bool:
+        return any(w.healthy and not w.draining for w in self._workers.values())
+
+    # CapacityView for admission
+    def has_capacity(self) -> bool:
+        return any(w.is_routable() and self.below_cap(w) for w in self._workers.values())
+
+    def load_snapshot(self) -> Sequence[WorkerLoad]:
+        out = []
+        for w in self._workers.values():
+            p = w.polled
+            out.append(WorkerLoad(w.id, w.healthy and not w.draining, w.in_flight,
+                                  int(p.running) if p else 0, int(p.waiting) if p else 0, w.weight))
+        return out

@@ -1,0 +1,91 @@
+"""What a request routes on: parse the body once, take the routing text and the session key.
+
+For chat the routing text is the whole conversation, every message with its role, in order, so
+two conversations that share a system prompt but diverge later are told apart by the tree, and
+turn N+1 of a conversation extends turn N's prefix exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from dpserve.errors import HTTPError
+from dpserve.gateway.policies.base import RouteRequest
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+SESSION_HEADER = "x-session-id"
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """The parts of a client body the gateway needs; the raw bytes are forwarded unchanged."""
+
+    route: RouteRequest
+    stream: bool
+    prompt_chars: int
+    max_tokens: int | None
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones, in order
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict)
+                       and isinstance(p.get("text"), str))
+    return ""
+
+
+def chat_text(messages: list[Any]) -> str:
+    parts = []
+    for m in messages:
+        if not isinstance(m, dict):
+            raise HTTPError(400, "each entry of 'messages' must be an object", param="messages")
+        parts.append(f"<|{m.get('role', '')}|>{_content_text(m.get('content'))}")
+    return "".join(parts)
+
+
+def prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return "".join(prompt)
+    if isinstance(prompt, list) and all(isinstance(p, int) for p in prompt):
+        return " ".join(map(str, prompt))  # token ids: the same ids give the same text
+    raise HTTPError(400, "'prompt' must be a string, a list of strings, or a list of token ids",
+                    param="prompt")
+
+
+def _load_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise HTTPError(400, "request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise HTTPError(400, "request body must be a JSON object")
+    return body
+
+
+def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRequest:
+    """Body → ParsedRequest; 400 JSON for what no replica could serve either."""
+    body = _load_object(raw)
+    if path == CHAT_PATH:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise HTTPError(400, "'messages' must be a non-empty list", param="messages")
+        text = chat_text(messages)
+    else:
+        if "prompt" not in body:
+            raise HTTPError(400, "'prompt' is required", param="prompt")
+        text = prompt_text(body["prompt"])
+    user = body.get("user")
+    session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    return ParsedRequest(RouteRequest(text, session), body.get("stream") is True, len(text),
+                         max_tokens if isinstance(max_tokens, int) else None)

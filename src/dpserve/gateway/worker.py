@@ -1,0 +1,45 @@
+"""Worker: one replica as the gateway sees it — id, url, weight, health, circuit, in-flight, load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpserve.gateway.circuit_breaker import STATE_VALUES, CircuitBreaker
+from dpserve.gateway.loads import PolledLoad, combined_load
+
+
+class Worker:
+    """Mutable runtime state of one replica; the registry owns it, the proxy counts in-flight.
+
+    `in_flight` rises when a request is sent and falls when its response ends (the proxy does
+    both, the fall in a `finally`). `healthy` is set by health checks and by refused connections.
+    """
+
+    def __init__(self, worker_id: str, url: str, weight: float, breaker: CircuitBreaker) -> None:
+        self.id = worker_id
+        self.url = url.rstrip("/")
+        self.weight = weight
+        self.breaker = breaker
+        self.healthy = False
+        self.draining = False
+        self.in_flight = 0
+        self.polled: PolledLoad | None = None
+
+    def load(self) -> float:
+        return combined_load(self.polled, self.in_flight)
+
+    def is_routable(self) -> bool:
+        """Healthy, not draining, and the circuit lets a request through."""
+        return self.healthy and not self.draining and self.breaker.allows_request()
+
+    def to_json(self) -> dict[str, Any]:
+        polled = self.polled or PolledLoad()
+        return {"id": self.id, "url": self.url, "healthy": self.healthy,
+                "circuit_state": self.breaker.state.value, "in_flight": self.in_flight,
+                "running": polled.running, "waiting": polled.waiting,
+                "kv_cache_usage": polled.kv_cache_usage, "weight": self.weight,
+                "draining": self.draining, "load": self.load()}
+
+    @property
+    def circuit_value(self) -> int:
+        return STATE_VALUES[self.breaker.state]

@@ -1,0 +1,1 @@
+"""`dpserve serve`: co-launch data-parallel replicas behind the in-process gateway, supervised."""

@@ -1,0 +1,51 @@
+"""The backend contract: how to start one replica of a given engine from a ReplicaSpec."""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from dpserve.launcher.placement import Placement
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Everything a backend needs to build one replica's command line."""
+
+    replica_id: str
+    model: str  # what --model said: a bundled name, a local directory or a hub id
+    model_path: str  # what the engine should load (bundled names resolved to their directory)
+    host: str
+    port: int
+    tp_size: int
+    placement: Placement
+    engine_args: tuple[str, ...] = ()  # extra engine flags, already shlex-split
+    python: str = field(default=sys.executable)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Backend(ABC):
+    """One engine kind. Subclasses are stateless; the registry makes one per name."""
+
+    name: str = ""
+    #: False for engines that need no device (the simulator): they are never placed on GPUs.
+    uses_devices: bool = True
+    #: Largest --tp-size the backend can run (None = no limit of ours).
+    max_tp_size: int | None = None
+    #: Path that answers 200 once the replica can serve.
+    health_path: str = "/health"
+    #: True when bundled model names must be resolved to a directory before the engine sees them.
+    needs_model_path: bool = False
+
+    @abstractmethod
+    def command(self, spec: ReplicaSpec) -> list[str]:
+        """argv that runs the replica in the foreground, listening on spec.host:spec.port;
+        spec.engine_args come last so they can override what we set."""
+
+    def env(self, spec: ReplicaSpec) -> dict[str, str]:
+        """Environment added to ours for this replica: by default the placement's."""
+        return spec.placement.env()

@@ -1,0 +1,14 @@
+"""`sim`: the simulated replica (`dpserve sim`); needs no device and no model files."""
+
+from __future__ import annotations
+
+from dpserve.launcher.backends.base import Backend, ReplicaSpec
+
+
+class SimBackend(Backend):
+    name = "sim"
+    uses_devices = False
+
+    def command(self, spec: ReplicaSpec) -> list[str]:
+        return [spec.python, "-m", "dpserve", "sim", "--model", spec.model, "--host", spec.host,
+                "--port", str(spec.port), *spec.engine_args]

@@ -1,0 +1,51 @@
+"""A replica's output: copied to our stderr with its id as prefix, to its log file, and a tail kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from pathlib import Path
+from typing import BinaryIO
+
+
+class ReplicaLog:
+    """Sink for one replica's combined stdout/stderr across all its restarts."""
+
+    def __init__(self, replica_id: str, path: Path, echo: BinaryIO | None, tail_lines: int = 40) -> None:
+        self.path = path
+        self._prefix = f"[{replica_id}] ".encode()
+        self._echo = echo
+        self._tail: deque[bytes] = deque(maxlen=tail_lines)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+
+    def write_line(self, line: bytes) -> None:
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self._file.write(line)
+        self._file.flush()
+        self._tail.append(line)
+        if self._echo is not None:
+            self._echo.write(self._prefix + line)
+            self._echo.flush()
+
+    def note(self, message: str) -> None:
+        """A line of ours (restart, exit code) in the replica's log, marked as such."""
+        self.write_line(f"--- dpserve serve: {message}".encode())
+
+    def tail(self) -> str:
+        return b"".join(self._tail).decode(errors="replace")
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        """Copy `stream` line by line until EOF."""
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line over the reader's limit: take what is buffered
+                line = await stream.read(65536)
+            if not line:
+                return
+            self.write_line(line)
+
+    def close(self) -> None:
+        self._file.close()

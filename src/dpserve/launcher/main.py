@@ -1,0 +1,39 @@
+"""Blocking entry of `dpserve serve`: plan, reserve ports, build the gateway, run the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from dpserve.http_server import install_uvloop
+from dpserve.launcher.config import ServeConfig
+from dpserve.launcher.gateway import build_gateway_site
+from dpserve.launcher.plan import build_plan
+from dpserve.launcher.ports import PortAllocator
+from dpserve.launcher.service import ServeService
+
+logger = logging.getLogger(__name__)
+
+
+def default_log_dir() -> Path:
+    from dpserve.model_store.resolver import cache_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return cache_dir() / "logs" / f"serve-{stamp}-{os.getpid()}"
+
+
+def serve(config: ServeConfig) -> int:
+    launch = config.launch
+    ports = PortAllocator(launch.replica_host)
+    try:
+        plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])
+        log_dir = launch.log_dir or default_log_dir()
+        logger.info("replica logs in %s", log_dir)
+        service = ServeService(launch, plan, build_gateway_site(config), log_dir)
+        install_uvloop()
+        return asyncio.run(service.run())
+    finally:
+        ports.release_all()

@@ -1,0 +1,84 @@
+"""The launch plan: config + the devices found → one ReplicaSpec per replica (ports reserved)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpserve.config import ConfigError
+from dpserve.launcher.backends import Backend, ReplicaSpec, get_backend
+from dpserve.launcher.config import LaunchConfig
+from dpserve.launcher.placement import (
+    Placement,
+    PlacementError,
+    available_cpu_cores,
+    detect_gpu_ids,
+    place_on_cpus,
+    place_on_gpus,
+)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    backend: Backend
+    replicas: tuple[ReplicaSpec, ...]
+
+    def describe(self) -> str:
+        lines = [f"{len(self.replicas)} × {self.backend.name} replica(s):"]
+        for spec in self.replicas:
+            where = (f"GPUs {','.join(spec.placement.gpu_ids)}" if spec.placement.on_gpu
+                     else f"CPU cores {','.join(map(str, spec.placement.cpu_cores))}"
+                     f" ({spec.placement.num_threads} threads)")
+            lines.append(f"  {spec.replica_id}: {spec.url}  {where}")
+        return "\n".join(lines)
+
+
+def compute_placements(config: LaunchConfig, backend: Backend, gpu_ids: Sequence[str],
+                       cpu_cores: Sequence[int]) -> list[Placement]:
+    """Pure: GPUs when the backend uses devices and GPUs are wanted and present, else CPU cores."""
+    if backend.max_tp_size is not None and config.tp_size > backend.max_tp_size:
+        raise PlacementError(f"the {backend.name} backend runs --tp-size {backend.max_tp_size} at most, "
+                             f"got {config.tp_size}")
+    wants_gpus = backend.uses_devices and config.device != "cpu"
+    gpus = tuple(config.gpu_ids) or tuple(gpu_ids)
+    if config.device == "cuda" and backend.uses_devices and not gpus:
+        raise PlacementError("--device cuda but no CUDA devices found "
+                             "(set --gpu-ids or CUDA_VISIBLE_DEVICES)")
+    if wants_gpus and gpus:
+        return place_on_gpus(config.dp_size, config.tp_size, gpus)
+    return place_on_cpus(config.dp_size, cpu_cores)
+
+
+def resolve_model_path(model: str, backend: Backend) -> str:
+    """What the engine loads: bundled names become their converted directory for engines that
+    cannot resolve them (vLLM, SGLang); anything else is passed through."""
+    if not backend.needs_model_path:
+        return model
+    from dpserve.model_store.bundled import BUNDLED_MODELS
+
+    if model in BUNDLED_MODELS:
+        from dpserve.model_store import resolve_model
+
+        return str(resolve_model(model).path)
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str] | None = None,
+               cpu_cores: Sequence[int] | None = None) -> LaunchPlan:
+    """Specs for every replica; `ports` must hold one reserved port per replica."""
+    backend = get_backend(config.backend)
+    try:
+        placements = compute_placements(
+            config, backend, detect_gpu_ids() if gpu_ids is None else gpu_ids,
+            available_cpu_cores() if cpu_cores is None else cpu_cores)
+    except PlacementError as exc:
+        raise ConfigError(str(exc)) from exc
+    model_path = resolve_model_path(config.model, backend)
+    specs = tuple(
+        ReplicaSpec(replica_id=f"r{p.index}", model=config.model, model_path=model_path,
+                    host=config.replica_host, port=port, tp_size=config.tp_size, placement=p,
+                    engine_args=config.engine_argv)
+        for p, port in zip(placements, ports, strict=True))
+    return LaunchPlan(backend, specs)

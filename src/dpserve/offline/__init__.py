@@ -1,0 +1,1 @@
+"""`dpserve batch`: offline data-parallel inference over an OpenAI batch JSONL file."""

@@ -1,0 +1,50 @@
+"""The replica app factory: OpenAI endpoints + /health + /metrics over one EngineClient."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from dpserve.errors import error_middleware
+from dpserve.serving.engine_client import EngineClient
+from dpserve.serving.handlers import ReplicaHandlers
+from dpserve.serving.metrics import ReplicaMetrics
+
+HANDLERS_KEY = web.AppKey("replica_handlers", ReplicaHandlers)
+
+# Requests carry whole conversations; aiohttp's 1 MiB default is too small for long prompts.
+DEFAULT_CLIENT_MAX_SIZE = 64 * 1024 * 1024
+
+
+def create_replica_app(client: EngineClient, served_model_name: str, *,
+                       middlewares: Sequence[Any] = (),
+                       client_max_size: int = DEFAULT_CLIENT_MAX_SIZE) -> web.Application:
+    """An aiohttp app serving `client` as `served_model_name`.
+
+    `client.start()` is awaited on app startup (/health answers 200 after it) and `client.stop()`
+    on cleanup. Extra `middlewares` run inside the JSON error middleware (the sim's fault knobs).
+    """
+    app = web.Application(middlewares=[error_middleware, *middlewares], client_max_size=client_max_size)
+    handlers = ReplicaHandlers(client, served_model_name, ReplicaMetrics(served_model_name))
+    app[HANDLERS_KEY] = handlers
+
+    async def on_startup(_app: web.Application) -> None:
+        await client.start()
+        await handlers.disconnects.start()
+        handlers.is_ready = True
+
+    async def on_cleanup(_app: web.Application) -> None:
+        handlers.is_ready = False
+        await handlers.disconnects.stop()
+        await client.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/metrics", handlers.metrics_text)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/completions", handlers.completions)
+    return app

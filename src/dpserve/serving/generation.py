@@ -1,0 +1,100 @@
+"""One request's run on the engine: engine deltas → text deltas, stop strings, usage, metrics.
+
+The engine iterator is always closed (aclose) when the run ends — finished, stopped by a stop
+string, or abandoned by a disconnected client — which aborts the request inside the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+
+from dpserve.serving.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from dpserve.serving.engine_client import EngineClient, GenerateRequest, TokenDelta
+from dpserve.serving.metrics import ReplicaMetrics
+from dpserve.serving.prepare import PreparedRequest
+from dpserve.serving.responses import Usage
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    finish_reason: str | None
+
+
+class Generation:
+    """Runs one prepared request; iterate `deltas()` (inside `contextlib.aclosing`)."""
+
+    def __init__(self, client: EngineClient, metrics: ReplicaMetrics, req: PreparedRequest,
+                 is_disconnected: Callable[[], bool]) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._req = req
+        self._is_disconnected = is_disconnected
+        self._detok = IncrementalDetokenizer(client.tokenizer)
+        self._stops = StopStringMatcher(req.stop)
+        self.num_prompt_tokens = len(req.prompt_token_ids)
+        self.num_cached_tokens = 0
+        self.num_generated_tokens = 0
+        self.finish_reason: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.num_prompt_tokens, self.num_generated_tokens, self.num_cached_tokens)
+
+    async def deltas(self) -> AsyncGenerator[TextDelta, None]:
+        start = time.monotonic()
+        last_token_at: float | None = None
+        engine_iter = self._client.generate(
+            GenerateRequest(self._req.request_id, self._req.prompt_token_ids, self._req.sampling))
+        try:
+            async for delta in engine_iter:
+                if delta.new_token_ids:
+                    last_token_at = self._record_timing(start, last_token_at, len(delta.new_token_ids))
+                out = self._absorb(delta)
+                if out.text or out.finish_reason:
+                    yield out
+                if self.finish_reason is not None:
+                    return
+                if self._is_disconnected():
+                    self.finish_reason = "abort"
+                    return
+            self.finish_reason = self.finish_reason or "abort"  # iterator ended without a reason
+        finally:
+            await _aclose(engine_iter)
+            self._metrics.record_finished(
+                num_prompt_tokens=self.num_prompt_tokens, num_generated_tokens=self.num_generated_tokens,
+                finish_reason=self.finish_reason or "abort", e2e_s=time.monotonic() - start)
+
+    def _record_timing(self, start: float, last_token_at: float | None, num_tokens: int) -> float:
+        now = time.monotonic()
+        if last_token_at is None:
+            self._metrics.record_first_token(now - start)
+        else:
+            self._metrics.record_inter_token(now - last_token_at, num_tokens)
+        return now
+
+    def _absorb(self, delta: TokenDelta) -> TextDelta:
+        """Fold one engine delta in; sets finish_reason when the request is done."""
+        self.num_generated_tokens += len(delta.new_token_ids)
+        if delta.num_prompt_tokens:
+            self.num_prompt_tokens = delta.num_prompt_tokens
+        self.num_cached_tokens = max(self.num_cached_tokens, delta.num_cached_tokens)
+        text, stopped = self._stops.push(self._detok.push(delta.new_token_ids))
+        if not stopped and delta.finish_reason is not None:
+            more, stopped = self._stops.push(self._detok.flush())
+            text += more
+            if not stopped:
+                text += self._stops.flush()
+        if stopped:
+            self.finish_reason = "stop"
+        elif delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+        return TextDelta(text, self.finish_reason)
+
+
+async def _aclose(iterator: AsyncIterator[TokenDelta]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

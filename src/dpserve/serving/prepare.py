@@ -1,0 +1,105 @@
+"""Validated OpenAI request → engine input: tokenise, check context length, build SamplingParams."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dpserve.errors import HTTPError
+from dpserve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    RequestError,
+    SamplingFields,
+    parse_chat_request,
+    parse_completion_request,
+)
+from dpserve.serving.engine_client import EngineClient, SamplingParams
+
+Kind = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """Everything the server needs to run one request and shape its response."""
+
+    kind: Kind
+    request_id: str
+    created: int
+    model: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+
+
+def bad_request(exc: RequestError) -> HTTPError:
+    return HTTPError(400, exc.message, param=exc.param)
+
+
+def prepare(kind: Kind, body: Any, client: EngineClient, served_model_name: str) -> PreparedRequest:
+    """Parse, validate and tokenise a chat or completion body; raises HTTPError (4xx)."""
+    try:
+        parsed: ChatCompletionRequest | CompletionRequest
+        parsed = parse_chat_request(body) if kind == "chat" else parse_completion_request(body)
+    except RequestError as exc:
+        raise bad_request(exc) from exc
+    fields = parsed.fields
+    if fields.model is not None and fields.model != served_model_name:
+        raise HTTPError(404, f"The model `{fields.model}` does not exist; this replica serves "
+                        f"`{served_model_name}`", code="model_not_found", param="model")
+    prompt_ids = _prompt_token_ids(parsed, client)
+    prompt_param = "messages" if kind == "chat" else "prompt"
+    max_tokens = _checked_max_tokens(fields, len(prompt_ids), client.max_model_len, prompt_param)
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    return PreparedRequest(
+        kind=kind,
+        request_id=f"{prefix}-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=served_model_name,
+        prompt_token_ids=prompt_ids,
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=fields.temperature,
+                                top_p=fields.top_p, top_k=fields.top_k, seed=fields.seed,
+                                stop_token_ids=fields.stop_token_ids, ignore_eos=fields.ignore_eos),
+        stop=fields.stop,
+        stream=fields.stream,
+        include_usage=fields.include_usage,
+    )
+
+
+def _prompt_token_ids(parsed: ChatCompletionRequest | CompletionRequest, client: EngineClient) -> list[int]:
+    tokenizer = client.tokenizer
+    if isinstance(parsed, ChatCompletionRequest):
+        try:
+            return list(tokenizer.apply_chat_template(parsed.messages))
+        except ValueError as exc:
+            raise HTTPError(400, f"cannot apply the chat template: {exc}", param="messages") from exc
+    if isinstance(parsed.prompt, str):
+        return list(tokenizer.encode(parsed.prompt))
+    vocab_size = getattr(tokenizer, "vocab_size", None)  # optional on the Tokenizer protocol
+    if isinstance(vocab_size, int) and max(parsed.prompt) >= vocab_size:
+        raise HTTPError(400, f"prompt token id {max(parsed.prompt)} is out of range (vocabulary size "
+                        f"{vocab_size})", param="prompt")
+    return list(parsed.prompt)
+
+
+def _checked_max_tokens(fields: SamplingFields, num_prompt_tokens: int, max_model_len: int,
+                        prompt_param: str) -> int:
+    """vLLM's rules: the prompt must leave room for one token, prompt + max_tokens must fit."""
+    if num_prompt_tokens == 0:
+        raise HTTPError(400, "the prompt is empty after tokenisation", param=prompt_param)
+    if num_prompt_tokens >= max_model_len:
+        raise HTTPError(400, f"This model's maximum context length is {max_model_len} tokens. "
+                        f"However, your prompt has {num_prompt_tokens} tokens, which leaves no room "
+                        "for completion tokens.", param=prompt_param)
+    if fields.max_tokens is None:
+        return max_model_len - num_prompt_tokens
+    if num_prompt_tokens + fields.max_tokens > max_model_len:
+        raise HTTPError(400, f"This model's maximum context length is {max_model_len} tokens. "
+                        f"However, you requested {num_prompt_tokens + fields.max_tokens} tokens "
+                        f"({num_prompt_tokens} in the prompt, {fields.max_tokens} for the completion). "
+                        "Please reduce the prompt or max_tokens.", param="max_tokens")
+    return fields.max_tokens

@@ -1,0 +1,61 @@
+"""The sim's cheap deterministic tokenizer: regex pieces hashed into a vocab, filler-word decoding.
+
+Pieces are split like GPT-2 (` ?word`, ` ?punct`, whitespace). A piece that is one of the filler
+words (" " + two syllables, e.g. " tavo") maps to that word's id; any other piece is hashed
+(crc32) into the rest of the vocab. Generated tokens are filler-word ids, so generated text
+re-encodes to the same ids — multi-turn conversations hit the prefix cache as with a real model.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+EOS_ID = 0
+IM_START_ID = 1
+IM_END_ID = 2
+NUM_SPECIAL = 3
+VOCAB_SIZE = 32768
+
+_PIECE = re.compile(r" ?\w+| ?[^\s\w]+|\s+(?!\S)|\s+")
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+FILLER_WORDS = tuple(a + b for a in _SYLLABLES for b in _SYLLABLES)
+FIRST_WORD_ID = NUM_SPECIAL
+NUM_WORDS = len(FILLER_WORDS)
+_FIRST_HASHED_ID = FIRST_WORD_ID + NUM_WORDS
+_NUM_HASHED = VOCAB_SIZE - _FIRST_HASHED_ID
+
+
+class SimTokenizer:
+    """Implements dpserve.serving.engine_client.Tokenizer without any model files."""
+
+    eos_token_ids: tuple[int, ...] = (EOS_ID,)
+    vocab_size: int = VOCAB_SIZE
+
+    def __init__(self) -> None:
+        self._word_ids = {" " + w: FIRST_WORD_ID + i for i, w in enumerate(FILLER_WORDS)}
+
+    def encode(self, text: str) -> list[int]:
+        return [self._piece_id(p) for p in _PIECE.findall(text)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(" " + FILLER_WORDS[(t - FIRST_WORD_ID) % NUM_WORDS]
+                       for t in token_ids if t >= NUM_SPECIAL)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+        """`<|im_start|>role\\ncontent<|im_end|>` per message, then an open assistant turn."""
+        ids: list[int] = []
+        for message in messages:
+            content = message.get("content") or ""
+            if not isinstance(content, str):
+                raise ValueError("message content must be text")
+            ids += [IM_START_ID, *self.encode(f"{message['role']}\n{content}"), IM_END_ID]
+        return [*ids, IM_START_ID, *self.encode("assistant\n")]
+
+    def _piece_id(self, piece: str) -> int:
+        word_id = self._word_ids.get(piece)
+        if word_id is not None:
+            return word_id
+        return _FIRST_HASHED_ID + zlib.crc32(piece.encode()) % _NUM_HASHED

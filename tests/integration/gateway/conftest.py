@@ -1,0 +1,77 @@
+"""Fixtures for gateway integration tests: fake replicas and an in-process gateway on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from dpserve.config import build_config
+from dpserve.gateway.app import GATEWAY_KEY, Gateway, build_app
+from dpserve.gateway.config import GatewayConfig
+from dpserve.http_server import bind_socket
+from tests.integration.gateway.fake_worker import FakeWorker
+
+# Short intervals so every scenario settles in well under a second or two.
+FAST = {"health_check_interval_s": 0.1, "health_check_timeout_s": 0.3, "load_poll_interval_s": 0.1,
+        "retry_backoff_base_s": 0.001, "retry_backoff_max_s": 0.01, "breaker_cooldown_s": 0.3,
+        "drain_timeout_s": 5.0, "seed": 1234}
+
+
+class RunningGateway:
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self.runner = runner
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def state(self) -> Gateway:
+        return self.runner.app[GATEWAY_KEY]
+
+
+@pytest.fixture
+async def fake_workers() -> AsyncIterator[Callable[..., Awaitable[list[FakeWorker]]]]:
+    started: list[FakeWorker] = []
+
+    async def make(n: int, **knobs: Any) -> list[FakeWorker]:
+        workers = [FakeWorker(**knobs) for _ in range(n)]
+        for w in workers:
+            await w.start()
+        started.extend(workers)
+        return workers
+
+    yield make
+    for w in started:
+        await w.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    runners: list[web.AppRunner] = []
+
+    async def make(workers: list[FakeWorker], **flags: Any) -> RunningGateway:
+        values = {**FAST, **flags, "worker_urls": tuple(w.url for w in workers)}
+        config = build_config(GatewayConfig, values)
+        runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        runners.append(runner)
+        sock = bind_socket("127.0.0.1", 0)
+        await web.SockSite(runner, sock).start()
+        return RunningGateway(runner, sock.getsockname()[1])
+
+    yield make
+    for r in runners:
+        await r.cleanup()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def chat(content: str = "hi", *, stream: bool = False, **extra: Any) -> dict[str, Any]:
+    return {"model": "fake-model", "messages": [{"role": "user", "content": content}], "stream": stream,
+            **extra}

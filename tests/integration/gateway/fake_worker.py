@@ -1,0 +1,181 @@
+"""An in-process fake replica (aiohttp on 127.0.0.1) with failure knobs, for gateway tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dpserve.http_server import bind_socket
+
+
+@dataclass
+class Knobs:
+    """Failure and shape knobs; tests flip them while the worker runs."""
+
+    fail_first_n: int = 0            # answer 503 to the first N completion requests
+    fail_status: int = 503
+    hang: bool = False               # completions and /health never answer
+    slow_first_byte_s: float = 0.0   # delay before the response starts
+    die_after_chunks: int | None = None  # stream: abort the connection after this many chunks
+    chunks: int = 5                  # stream: content chunks before the final one
+    chunk_delay_s: float = 0.0
+    health_status: int = 200
+    running: int = 0                 # gauges on /metrics
+    waiting: int = 0
+
+
+@dataclass
+class Stats:
+    requests: int = 0       # completion requests received
+    finished: int = 0       # completion responses fully written
+    cancelled: int = 0      # handlers cancelled because the gateway disconnected
+    active: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+
+
+class FakeWorker:
+    """`await start()` → url; `await kill()` drops every connection and stops listening;
+    `await revive()` listens again on the same port."""
+
+    _ids = itertools.count()
+
+    def __init__(self, name: str | None = None, **knobs: Any) -> None:
+        self.name = name or f"fake{next(self._ids)}"
+        self.knobs = Knobs(**knobs)
+        self.stats = Stats()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> str:
+        app = web.Application(handler_args={"handler_cancellation": True})
+        app.router.add_post("/v1/chat/completions", self._completion)
+        app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await self._listen()
+        return self.url
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        sock = bind_socket("127.0.0.1", self.port)
+        self.port = sock.getsockname()[1]
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
+
+    async def kill(self) -> None:
+        """Like a crashed process: in-flight and idle connections reset, new ones refused."""
+        assert self._runner is not None and self._site is not None
+        await self._site.stop()
+        for handler in self._runner.server.connections if self._runner.server else []:
+            if handler.transport is not None:
+                handler.transport.abort()
+        self._site = None
+
+    async def revive(self) -> None:
+        await self._listen()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            if self._site is not None:
+                await self.kill()
+            await self._runner.cleanup()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        while self.knobs.hang:
+            await asyncio.sleep(0.05)
+        return web.Response(status=self.knobs.health_status, text="ok")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        k = self.knobs
+        text = (f'vllm:num_requests_running{{model_name="fake"}} {k.running}\n'
+                f'vllm:num_requests_waiting{{model_name="fake"}} {k.waiting}\n'
+                f'vllm:kv_cache_usage_perc{{model_name="fake"}} 0.25\n')
+        return web.Response(text=text)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.stats.requests += 1
+        self.stats.bodies.append(raw)
+        self.stats.active += 1
+        try:
+            return await self._answer(request, orjson.loads(raw))
+        except asyncio.CancelledError:
+            self.stats.cancelled += 1
+            raise
+        finally:
+            self.stats.active -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        k = self.knobs
+        if k.fail_first_n > 0:
+            k.fail_first_n -= 1
+            return web.json_response({"error": {"message": "busy", "type": "x", "code": k.fail_status}},
+                                     status=k.fail_status)
+        while k.hang:
+            await asyncio.sleep(0.05)
+        if k.slow_first_byte_s:
+            await asyncio.sleep(k.slow_first_byte_s)
+        if body.get("stream"):
+            return await self._stream(request, body)
+        self.stats.finished += 1
+        return web.json_response(completion_body(self.name, k.chunks))
+
+    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        k = self.knobs
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, chunk in enumerate(stream_chunks(self.name, k.chunks, _wants_usage(body))):
+            if k.die_after_chunks is not None and i >= k.die_after_chunks:
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            await resp.write(chunk)
+            if k.chunk_delay_s:
+                await asyncio.sleep(k.chunk_delay_s)
+        await resp.write_eof()
+        self.stats.finished += 1
+        return resp
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def completion_body(name: str, n_tokens: int) -> dict[str, Any]:
+    return {"id": "cmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"hello from {name}"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": n_tokens, "total_tokens": 7 + n_tokens}}
+
+
+def stream_chunks(name: str, n: int, usage: bool) -> list[bytes]:
+    """The exact SSE bytes a fake worker streams (tests compare the relay against these)."""
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
+    out = [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} "},
+                                       "finish_reason": None}]}) for i in range(n)]
+    out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    if usage:
+        out.append(event({**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n,
+                                                           "total_tokens": 7 + n}}))
+    out.append(b"data: [DONE]\n\n")
+    return out

@@ -1,0 +1,40 @@
+"""`dpserve serve` refuses what cannot work with a clear message and leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.launcher.procs import new_marker, wait_gone
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dpserve", "serve", *args], capture_output=True, text=True,
+                          timeout=45, env={**os.environ, **(env or {})})
+
+
+def test_too_few_gpus_exits_2_stating_the_arithmetic() -> None:
+    done = _serve("--backend", "vllm", "--model", "org/model", "--device", "cuda", "--gpu-ids", "0", "1",
+                  "--dp-size", "3", "--tp-size", "2")
+    assert done.returncode == 2
+    assert "3 replicas × TP 2 = 6 GPUs needed, but 2 available" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_gateway_port_in_use_exits_1_and_starts_no_replica(tmp_path: Path) -> None:
+    marker = new_marker()
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = _serve("--backend", "sim", "--port", str(port), "--log-dir", str(tmp_path), env=marker)
+    assert done.returncode == 1
+    assert f"could not start on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert wait_gone(marker, 10.0) == []
+    assert not list(tmp_path.glob("r*.log"))

@@ -1,0 +1,129 @@
+"""The replica app over a scripted EngineClient: UTF-8 safe streaming, stop strings that span
+tokens, engine failures as JSON, template errors as 400 — all over a real socket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dpserve.serving.app import create_replica_app
+from dpserve.serving.engine_client import EngineStats, GenerateRequest, TokenDelta
+
+OUTPUT = "héllo wörld 🙂 STOP after"
+
+
+class ByteTokenizer:
+    eos_token_ids = (256,)
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(t for t in token_ids if t < 256).decode(errors="replace")
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+        if any(m["role"] not in ("user", "system", "assistant") for m in messages):
+            raise ValueError(f"unsupported role {messages[0]['role']!r}")
+        return self.encode("".join(m["content"] for m in messages))
+
+
+class ScriptedEngine:
+    """Emits OUTPUT one UTF-8 byte per delta; fails when the prompt says 'boom'."""
+
+    def __init__(self) -> None:
+        self.tokenizer = ByteTokenizer()
+        self.max_model_len = 1000
+        self.started = False
+        self.closed_early = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    def stats(self) -> EngineStats:
+        return EngineStats()
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        if bytes(request.prompt_token_ids) == b"boom":
+            raise RuntimeError("engine exploded")
+        data = OUTPUT.encode()[:request.sampling.max_tokens]
+        finished = False
+        try:
+            for i, byte in enumerate(data):
+                last = i == len(data) - 1
+                finished = last
+                yield TokenDelta([byte], "length" if last else None,
+                                 num_prompt_tokens=len(request.prompt_token_ids) if i == 0 else 0)
+        finally:
+            if not finished:
+                self.closed_early += 1
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[Any, Any], ScriptedEngine]]:
+    engine = ScriptedEngine()
+    app = create_replica_app(engine, "scripted")
+    async with TestClient(TestServer(app)) as tc:
+        yield tc, engine
+    assert not engine.started
+
+
+async def sse_texts(resp: Any) -> list[str]:
+    texts = []
+    async for raw in resp.content:
+        line = raw.strip()
+        if line.startswith(b"data: {"):
+            chunk = json.loads(line[6:])
+            texts += [c.get("text", "") for c in chunk["choices"]]
+    return texts
+
+
+async def test_stream_never_sends_broken_utf8(client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/completions", json={"prompt": "x", "max_tokens": 100, "stream": True})
+    texts = await sse_texts(resp)
+    assert "".join(texts) == OUTPUT
+    assert all("\ufffd" not in t for t in texts)
+
+
+async def test_stop_string_spanning_tokens_aborts_the_engine(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, engine = client
+    resp = await tc.post("/v1/completions", json={"prompt": "x", "max_tokens": 100, "stop": "STOP"})
+    body = await resp.json()
+    assert body["choices"][0] == {"index": 0, "text": "héllo wörld 🙂 ", "logprobs": None,
+                                  "finish_reason": "stop"}
+    assert body["usage"]["completion_tokens"] == len("héllo wörld 🙂 STOP".encode())
+    assert engine.closed_early == 1
+
+
+async def test_engine_failure_is_a_json_500(client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/completions", json={"prompt": "boom"})
+    assert resp.status == 500
+    assert "engine exploded" in (await resp.json())["error"]["message"]
+    resp = await tc.post("/v1/completions", json={"prompt": "boom", "stream": True})
+    body = await resp.text()
+    assert '"error"' in body and body.endswith("data: [DONE]\n\n")
+
+
+async def test_template_error_is_400(client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]})
+    assert resp.status == 400
+    assert "wizard" in (await resp.json())["error"]["message"]
+
+
+async def test_max_tokens_defaults_to_remaining_context_for_chat(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hey"}]})
+    body = await resp.json()
+    assert body["choices"][0]["message"]["content"] == OUTPUT
+    assert body["usage"]["prompt_tokens"] == 3

@@ -1,0 +1,74 @@
+"""cache_aware: prefix hits stick, distinct prefixes spread, imbalance overrides, removal forgets."""
+
+from __future__ import annotations
+
+import random
+
+from dpserve.gateway.policies import build_policy
+from dpserve.gateway.policies.base import Policy, RouteRequest
+from dpserve.gateway.policies.config import PolicyConfig
+from tests.unit.gateway.fakes import FakeClock, FakeWorker
+
+
+def _make(**knobs: float) -> Policy:
+    return build_policy(PolicyConfig(policy="cache_aware", cache_threshold=0.5, **knobs),  # type: ignore[arg-type]
+                        rng=random.Random(0), clock=FakeClock())
+
+
+def test_shared_prefix_follows_the_first_choice() -> None:
+    policy = _make()
+    fleet = [FakeWorker(f"w{i}") for i in range(3)]
+    system = "<|system|>You are a helpful assistant with a long shared system prompt. "
+    first = policy.select(fleet, RouteRequest(system + "<|user|>one"))
+    assert first.reason == "cache_miss"
+    first.worker.in_flight += 1  # type: ignore[attr-defined]
+    for q in ("two", "three", "four"):
+        choice = policy.select(fleet, RouteRequest(system + "<|user|>" + q))
+        assert (choice.worker, choice.reason) == (first.worker, "cache_hit")
+
+
+def test_distinct_prefixes_spread_by_load() -> None:
+    policy = _make()
+    fleet = [FakeWorker(f"w{i}") for i in range(3)]
+    for i in range(6):
+        w = policy.select(fleet, RouteRequest(f"<|user|>topic {i} " + "x" * 40)).worker
+        w.in_flight += 1  # type: ignore[attr-defined]
+    assert [w.in_flight for w in fleet] == [2, 2, 2]
+
+
+def test_imbalance_overrides_the_cache_and_still_records() -> None:
+    policy = _make(balance_abs_threshold=4, balance_rel_threshold=1.5)
+    hot, cold = FakeWorker("hot"), FakeWorker("cold")
+    text = "<|user|>" + "p" * 50
+    assert policy.select([hot], RouteRequest(text)).worker is hot  # recorded on hot
+    hot.in_flight = 10
+    choice = policy.select([hot, cold], RouteRequest(text))
+    assert (choice.worker, choice.reason) == (cold, "imbalance")
+    hot.in_flight = 0
+    assert policy.select([cold], RouteRequest(text)).reason == "cache_hit"  # recorded on cold too
+
+
+def test_weight_scales_imbalance_and_fallback() -> None:
+    policy = _make(balance_abs_threshold=100)
+    big, small = FakeWorker("big", weight=4, in_flight=6), FakeWorker("small", weight=1, in_flight=2)
+    assert policy.select([big, small], RouteRequest("fresh text")).worker is big  # 6/4 < 2/1
+
+
+def test_removed_worker_leaves_the_tree() -> None:
+    policy = _make()
+    a, b = FakeWorker("a"), FakeWorker("b")
+    text = "<|user|>" + "q" * 100
+    assert policy.select([a], RouteRequest(text)).worker is a
+    size = policy.gauges()["dpserve_cache_tree_chars"]
+    assert size == len(text)
+    policy.on_worker_removed("a")
+    assert policy.gauges()["dpserve_cache_tree_chars"] == 0
+    assert policy.select([b], RouteRequest(text)).reason == "cache_miss"
+
+
+def test_tree_chars_stay_in_budget() -> None:
+    policy = _make(max_tree_chars=1000)
+    fleet = [FakeWorker(f"w{i}") for i in range(8)]
+    for i in range(500):
+        policy.select(fleet, RouteRequest(f"<|user|>conversation {i} " + "z" * 30))
+    assert policy.gauges()["dpserve_cache_tree_chars"] <= 1000

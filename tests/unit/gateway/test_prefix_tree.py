@@ -1,0 +1,62 @@
+"""PrefixTree: longest match among candidates, shared char budget with LRU eviction, worker removal."""
+
+from __future__ import annotations
+
+from dpserve.gateway.policies.prefix_tree import Match, PrefixTree
+
+
+def test_longest_match_picks_the_deepest_holder() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("hello world", "a")
+    tree.insert("hello there", "b")
+    assert tree.match("hello world again", {"a", "b"}) == Match("a", 11)
+    assert tree.match("hello there!", {"a", "b"}) == Match("b", 11)
+    assert tree.match("hello wonder", {"a", "b"}) == Match("a", 8)
+    assert tree.match("xyz", {"a", "b"}) == Match(None, 0)
+
+
+def test_match_only_counts_candidates() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("abcdef", "a")
+    tree.insert("abc", "b")
+    assert tree.match("abcdef", {"b"}) == Match("b", 3)
+    assert tree.match("abcdef", {"c"}) == Match(None, 0)
+
+
+def test_shared_prefix_is_stored_once() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("abcdef", "a")
+    tree.insert("abcdef", "b")
+    tree.insert("abcxyz", "c")
+    assert tree.size_chars == len("abc") + len("def") + len("xyz")
+
+
+def test_budget_evicts_least_recently_used_first() -> None:
+    tree = PrefixTree(30)
+    tree.insert("a" * 10, "w")
+    tree.insert("b" * 10, "w")
+    tree.match("a" * 10, {"w"})  # matching does not refresh; inserting does
+    tree.insert("a" * 10, "w")
+    tree.insert("c" * 15, "w")  # 35 chars > 30 → evict down to 27: drops b (oldest)
+    assert tree.size_chars <= 30
+    assert tree.match("b" * 10, {"w"}).matched_chars == 0
+    assert tree.match("a" * 10, {"w"}).matched_chars == 10
+    assert tree.match("c" * 15, {"w"}).matched_chars == 15
+
+
+def test_size_never_exceeds_budget_under_many_inserts() -> None:
+    tree = PrefixTree(500)
+    for i in range(2000):
+        tree.insert(f"system prompt {i % 7} user question number {i}", f"w{i % 4}")
+        assert tree.size_chars <= 500
+
+
+def test_remove_worker_forgets_it_and_frees_its_chars() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("shared prefix then a", "a")
+    tree.insert("shared prefix then b", "b")
+    tree.remove_worker("a")
+    assert tree.match("shared prefix then a", {"a", "b"}) == Match("b", len("shared prefix then "))
+    assert tree.size_chars == len("shared prefix then b")
+    tree.remove_worker("b")
+    assert tree.size_chars == 0

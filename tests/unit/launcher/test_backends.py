@@ -1,0 +1,66 @@
+"""Backend command lines and environments, built from ReplicaSpecs (nothing is started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpserve.launcher.backends import BACKEND_NAMES, ReplicaSpec, get_backend
+from dpserve.launcher.placement import Placement
+
+
+def _spec(placement: Placement, *, tp_size: int = 1, engine_args: tuple[str, ...] = ()) -> ReplicaSpec:
+    return ReplicaSpec(replica_id="r1", model="org/model", model_path="/models/model", host="127.0.0.1",
+                       port=41234, tp_size=tp_size, placement=placement, engine_args=engine_args,
+                       python="/py")
+
+
+GPU_PAIR = Placement(1, gpu_ids=("2", "3"))
+
+
+def test_registry_lists_every_backend_and_rejects_unknown() -> None:
+    assert set(BACKEND_NAMES) == {"builtin", "vllm", "sglang", "sim"}
+    assert all(get_backend(name).name == name for name in BACKEND_NAMES)
+    with pytest.raises(ValueError, match="valid: builtin, vllm, sglang, sim"):
+        get_backend("tgi")
+
+
+def test_vllm_command_line() -> None:
+    spec = _spec(GPU_PAIR, tp_size=2, engine_args=("--max-model-len", "4096"))
+    backend = get_backend("vllm")
+    assert backend.command(spec) == [
+        "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/model",
+        "--served-model-name", "org/model", "--tensor-parallel-size", "2",
+        "--host", "127.0.0.1", "--port", "41234", "--max-model-len", "4096"]
+    assert backend.env(spec) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def test_sglang_command_line() -> None:
+    spec = _spec(GPU_PAIR, tp_size=2, engine_args=("--mem-fraction-static", "0.8"))
+    assert get_backend("sglang").command(spec) == [
+        "/py", "-m", "sglang.launch_server", "--model-path", "/models/model",
+        "--served-model-name", "org/model", "--tp", "2",
+        "--host", "127.0.0.1", "--port", "41234", "--mem-fraction-static", "0.8"]
+
+
+def test_builtin_on_cpu_passes_thread_count_and_limits_threads_in_env() -> None:
+    spec = _spec(Placement(0, cpu_cores=(0,), num_threads=1), engine_args=("--max-num-seqs", "8"))
+    backend = get_backend("builtin")
+    assert backend.command(spec) == [
+        "/py", "-m", "dpserve", "engine", "--model", "/models/model", "--served-model-name", "org/model",
+        "--host", "127.0.0.1", "--port", "41234", "--device", "cpu", "--num-threads", "1",
+        "--max-num-seqs", "8"]
+    assert backend.env(spec)["OMP_NUM_THREADS"] == "1"
+
+
+def test_builtin_on_gpu_uses_cuda() -> None:
+    argv = get_backend("builtin").command(_spec(Placement(0, gpu_ids=("5",))))
+    assert argv[argv.index("--device") + 1] == "cuda"
+    assert "--num-threads" not in argv
+
+
+def test_sim_command_line_uses_the_model_name() -> None:
+    argv = get_backend("sim").command(_spec(Placement(0, cpu_cores=(0,), num_threads=1),
+                                            engine_args=("--time-scale", "10")))
+    assert argv == ["/py", "-m", "dpserve", "sim", "--model", "org/model", "--host", "127.0.0.1",
+                    "--port", "41234", "--time-scale", "10"]
+    assert not get_backend("sim").uses_devices

@@ -1,0 +1,105 @@
+"""OpenAI request parsing: defaults, accepted shapes, and every rejected field with its param."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dpserve.protocol import (
+    DEFAULT_COMPLETION_MAX_TOKENS,
+    RequestError,
+    parse_chat_request,
+    parse_completion_request,
+)
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(**extra: Any) -> dict[str, Any]:
+    return {**CHAT, **extra}
+
+
+def test_chat_defaults_and_unknown_fields_ignored() -> None:
+    req = parse_chat_request(chat(frequency_penalty=0.5, whatever={"x": 1}, logprobs=False, tools=[]))
+    f = req.fields
+    assert (f.model, f.stream, f.include_usage, f.max_tokens) == (None, False, False, None)
+    assert (f.temperature, f.top_p, f.top_k, f.seed) == (1.0, 1.0, None, None)
+    assert (f.stop, f.ignore_eos) == ((), False)
+    assert req.messages == [{"role": "user", "content": "hi"}]
+
+
+def test_completion_defaults_to_16_tokens_and_accepts_token_ids() -> None:
+    req = parse_completion_request({"prompt": [1, 2, 3]})
+    assert req.prompt == (1, 2, 3)
+    assert req.fields.max_tokens == DEFAULT_COMPLETION_MAX_TOKENS
+    assert parse_completion_request({"prompt": ["one"]}).prompt == "one"
+    assert parse_completion_request({"prompt": [[4, 5]]}).prompt == (4, 5)
+
+
+def test_all_sampling_fields_are_read() -> None:
+    f = parse_chat_request(chat(model="m", stream=True, stream_options={"include_usage": True},
+                                max_completion_tokens=7, max_tokens=99, temperature=0, top_p=0.5,
+                                top_k=-1, seed=3, stop="x", stop_token_ids=[5], ignore_eos=True,
+                                user="u", n=1)).fields
+    assert f.model == "m" and f.stream and f.include_usage
+    assert f.max_tokens == 7  # max_completion_tokens wins, as in OpenAI's newer API
+    assert (f.temperature, f.top_p, f.top_k, f.seed) == (0.0, 0.5, None, 3)
+    assert (f.stop, f.stop_token_ids, f.ignore_eos, f.user) == (("x",), (5,), True, "u")
+
+
+def test_content_parts_are_joined() -> None:
+    req = parse_chat_request({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]})
+    assert req.messages[0]["content"] == "ab"
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": "5"}, "max_tokens"),
+    ({"max_tokens": True}, "max_tokens"),
+    ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"n": 2}, "n"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": -2}, "top_k"),
+    ({"stop": 5}, "stop"),
+    ({"stop": ["a", 1]}, "stop"),
+    ({"stop": [""]}, "stop"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"logprobs": True}, "logprobs"),
+    ({"echo": True}, "echo"),
+    ({"tools": [{"type": "function"}]}, "tools"),
+    ({"model": 3}, "model"),
+    ({"messages": []}, "messages"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": [{"content": "x"}]}, "messages"),
+    ({"messages": [{"role": "user"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
+])
+def test_chat_rejects(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_chat_request(chat(**extra))
+    assert info.value.param == param
+    assert param.split("_")[0] in info.value.message
+
+
+@pytest.mark.parametrize("prompt", [None, "", [], [1, "a"], [-1], ["a", "b"], [[1], [2]], 3, [True]])
+def test_completion_rejects_prompt(prompt: Any) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_completion_request({"prompt": prompt})
+    assert info.value.param == "prompt"
+
+
+def test_body_must_be_an_object() -> None:
+    with pytest.raises(RequestError, match="JSON object"):
+        parse_chat_request([1, 2])
+    with pytest.raises(RequestError, match="messages"):
+        parse_chat_request({})
