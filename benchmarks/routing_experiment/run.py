@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import HOST, free_port, router, sim_fleet
-from tables import markdown_table, summarize
+from tables import markdown_table, median_rows, summarize
 
 SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")
 MODEL = "smollm2-135m"
@@ -75,10 +75,10 @@ def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed:
     return report
 
 
-def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str) -> dict[str, Any]:
+def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repeat: int) -> dict[str, Any]:
     """Fresh fleet + one router + one bench; returns the bench report with the run's labels."""
-    tag = f"{scenario.name}.{router_name}"
-    log_dir = args.out_dir / "logs" / tag
+    tag = f"{scenario.name}.{router_name}.{repeat}"
+    log_dir = (args.log_dir or args.out_dir / "logs") / tag
     sim_args = ["--time-scale", str(args.time_scale), "--kv-cache-tokens", str(args.kv_cache_tokens),
                 "--max-model-len", str(args.max_model_len), "--log-level", "warning"]
     with sim_fleet(args.replicas, sim_args, log_dir) as workers:
@@ -90,26 +90,29 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str) -> d
             if is_sglang:
                 time.sleep(args.sglang_settle_s)  # it registers workers in the background
             report = run_bench(url, workers, scenario, args.out_dir / f"{tag}.json", args.seed)
-    # Map replica URLs in the per-replica share to sim indices; gateways name workers differently.
-    report["run"] = {"scenario": scenario.name, "router": router_name, "workers": workers}
+    report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--log-dir", type=Path, default=None, help="process logs (default: OUT_DIR/logs)")
     p.add_argument("--replicas", type=int, default=8)
-    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--time-scale", type=float, default=0.5,
+                   help="sims run at this multiple of real time (< 1 keeps the shared CPU out of the way)")
     p.add_argument("--kv-cache-tokens", type=int, default=24_576)
     p.add_argument("--max-model-len", type=int, default=8192)
-    p.add_argument("--num-groups", type=int, default=32)
+    p.add_argument("--num-groups", type=int, default=64)
     p.add_argument("--prompts-per-group", type=int, default=16)
     p.add_argument("--system-prompt-len", type=int, default=2048)
     p.add_argument("--output-len", type=int, default=32)
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--num-sessions", type=int, default=32)
+    p.add_argument("--num-sessions", type=int, default=64)
     p.add_argument("--turns", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="runs per (workload, router); the table shows "
+                   "the run with the median output throughput")
     p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
     p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
     p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
@@ -128,16 +131,18 @@ def main() -> int:
             continue
         routers = [p for p in (scenario.policies or all_policies) if p in all_policies]
         routers += ["sglang:cache_aware"] if use_sglang and scenario.with_sglang else []
-        for name in routers:
-            print(f"== {scenario.name} / {name}", flush=True)
-            results.append(one_run(args, scenario, name))
-            print(json.dumps(summarize(results[-1])), flush=True)
+        for repeat in range(args.repeats):
+            for name in routers:
+                print(f"== {scenario.name} / {name} / run {repeat + 1} of {args.repeats}", flush=True)
+                results.append(one_run(args, scenario, name, repeat))
+                print(json.dumps(summarize(results[-1])), flush=True)
     (args.out_dir / "results.json").write_text(json.dumps(
         {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=2))
-    (args.out_dir / "results.md").write_text(markdown_table([summarize(r) for r in results]))
+    rows = median_rows([summarize(r) for r in results])
+    (args.out_dir / "results.md").write_text(markdown_table(rows))
     from plot import plot
 
-    plot([summarize(r) for r in results], args.out_dir / "routing.png")
+    plot(rows, args.out_dir / "routing.png")
     return 0
 
 

@@ -39,10 +39,7 @@ class AsyncEngine:
         self._stats = EngineStats()
 
     async def start(self) -> None:
-        if self.config.num_threads is not None:
-            import torch
-
-            torch.set_num_threads(self.config.num_threads)
+        self._set_num_threads()
         self._loop = asyncio.get_running_loop()
         self.engine = await asyncio.to_thread(LLMEngine, self.config, self.model_dir,
                                               self.tokenizer.eos_token_ids)
@@ -90,9 +87,17 @@ class AsyncEngine:
         self._commands.put(command)
         self._wakeup.set()
 
+    def _set_num_threads(self) -> None:
+        """OpenMP thread counts are per calling thread: set it where the model runs too."""
+        if self.config.num_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.num_threads)
+
     def _run(self) -> None:
         engine = self.engine
         assert engine is not None
+        self._set_num_threads()
         try:
             while self._drain_commands(engine):
                 if not engine.has_work:

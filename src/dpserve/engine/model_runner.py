@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dpserve.engine.attention import AttentionMetadata, PrefillSegment
-from dpserve.engine.models.llama import LlamaArgs, load_llama, rope_tables
+from dpserve.engine.models.llama import LlamaArgs, RMSNorm, load_llama, rope_tables
 from dpserve.engine.models.packed_linear import PackedLinear
 from dpserve.engine.sampler import make_generator, sample
 from dpserve.engine.scheduler import ScheduledSeq
@@ -36,11 +36,16 @@ class ModelRunner:
         self._generators: dict[str, torch.Generator] = {}
 
     @property
-    def weight_bytes(self) -> int:
-        """Bytes of distinct weights (tied embeddings counted once): what a decode step reads."""
-        seen = {p.data_ptr(): p.numel() * p.element_size() for p in self.model.parameters()}
-        packed = sum(m.nbytes for m in self.model.modules() if isinstance(m, PackedLinear))
-        return sum(seen.values()) + packed
+    def decode_weight_bytes(self) -> int:
+        """Weight bytes one decode step streams: every linear (lm_head included) and norm; the
+        embedding table is only indexed, so it is left out."""
+        total = 0
+        for module in self.model.modules():
+            if isinstance(module, PackedLinear):
+                total += module.nbytes
+            elif isinstance(module, torch.nn.Linear | RMSNorm):
+                total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
+        return total
 
     def release(self, seq: Sequence) -> None:
         """Forget per-request state (its sampling generator) once the request is done."""

@@ -31,6 +31,9 @@ class LaunchConfig:
     stagger_s: float = option(1.0, "delay between starting consecutive replicas, seconds")
     startup_timeout_s: float = option(600.0, "a replica not healthy after this long is killed and reported")
     ready_poll_interval_s: float = option(0.25, "seconds between /health probes while a replica starts")
+    liveness_timeout_s: float = option(
+        60.0, "a ready replica whose /health has not answered for this long is killed and restarted "
+              "(0 = never)")
     max_restarts: int = option(5, "restarts of one replica within --restart-window-s before giving up")
     restart_window_s: float = option(600.0, "window over which --max-restarts is counted, seconds")
     restart_backoff_s: float = option(1.0, "delay before the first restart; doubles each time")
@@ -48,6 +51,7 @@ class LaunchConfig:
         require(self.startup_timeout_s > 0, "--startup-timeout-s must be > 0")
         require(self.ready_poll_interval_s > 0, "--ready-poll-interval-s must be > 0")
         require(self.max_restarts >= 0, "--max-restarts must be >= 0")
+        require(self.liveness_timeout_s >= 0, "--liveness-timeout-s must be >= 0")
         require(self.restart_window_s > 0, "--restart-window-s must be > 0")
         require(0 <= self.restart_backoff_s <= self.restart_backoff_max_s,
                 "need 0 <= --restart-backoff-s <= --restart-backoff-max-s")

@@ -17,17 +17,26 @@ class ReplicaLog:
         self._echo = echo
         self._tail: deque[bytes] = deque(maxlen=tail_lines)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("ab")
+        self._file: BinaryIO | None = path.open("ab")
 
     def write_line(self, line: bytes) -> None:
+        """Never raises: a full disk or a closed stderr must not stop us draining the replica's
+        pipe (a replica blocked on a full pipe would hang)."""
         if not line.endswith(b"\n"):
             line += b"\n"
-        self._file.write(line)
-        self._file.flush()
         self._tail.append(line)
+        if self._file is not None:
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError:
+                self._file = None
         if self._echo is not None:
-            self._echo.write(self._prefix + line)
-            self._echo.flush()
+            try:
+                self._echo.write(self._prefix + line)
+                self._echo.flush()
+            except (OSError, ValueError):  # closed or broken stderr: keep the file going
+                self._echo = None
 
     def note(self, message: str) -> None:
         """A line of ours (restart, exit code) in the replica's log, marked as such."""
@@ -48,4 +57,6 @@ class ReplicaLog:
             self.write_line(line)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

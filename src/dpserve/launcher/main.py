@@ -8,7 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from dpserve.http_server import install_uvloop
+from dpserve.config import ConfigError
+from dpserve.http_server import bind_socket, install_uvloop
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
 from dpserve.launcher.plan import build_plan
@@ -25,8 +26,20 @@ def default_log_dir() -> Path:
     return cache_dir() / "logs" / f"serve-{stamp}-{os.getpid()}"
 
 
+def check_gateway_port(host: str, port: int) -> None:
+    """Fail early, before any replica starts, when the gateway's address is taken."""
+    if port == 0:
+        return
+    try:
+        bind_socket(host, port).close()
+    except OSError as exc:
+        raise ConfigError(f"the gateway cannot listen on {host}:{port}: {exc.strerror} "
+                          f"(choose another --port)") from exc
+
+
 def serve(config: ServeConfig) -> int:
     launch = config.launch
+    check_gateway_port(config.gateway.host, config.gateway.port)
     ports = PortAllocator(launch.replica_host)
     try:
         plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])

@@ -46,7 +46,12 @@ def compute_placements(config: LaunchConfig, backend: Backend, gpu_ids: Sequence
         raise PlacementError("--device cuda but no CUDA devices found "
                              "(set --gpu-ids or CUDA_VISIBLE_DEVICES)")
     if wants_gpus and gpus:
-        return place_on_gpus(config.dp_size, config.tp_size, gpus)
+        try:
+            return place_on_gpus(config.dp_size, config.tp_size, gpus)
+        except PlacementError as exc:
+            if config.device == "auto":
+                raise PlacementError(f"{exc}, or --device cpu to run the replicas on the CPU") from exc
+            raise
     return place_on_cpus(config.dp_size, cpu_cores)
 
 

@@ -59,6 +59,7 @@ async def stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> int:
     pgid = proc.pid
     if proc.returncode is None:
         signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGCONT)  # a stopped (SIGSTOP) process only acts on SIGTERM once resumed
         try:
             await asyncio.wait_for(proc.wait(), timeout=grace_s)
         except TimeoutError:

@@ -40,6 +40,9 @@ class SupervisionTimes:
     startup_timeout_s: float
     ready_poll_interval_s: float
     grace_s: float
+    #: A ready replica whose /health has not answered 200 for this long is killed (and restarted).
+    liveness_timeout_s: float | None = None
+    liveness_interval_s: float = 2.0
 
 
 class ReplicaSupervisor:
@@ -106,7 +109,7 @@ class ReplicaSupervisor:
             if await self._wait_healthy(proc):
                 self.state = ReplicaState.READY
                 await self._on_ready(self)
-                await proc.wait()
+                await self._watch_alive(proc)
                 if not self._stopping.is_set():
                     await self._on_down(self)
             return proc.returncode
@@ -127,6 +130,29 @@ class ReplicaSupervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), timeout=self._times.ready_poll_interval_s)
         return False
+
+    async def _watch_alive(self, proc: asyncio.subprocess.Process) -> None:
+        """Until the process exits: probe /health; kill it once it has not answered for
+        liveness_timeout_s (a wedged replica never exits by itself)."""
+        limit_s = self._times.liveness_timeout_s
+        if limit_s is None:
+            await proc.wait()
+            return
+        url = self.spec.url + self.backend.health_path
+        last_ok = time.monotonic()
+        while proc.returncode is None and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout=self._times.liveness_interval_s)
+            if proc.returncode is not None or self._stopping.is_set():
+                break
+            if await self._probe(url):
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok > limit_s:
+                self.last_problem = f"/health unanswered for {limit_s:g}s while serving; killed"
+                logger.error("replica %s: %s", self.replica_id, self.last_problem)
+                self.log.note(self.last_problem)
+                await stop_group(proc, self._times.grace_s)
+        await proc.wait()
 
     async def _probe(self, url: str) -> bool:
         try:

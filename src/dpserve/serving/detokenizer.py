@@ -61,6 +61,7 @@ class StopStringMatcher:
         self._text = ""
         self._sent = 0
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the output
 
     def push(self, delta: str) -> tuple[str, bool]:
         if self.stopped or not delta:
@@ -74,6 +75,7 @@ class StopStringMatcher:
         cut = self._first_stop(search_from)
         if cut is not None:
             self.stopped = True
+            self.matched = next(s for s in self._stops if self._text.startswith(s, cut))
             out = self._text[self._sent:cut]
             self._text = self._text[:cut]
             self._sent = cut

@@ -38,6 +38,7 @@ class Generation:
         self.num_cached_tokens = 0
         self.num_generated_tokens = 0
         self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None  # vLLM's: the stop string or stop token id hit
 
     @property
     def usage(self) -> Usage:
@@ -89,8 +90,12 @@ class Generation:
                 text += self._stops.flush()
         if stopped:
             self.finish_reason = "stop"
+            self.stop_reason = self._stops.matched
         elif delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
+            last = delta.new_token_ids[-1] if delta.new_token_ids else None
+            if delta.finish_reason == "stop" and last in self._req.sampling.stop_token_ids:
+                self.stop_reason = last
         return TextDelta(text, self.finish_reason)
 
 

@@ -97,7 +97,8 @@ async def _collect(prepared: PreparedRequest, generation: Generation) -> web.Res
     except Exception as exc:
         logger.exception("engine failed on %s", prepared.request_id)
         raise HTTPError(500, f"engine error: {exc}") from exc
-    body = full_response(prepared, "".join(parts), generation.finish_reason or "abort", generation.usage)
+    body = full_response(prepared, "".join(parts), generation.finish_reason or "abort", generation.usage,
+                         generation.stop_reason)
     return _json(body)
 
 
@@ -110,7 +111,8 @@ async def _stream(request: web.Request, prepared: PreparedRequest,
             await _send(response, role_chunk(prepared))
         async with contextlib.aclosing(generation.deltas()) as deltas:
             async for delta in deltas:
-                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason))
+                stop_reason = generation.stop_reason if delta.finish_reason else None
+                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason, stop_reason))
         if prepared.include_usage:
             await _send(response, usage_chunk(prepared, generation.usage))
         await response.write(_DONE)

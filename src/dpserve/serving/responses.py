@@ -24,14 +24,20 @@ def _envelope(req: PreparedRequest, obj: str) -> dict[str, Any]:
     return {"id": req.request_id, "object": obj, "created": req.created, "model": req.model}
 
 
-def full_response(req: PreparedRequest, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+StopReason = str | int | None  # vLLM's extension: which stop string or stop token id ended it
+
+
+def full_response(req: PreparedRequest, text: str, finish_reason: str, usage: Usage,
+                  stop_reason: StopReason = None) -> dict[str, Any]:
     """The non-streaming body."""
     if req.kind == "chat":
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "logprobs": None, "finish_reason": finish_reason}
+                                  "logprobs": None, "finish_reason": finish_reason,
+                                  "stop_reason": stop_reason}
         body = _envelope(req, "chat.completion")
     else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
+                  "stop_reason": stop_reason}
         body = _envelope(req, "text_completion")
     body["choices"] = [choice]
     body["usage"] = usage.to_json()
@@ -46,14 +52,16 @@ def role_chunk(req: PreparedRequest) -> dict[str, Any]:
     return body
 
 
-def delta_chunk(req: PreparedRequest, text: str, finish_reason: str | None) -> dict[str, Any]:
+def delta_chunk(req: PreparedRequest, text: str, finish_reason: str | None,
+                stop_reason: StopReason = None) -> dict[str, Any]:
     if req.kind == "chat":
         delta = {"content": text} if text or finish_reason is None else {}
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": finish_reason}
+                                  "finish_reason": finish_reason, "stop_reason": stop_reason}
         body = _envelope(req, "chat.completion.chunk")
     else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
+                  "stop_reason": stop_reason}
         body = _envelope(req, "text_completion")
     body["choices"] = [choice]
     return body

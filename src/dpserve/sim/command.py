@@ -6,6 +6,8 @@ from dpserve.config import CommonOptions
 from dpserve.sim.config import SimConfig
 
 CONFIG_CLASS = SimConfig
+# Exit status after --refuse-after shut the replica down: a failure, as a supervisor should see it.
+REFUSED_EXIT_CODE = 3
 
 
 def run(config: SimConfig, common: CommonOptions) -> int:
@@ -18,4 +20,4 @@ def run(config: SimConfig, common: CommonOptions) -> int:
     client = DyingEngine(SimEngine(config.engine))
     app = create_replica_app(client, config.model_name, middlewares=[faults.middleware])
     run_app(app, config.host, config.port)
-    return 0
+    return REFUSED_EXIT_CODE if faults.has_refused else 0

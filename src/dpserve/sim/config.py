@@ -33,7 +33,7 @@ class FaultConfig:
     fail_first: int = option(0, "answer 503 to the first N completion requests")
     fail_after: int | None = option(None, "answer 500 to every completion request after the first N")
     refuse_after: int | None = option(
-        None, "exit (connections refused) once N completion requests were answered")
+        None, "shut down, exit status 3 (connections refused), once N completion requests were answered")
     hang_after: int | None = option(None, "accept but never answer completion requests after the first N")
     die_mid_stream_after: int | None = option(
         None, "requests after the first N kill the process (SIGKILL) once 2 chunks were streamed")

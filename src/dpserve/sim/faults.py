@@ -35,6 +35,7 @@ class FaultInjector:
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
         self.num_requests = 0
+        self.has_refused = False  # --refuse-after fired: the process should exit non-zero
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -57,6 +58,7 @@ class FaultInjector:
         response = await handler(request)
         if cfg.refuse_after is not None and n >= cfg.refuse_after:
             logger.warning("request %d answered: shutting down (--refuse-after %d)", n, cfg.refuse_after)
+            self.has_refused = True
             asyncio.get_running_loop().call_soon(_kill_self, signal.SIGTERM)
         return response
 

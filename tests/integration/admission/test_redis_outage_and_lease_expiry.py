@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ BUSY = {"Authorization": "Bearer k-busy"}
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
-async def test_redis_killed_then_back(redis_server: RedisServer, keys_file: Path, fail_open: bool) -> None:
+async def test_redis_killed_then_back(redis_server: RedisServer, keys_file: Path, fail_open: bool,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="dpserve.gateway.admission.quota.redis_store")
     cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url, quota_fail_open=fail_open)
     adm = build_admission(cfg, AlwaysRoom())
     await adm.start()
@@ -42,6 +45,10 @@ async def test_redis_killed_then_back(redis_server: RedisServer, keys_file: Path
     await asyncio.sleep(1.1)  # past the store's retry interval
     (await adm.admit(BUSY, CTX)).release(1, 1)
     assert 'dpserve_quota_backend_up{backend="redis"} 1' in adm.metrics_text()
+    transitions = [r.getMessage() for r in caplog.records]
+    assert len(transitions) == 2, transitions  # logged once per transition, not per request
+    assert "is DOWN" in transitions[0] and "is UP again" in transitions[1]
+    assert ("--quota-fail-open" if fail_open else "--no-quota-fail-open") in transitions[0]
     await adm.stop()
 
 

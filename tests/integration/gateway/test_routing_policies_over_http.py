@@ -54,7 +54,7 @@ async def test_cache_aware_routes_on_the_whole_conversation(fake_workers, gatewa
     assert a != b  # same first message, different conversations: not glued together
     for w in workers:
         w.knobs.slow_first_byte_s = 0.0
-    next_a = convo_a + [{"role": "user", "content": "next"}]
+    next_a = [*convo_a, {"role": "user", "content": "next"}]
     assert await _worker_of(client, gw.url, {"messages": next_a}) == a
 
 

@@ -53,7 +53,7 @@ def chat(port: int, content: str, max_tokens: int = 8) -> tuple[int, str]:
         return resp.status, resp.headers.get("x-dpserve-worker", "")
 
 
-def _workers(port: int) -> list[dict[str, object]]:
+def workers(port: int) -> list[dict[str, object]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/workers", timeout=5) as resp:
         data = json.loads(resp.read())
     return list(data["workers"] if isinstance(data, dict) else data)
@@ -71,8 +71,8 @@ def replica_pids(tmp_path: Path) -> dict[str, int]:
 def wait_workers(port: int, count: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        healthy = [w for w in _workers(port) if w.get("healthy", True)]
+        healthy = [w for w in workers(port) if w.get("healthy", True)]
         if len(healthy) >= count:
             return
         time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} healthy workers after {timeout_s}s: {_workers(port)}")
+    raise AssertionError(f"fewer than {count} healthy workers after {timeout_s}s: {workers(port)}")

@@ -72,6 +72,41 @@ async def test_replicas_join_then_rejoin_after_being_killed(tmp_path: Path) -> N
     assert (tmp_path / "logs" / "r0.log").read_text().count("restarting in") == 1
 
 
+async def test_staggered_replicas_start_one_after_another_and_serve_as_soon_as_one_is_up(
+        tmp_path: Path) -> None:
+    gateway = FakeGateway()
+    service, ports = _service(tmp_path, gateway, stagger_s=30.0)
+    run = asyncio.create_task(service.run())
+    try:
+        await _until(lambda: len(gateway.workers) == 1)
+        first, second = service.supervisors
+        assert first.state is ReplicaState.READY and second.state is ReplicaState.PENDING
+        assert second.pid is None
+    finally:
+        service.request_stop()
+        assert await run == 0
+        ports.release_all()
+
+
+async def test_a_wedged_replica_is_killed_and_restarted(tmp_path: Path) -> None:
+    gateway = FakeGateway()
+    service, ports = _service(tmp_path, gateway, dp_size=1, liveness_timeout_s=1.0, replica_grace_s=1.0)
+    run = asyncio.create_task(service.run())
+    try:
+        await _until(lambda: len(gateway.workers) == 1)
+        sup = service.supervisors[0]
+        wedged = sup.pid
+        assert wedged is not None
+        os.kill(wedged, signal.SIGSTOP)  # alive, but answers nothing
+        await _until(lambda: sup.pid != wedged and len(gateway.workers) == 1)
+        assert sup.restarts == 1 and not _alive(wedged)
+        assert "/health unanswered for 1s" in (tmp_path / "logs" / "r0.log").read_text()
+    finally:
+        service.request_stop()
+        await run
+        ports.release_all()
+
+
 async def test_a_replica_that_keeps_failing_is_given_up_with_its_log_tail(tmp_path: Path) -> None:
     gateway = FakeGateway()
     service, ports = _service(tmp_path, gateway, dp_size=1, max_restarts=1,

@@ -28,13 +28,13 @@ def test_too_few_gpus_exits_2_stating_the_arithmetic() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_gateway_port_in_use_exits_1_and_starts_no_replica(tmp_path: Path) -> None:
+def test_gateway_port_in_use_exits_2_and_starts_no_replica(tmp_path: Path) -> None:
     marker = new_marker()
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         done = _serve("--backend", "sim", "--port", str(port), "--log-dir", str(tmp_path), env=marker)
-    assert done.returncode == 1
-    assert f"could not start on 127.0.0.1:{port}" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert f"the gateway cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
     assert wait_gone(marker, 10.0) == []
     assert not list(tmp_path.glob("r*.log"))

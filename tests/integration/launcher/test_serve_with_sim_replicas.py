@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dpserve.launcher.placement import place_on_cpus
 from tests.conftest import free_port
 from tests.integration.launcher.serve_process import chat, replica_pids, serve_process, wait_workers
 
@@ -49,3 +50,26 @@ def _chat_status(port: int, i: int) -> int:
         return chat(port, f"load {i}", max_tokens=16)[0]
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def _proc_cores(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+def _proc_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_replicas_run_on_disjoint_cores_with_matching_thread_limits(tmp_path: Path) -> None:
+    expected = place_on_cpus(2, sorted(os.sched_getaffinity(0)))
+    port = free_port()
+    with serve_process(["--backend", "sim", "--dp-size", "2", "--stagger-s", "0", "--no-echo-replica-logs"],
+                       port, tmp_path):
+        wait_workers(port, 2)
+        pids = replica_pids(tmp_path)
+        for placement in expected:
+            pid = pids[f"r{placement.index}"]
+            assert _proc_cores(pid) == set(placement.cpu_cores)
+            assert _proc_env(pid)["OMP_NUM_THREADS"] == str(placement.num_threads)
+            assert _proc_env(pid)["CUDA_VISIBLE_DEVICES"] == ""

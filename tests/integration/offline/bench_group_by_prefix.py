@@ -34,9 +34,10 @@ def write_workload(path: Path, groups: int, per_group: int, words: int, seed: in
     path.write_bytes(b"".join(orjson.dumps(obj) + b"\n" for obj in lines))
 
 
-def one_run(workdir: Path, sim_args: list[str], grouped: bool, inflight: int) -> dict[str, float]:
+def one_run(workdir: Path, replica: str, replica_args: list[str], grouped: bool,
+            inflight: int) -> dict[str, float]:
     out, summary = workdir / f"out-{grouped}.jsonl", workdir / f"summary-{grouped}.json"
-    with sim_replicas([sim_args, sim_args], workdir) as urls:
+    with sim_replicas([replica_args, replica_args], workdir, command=replica) as urls:
         args = [str(workdir / "in.jsonl"), "-o", str(out), "--worker-urls", *urls, "--progress", "none",
                 "--max-inflight-per-replica", str(inflight), "--summary-json", str(summary)]
         proc = run_batch([*args, "--group-by-prefix"] if grouped else args, timeout_s=600)
@@ -57,13 +58,17 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=5.0)
     parser.add_argument("--inflight", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replica", choices=["sim", "engine"], default="sim",
+                        help="engine = the built-in PyTorch engine on the CPU (1 thread each)")
     opts = parser.parse_args()
-    sim_args = ["--kv-cache-tokens", str(opts.kv_cache_tokens), "--time-scale", str(opts.time_scale)]
+    replica_args = ["--kv-cache-tokens", str(opts.kv_cache_tokens)]
+    replica_args += (["--time-scale", str(opts.time_scale)] if opts.replica == "sim"
+                     else ["--num-threads", "1", "--max-model-len", "2048"])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         write_workload(workdir / "in.jsonl", opts.groups, opts.per_group, opts.words, opts.seed)
         for grouped in (False, True):
-            r = one_run(workdir, sim_args, grouped, opts.inflight)
+            r = one_run(workdir, opts.replica, replica_args, grouped, opts.inflight)
             print(f"group_by_prefix={grouped!s:<5} prefix-cache hit rate {100 * r['hit_rate']:.1f}%  "
                   f"wall {r['wall_time_s']:.2f} s  {r['req_s']:.1f} req/s", flush=True)
 

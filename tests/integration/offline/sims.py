@@ -16,14 +16,17 @@ FAST = ("--time-scale", "20")
 
 
 @contextmanager
-def sim_replicas(args_per_replica: Sequence[Sequence[str]], log_dir: Path) -> Iterator[list[str]]:
-    """One sim per entry (extra flags each); yields their base URLs; all stopped at the end."""
+def sim_replicas(args_per_replica: Sequence[Sequence[str]], log_dir: Path,
+                 command: str = "sim") -> Iterator[list[str]]:
+    """One sim (or `command`: engine) per entry, extra flags each; yields their base URLs; all
+    stopped at the end."""
     with ExitStack() as stack:
         urls = []
         for i, extra in enumerate(args_per_replica):
             port = free_port()
-            stack.enter_context(dpserve_process(["sim", "--port", str(port), *FAST, *extra], port,
-                                                timeout_s=60, log_path=log_dir / f"sim{i}.log"))
+            fast = FAST if command == "sim" else ()
+            stack.enter_context(dpserve_process([command, "--port", str(port), *fast, *extra], port,
+                                                timeout_s=300, log_path=log_dir / f"{command}{i}.log"))
             urls.append(f"http://127.0.0.1:{port}")
         yield urls
 

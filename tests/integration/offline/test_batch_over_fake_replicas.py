@@ -147,3 +147,17 @@ async def test_all_replicas_down_stops_the_job_resumably(tmp_path: Path) -> None
     assert rc == 1
     assert "3 in input, 0 already done, 0 succeeded" in summary
     assert read_output(tmp_path / "out.jsonl") == []
+
+
+async def test_slow_replica_takes_a_smaller_share(tmp_path: Path) -> None:
+    fast, slow = FakeReplica(delay_s=0.001), FakeReplica(delay_s=0.05)
+    started = [await start_fake(f) for f in (fast, slow)]
+    try:
+        write_input(tmp_path / "in.jsonl", 100)
+        rc, _ = await _run(_config(tmp_path, [url for _, url in started], max_inflight_per_replica=2))
+    finally:
+        for runner, _ in started:
+            await runner.cleanup()
+    assert rc == 0
+    assert sum(fast.seen.values()) + sum(slow.seen.values()) == 100
+    assert sum(slow.seen.values()) < 30  # dynamic pulling: no fixed 50/50 shard waits on the slow one

@@ -56,10 +56,13 @@ class ScriptedEngine:
         finished = False
         try:
             for i, byte in enumerate(data):
-                last = i == len(data) - 1
+                stop = byte in request.sampling.stop_token_ids
+                last = i == len(data) - 1 or stop
                 finished = last
-                yield TokenDelta([byte], "length" if last else None,
+                yield TokenDelta([byte], "stop" if stop else "length" if last else None,
                                  num_prompt_tokens=len(request.prompt_token_ids) if i == 0 else 0)
+                if stop:
+                    return
         finally:
             if not finished:
                 self.closed_early += 1
@@ -98,7 +101,7 @@ async def test_stop_string_spanning_tokens_aborts_the_engine(
     resp = await tc.post("/v1/completions", json={"prompt": "x", "max_tokens": 100, "stop": "STOP"})
     body = await resp.json()
     assert body["choices"][0] == {"index": 0, "text": "héllo wörld 🙂 ", "logprobs": None,
-                                  "finish_reason": "stop"}
+                                  "finish_reason": "stop", "stop_reason": "STOP"}
     assert body["usage"]["completion_tokens"] == len("héllo wörld 🙂 STOP".encode())
     assert engine.closed_early == 1
 
@@ -127,3 +130,12 @@ async def test_max_tokens_defaults_to_remaining_context_for_chat(
     body = await resp.json()
     assert body["choices"][0]["message"]["content"] == OUTPUT
     assert body["usage"]["prompt_tokens"] == 3
+
+
+async def test_stop_token_id_is_reported_as_stop_reason(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/completions", json={"prompt": "x", "max_tokens": 100,
+                                                  "stop_token_ids": [ord("w")]})
+    choice = (await resp.json())["choices"][0]
+    assert (choice["text"], choice["finish_reason"], choice["stop_reason"]) == ("héllo w", "stop", ord("w"))

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
 
 import aiohttp
 import pytest
 
+from dpserve.sim.command import REFUSED_EXIT_CODE
+from tests.conftest import free_port
 from tests.integration.sim.conftest import SimFactory, read_sse
+from tests.support import stop_process, wait_http_ok
 
 pytestmark = pytest.mark.timeout(120)
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -63,6 +70,23 @@ async def test_refuse_after_exits(start_sim: SimFactory) -> None:
         async with aiohttp.ClientSession() as s:
             with pytest.raises(aiohttp.ClientConnectionError):
                 await status_of(s, url)
+
+
+def test_refuse_after_exit_status_is_a_failure() -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "dpserve", "sim", "--port", str(port), "--refuse-after", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # stop_process signals the process group
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", 60, proc)
+        body = json.dumps(BODY).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+        assert proc.wait(timeout=30) == REFUSED_EXIT_CODE
+    finally:
+        stop_process(proc)
 
 
 async def test_die_mid_stream(start_sim: SimFactory) -> None:

@@ -98,10 +98,11 @@ async def test_stop_string_cuts_output_and_is_excluded(sim_url: str) -> None:
             chunks, _ = await read_sse(resp)
     expected = full[:full.index(stop)]
     assert cut["choices"][0]["message"]["content"] == expected
-    assert cut["choices"][0]["finish_reason"] == "stop"
+    assert cut["choices"][0]["finish_reason"] == "stop" and cut["choices"][0]["stop_reason"] == stop
     assert cut["usage"]["completion_tokens"] < 12
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert streamed == expected and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"][0]["stop_reason"] == stop
 
 
 async def test_repeated_prompt_reports_cached_tokens_and_metrics_move(sim_url: str) -> None:

@@ -27,3 +27,16 @@ def test_notes_are_marked_and_no_echo_is_fine(tmp_path: Path) -> None:
     log.note("restarting in 1.0s")
     log.close()
     assert (tmp_path / "sub" / "r0.log").read_text() == "--- dpserve serve: restarting in 1.0s\n"
+
+
+class _BrokenPipe(io.BytesIO):
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        raise BrokenPipeError
+
+
+def test_a_broken_echo_stream_does_not_stop_the_log_file(tmp_path: Path) -> None:
+    log = ReplicaLog("r0", tmp_path / "r0.log", _BrokenPipe())
+    log.write_line(b"first")
+    log.write_line(b"second")
+    log.close()
+    assert (tmp_path / "r0.log").read_bytes() == b"first\nsecond\n"

@@ -35,6 +35,11 @@ def test_too_few_gpus_is_a_config_error_with_the_arithmetic() -> None:
         build_plan(config, [1, 2, 3, 4], gpu_ids=("0", "1"), cpu_cores=(0,))
 
 
+def test_with_device_auto_the_error_also_suggests_the_cpu() -> None:
+    with pytest.raises(ConfigError, match=r"2 replicas × TP 1 = 2 GPUs needed, but 1 available.*--device cpu"):
+        build_plan(LaunchConfig(), [1, 2], gpu_ids=("0",), cpu_cores=(0, 1))
+
+
 def test_the_simulator_never_takes_gpus() -> None:
     plan = build_plan(LaunchConfig(backend="sim", dp_size=3), [1, 2, 3], gpu_ids=("0",), cpu_cores=(0, 1))
     assert not any(s.placement.on_gpu for s in plan.replicas)

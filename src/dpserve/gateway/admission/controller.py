@@ -212,4 +212,5 @@ def build_admission(config: AdmissionConfig, capacity: CapacityView, *,
     """Admission for a gateway; reads --api-keys now (ConfigError if bad). Call start() before use."""
     keyring = load_key_file(config.api_keys) if config.api_keys is not None else None
     return Admission(config, capacity, keyring=keyring,
-                     store=build_quota_store(config.redis_url, clock), clock=clock)
+                     store=build_quota_store(config.redis_url, clock, fail_open=config.quota_fail_open),
+                     clock=clock)

@@ -32,12 +32,18 @@ class Match:
     matched_chars: int
 
 
-def _common_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def _common_len(label: str, text: str, pos: int) -> int:
+    """Length of the common prefix of `label` and `text[pos:]`, compared in C, not char by char."""
+    if text.startswith(label, pos):  # the usual case on a hit: the whole edge matches
+        return len(label)
+    lo, hi = 0, min(len(label), len(text) - pos)
+    while lo < hi:  # binary search on prefix equality: O(log n) slice compares
+        mid = (lo + hi + 1) // 2
+        if text.startswith(label[:mid], pos):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class PrefixTree:
@@ -61,7 +67,7 @@ class PrefixTree:
             child = node.children.get(text[pos])
             if child is None:
                 break
-            n = _common_len(child.label, text[pos:pos + len(child.label)])
+            n = _common_len(child.label, text, pos)
             holder = next((w for w in child.workers if w in candidates), None)
             if holder is None:
                 break
@@ -83,7 +89,7 @@ class PrefixTree:
                 self._chars += len(leaf.label)
                 self._touch(leaf, worker_id)
                 break
-            n = _common_len(child.label, text[pos:pos + len(child.label)])
+            n = _common_len(child.label, text, pos)
             if n < len(child.label):
                 child = self._split(child, n)
             self._touch(child, worker_id)

@@ -35,13 +35,14 @@ class RedisQuotaStore(QuotaStore):
 
     def __init__(self, url: str, *, lease_ttl_s: float = 30.0, timeout_s: float = 0.5,
                  retry_interval_s: float = 1.0, key_prefix: str = "dpserve:quota",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 while_down: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self._url = url
         self._lease_ttl_s = lease_ttl_s
         self._timeout_s = timeout_s
         self._retry_interval_s = retry_interval_s
         self._prefix = key_prefix
         self._clock = clock
+        self._while_down = while_down
         self._redis: Redis | None = None
         self._up = True
         self._down_until = 0.0
@@ -113,8 +114,8 @@ class RedisQuotaStore(QuotaStore):
         self._down_until = self._clock() + self._retry_interval_s
         if self._up:
             self._up = False
-            logger.error("quota backend Redis %s is DOWN (%s); tenant limits are not enforced "
-                         "or requests refused, per --quota-fail-open", self._url, exc)
+            logger.error("quota backend Redis %s is DOWN (%s)%s", self._url, exc,
+                         f"; {self._while_down}" if self._while_down else "")
 
     def _mark_up(self) -> None:
         if not self._up:

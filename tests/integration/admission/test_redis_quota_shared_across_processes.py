@@ -1,4 +1,4 @@
-"""Two gateway processes sharing one real Redis enforce one tenant limit together, not double."""
+"""Stand-in gateways (separate processes, Admission pairs) on one real Redis enforce one limit together."""
 
 from __future__ import annotations
 

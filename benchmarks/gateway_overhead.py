@@ -1,0 +1,253 @@
+"""Gateway overhead: dpserve router vs the SGLang Model Gateway vs going direct, same fake replicas.
+
+Measures, in one run: added median/p99 latency at concurrency 1, requests/s at concurrency 16
+and 64 (non-streaming), and for streams the relayed SSE chunks/s at concurrency 16 and the time
+to first chunk. Fake replicas answer at once (no model), so what is measured is the proxy.
+
+    .venv/bin/python benchmarks/gateway_overhead.py --sglang-python /tmp/sglvenv/bin/python
+
+The replicas run in one child process, each gateway in its own; the load generator is this
+process (aiohttp on uvloop). On a small shared machine all of them compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+CHAT = "/v1/chat/completions"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- fake replicas (child process) ---------------------------------------------------------------
+
+def serve_replicas(ports: list[int], chunks: int) -> None:
+    from aiohttp import web
+
+    from dpserve.http_server import bind_socket, install_uvloop
+
+    body = orjson.dumps({"id": "x", "object": "chat.completion", "model": "fake", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+    event = (b'data: {"id":"x","object":"chat.completion.chunk",'
+             b'"choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n')
+    models = orjson.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def completion(request: web.Request) -> web.StreamResponse:
+        req = orjson.loads(await request.read())
+        if not req.get("stream"):
+            return web.Response(body=body, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(chunks):
+            await resp.write(event)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def model_list(request: web.Request) -> web.Response:
+        return web.Response(body=models, content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post(CHAT, completion)
+        app.router.add_post("/v1/completions", completion)
+        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info", "/metrics"):
+            app.router.add_get(path, ok)
+        app.router.add_get("/v1/models", model_list)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for port in ports:
+            await web.SockSite(runner, bind_socket("127.0.0.1", port)).start()
+        await asyncio.Event().wait()
+
+    install_uvloop()
+    asyncio.run(main())
+
+
+# ---- load generation -----------------------------------------------------------------------------
+
+def _payload(i: int, stream: bool) -> bytes:
+    prefix = f"You are assistant number {i % 8}. " * 8  # 8 shared prefixes: cache_aware has work to do
+    return orjson.dumps({"model": "fake", "stream": stream, "max_tokens": 16,
+                         "messages": [{"role": "user", "content": f"{prefix}question {i}"}]})
+
+
+async def _one(session: aiohttp.ClientSession, url: str, i: int) -> float:
+    t0 = time.perf_counter()
+    async with session.post(url + CHAT, data=_payload(i, False),
+                            headers={"Content-Type": "application/json"}) as resp:
+        await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{url} answered {resp.status}")
+    return time.perf_counter() - t0
+
+
+async def _one_stream(session: aiohttp.ClientSession, url: str, i: int) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    first: float | None = None
+    events = 0
+    async with session.post(url + CHAT, data=_payload(i, True),
+                            headers={"Content-Type": "application/json"}) as resp:
+        async for chunk in resp.content.iter_any():
+            if first is None:
+                first = time.perf_counter() - t0
+            events += chunk.count(b"data: ")
+    return (first or 0.0), events
+
+
+async def _closed_loop(n: int, concurrency: int,
+                       job: Callable[[int], Awaitable[Any]]) -> tuple[float, list[Any]]:
+    it = iter(range(n))
+    results: list[Any] = []
+
+    async def worker() -> None:
+        for i in it:
+            results.append(await job(i))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0, results
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(url: str, args: argparse.Namespace, pid: int) -> dict[str, float]:
+    """`pid`: the process whose CPU per request is reported (the gateway, or the replica if direct)."""
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await _closed_loop(300, 8, lambda i: _one(s, url, i))  # warm-up: pools, caches, JITs
+        _, lat = await _closed_loop(args.c1_requests, 1, lambda i: _one(s, url, i))
+        out = {"p50_ms": statistics.median(lat) * 1e3, "p99_ms": _pct(lat, 0.99) * 1e3}
+        for c in (16, 64):
+            cpu0 = _cpu_s(pid)
+            wall, _ = await _closed_loop(args.requests, c, lambda i: _one(s, url, i))
+            out[f"rps_c{c}"] = args.requests / wall
+            out[f"cpu_us_per_req_c{c}"] = (_cpu_s(pid) - cpu0) / args.requests * 1e6
+        _, c1 = await _closed_loop(args.c1_requests // 4, 1, lambda i: _one_stream(s, url, i))
+        out["ttfc_p50_ms"] = statistics.median(t for t, _ in c1) * 1e3
+        out["ttfc_p99_ms"] = _pct([t for t, _ in c1], 0.99) * 1e3
+        wall, streams = await _closed_loop(args.streams, 16, lambda i: _one_stream(s, url, i))
+        out["chunks_per_s_c16"] = sum(e for _, e in streams) / wall
+    return out
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def _start(cmd: list[str], ready_url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_ready(ready_url, proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _gateways(args: argparse.Namespace, urls: list[str]) -> dict[str, tuple[list[str], int]]:
+    ours, theirs = _free_port(), _free_port()
+    out = {f"dpserve router ({args.policy})": (
+        [sys.executable, "-m", "dpserve", "router", "--port", str(ours), "--policy", args.policy,
+         "--log-level", "warning", "--worker-urls", *urls], ours)}
+    if args.sglang_python:
+        out[f"sglang-router ({args.policy})"] = (
+            [args.sglang_python, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port",
+             str(theirs), "--policy", args.policy, "--log-level", "warn", "--worker-urls", *urls], theirs)
+    return out
+
+
+def _table(rows: dict[str, dict[str, float]]) -> str:
+    keys = ["p50_ms", "p99_ms", "rps_c16", "rps_c64", "cpu_us_per_req_c16", "ttfc_p50_ms", "ttfc_p99_ms",
+            "chunks_per_s_c16"]
+    lines = ["| target | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" if k.endswith("ms") else f"{r[k]:.0f}"
+                                                  for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--replicas", type=int, default=2)
+    ap.add_argument("--policy", default="cache_aware")
+    ap.add_argument("--c1-requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=6000, help="requests per throughput point")
+    ap.add_argument("--streams", type=int, default=400, help="streams in the chunks/s point")
+    ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per stream")
+    ap.add_argument("--sglang-python", default=None, help="python of a venv with sglang-router")
+    ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_replicas:
+        serve_replicas(args.serve_replicas, args.chunks)
+        return
+    from dpserve.http_server import install_uvloop
+
+    ports = [_free_port() for _ in range(args.replicas)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    replicas = _start([sys.executable, __file__, "--chunks", str(args.chunks), "--serve-replicas",
+                       *map(str, ports)], urls[-1] + "/health")
+    install_uvloop()
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        rows["direct (replica 0)"] = asyncio.run(measure(urls[0], args, replicas.pid))
+        for name, (cmd, port) in _gateways(args, urls).items():
+            proc = _start(cmd, f"http://127.0.0.1:{port}/health")
+            try:
+                rows[name] = asyncio.run(measure(f"http://127.0.0.1:{port}", args, proc.pid))
+            finally:
+                _stop(proc)
+    finally:
+        _stop(replicas)
+    print(_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""`dpserve router` as a process: serves, finishes in-flight streams on SIGTERM, then exits;
+the admission seam caps in-flight per worker; /metrics carries gateway and admission series."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import aiohttp
+
+from tests.conftest import free_port
+from tests.integration.gateway.conftest import chat
+
+
+async def _wait_ready(client: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.returncode is None, "router exited early"
+        try:
+            async with client.get(url + "/readiness") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("router not ready")
+
+
+async def test_sigterm_finishes_in_flight_stream_then_exits(fake_workers, client) -> None:
+    [w] = await fake_workers(1, chunks=30, chunk_delay_s=0.02)
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dpserve", "router", "--port", str(port), "--worker-urls", w.url,
+        "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(client, url, proc)
+        async with client.post(url + "/v1/chat/completions", json=chat(stream=True)) as resp:
+            first = await resp.content.readany()
+            os.kill(proc.pid, signal.SIGTERM)
+            rest = await resp.read()
+        assert (first + rest).endswith(b"data: [DONE]\n\n") and w.stats.finished == 1
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_bad_flags_exit_2(client) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dpserve", "router", "--policy", "nope",
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2 and b"--policy" in err
+
+
+async def test_admission_cap_sheds_with_429_and_metrics(fake_workers, gateway, client) -> None:
+    [w] = await fake_workers(1, slow_first_byte_s=0.3)
+    gw = await gateway([w], max_inflight_per_worker=2, queue_size=0)
+
+    async def status() -> int:
+        async with client.post(gw.url + "/v1/chat/completions", json=chat()) as resp:
+            await resp.read()
+            if resp.status == 429:
+                assert "Retry-After" in resp.headers
+            return resp.status
+    statuses = await asyncio.gather(*(status() for _ in range(5)))
+    assert sorted(statuses) == [200, 200, 429, 429, 429]
+    assert w.stats.requests == 2
+    async with client.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    for series in ('dpserve_requests_total{worker="w0",status="200"} 2',
+                   'dpserve_policy_decisions_total{policy="cache_aware",reason="cache_miss"}',
+                   "dpserve_cache_tree_chars ", "dpserve_request_duration_seconds_count 2",
+                   'dpserve_worker_healthy{worker="w0"} 1', "dpserve_admission"):
+        assert series in text, series
