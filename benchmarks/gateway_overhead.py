@@ -130,7 +130,8 @@ async def _closed_loop(n: int, concurrency: int,
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads), from /proc."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -37,6 +37,7 @@ class AsyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._streams: dict[str, asyncio.Queue[TokenDelta]] = {}
         self._stats = EngineStats()
+        self._crashed = False
 
     async def start(self) -> None:
         self._set_num_threads()
@@ -61,8 +62,8 @@ class AsyncEngine:
         return self._stats  # a snapshot replaced (never mutated) by the engine thread
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        if self.engine is None or self._thread is None:
-            raise RuntimeError("engine not started")
+        if self.engine is None or self._thread is None or self._crashed:
+            raise RuntimeError("engine not started" if not self._crashed else "engine thread crashed")
         self.engine.check_prompt(request.prompt_token_ids)  # ValueError here, not in the engine thread
         if request.request_id in self._streams:
             raise ValueError(f"request id {request.request_id!r} is already running")
@@ -110,6 +111,7 @@ class AsyncEngine:
                     self._call_soon(self._deliver, outputs)
         except Exception:  # a bug in the engine: fail every open stream rather than hang them
             logger.exception("engine thread crashed")
+            self._crashed = True
             self._call_soon(self._fail_all)
 
     def _drain_commands(self, engine: LLMEngine) -> bool:

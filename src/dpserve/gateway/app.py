@@ -23,8 +23,9 @@ from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.policies import build_policy
 from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
-from dpserve.gateway.registry import WorkerRegistry
+from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
+from dpserve.gateway.upstream import UpstreamPool
 from dpserve.gateway.worker import Worker
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
@@ -50,6 +51,7 @@ class Gateway:
         self._health: HealthChecker | None = None
         self._poller: LoadPoller | None = None
         self._proxy: Proxy | None = None
+        self._upstream: UpstreamPool | None = None
 
     @property
     def proxy(self) -> Proxy:
@@ -67,7 +69,8 @@ class Gateway:
         return self._health
 
     async def start(self) -> None:
-        # One pooled client per process: keep-alive connections to every replica, no per-host cap.
+        # Health checks, load polls and /v1/models share one pooled aiohttp client; proxied
+        # requests go through the leaner UpstreamPool (see upstream.py).
         connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
                                          keepalive_timeout=60.0)
         self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
@@ -77,8 +80,9 @@ class Gateway:
                                      self._on_probe)
         self._poller = LoadPoller(self.registry.all, self._http, hc.load_poll_interval_s,
                                   hc.health_check_timeout_s)
+        self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
-                            self.metrics, self._http, self.rng, self.clock)
+                            self.metrics, self._upstream, self.rng, self.clock)
         for i, url in enumerate(self.config.worker_urls):
             self.registry.add(url, self.config.weight_of(i))
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
@@ -93,17 +97,24 @@ class Gateway:
             await self._poller.stop()
         if self._health is not None:
             await self._health.stop()
+        if self._upstream is not None:
+            self._upstream.close()
         if self._http is not None:
             await self._http.close()
 
     async def add_worker(self, url: str, weight: float) -> Worker:
-        worker = self.registry.add(url, weight)
+        try:
+            worker = self.registry.add(url, weight)
+        except DuplicateWorker as exc:
+            raise HTTPError(409, str(exc), code="duplicate_worker") from exc
         await self.health.probe(worker)
         return worker
 
     async def remove_worker(self, worker: Worker) -> None:
         await self.registry.drain(worker, self.config.drain_timeout_s)
         self.health.forget(worker.id)
+        if self._upstream is not None:
+            self._upstream.discard(worker.url)
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
         if healthy:
@@ -157,8 +168,8 @@ async def _add_worker(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
     url = body.get("url") if isinstance(body, dict) else None
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise HTTPError(400, "'url' must be an http(s) URL", param="url")
+    if not isinstance(url, str) or not url.startswith("http://"):
+        raise HTTPError(400, "'url' must be an http:// URL", param="url")
     weight = body.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise HTTPError(400, "'weight' must be a number > 0", param="weight")

@@ -94,7 +94,7 @@ class GatewayConfig:
                 "--worker-weights needs one weight per --worker-urls entry")
         require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
         for url in self.worker_urls:
-            require(url.startswith(("http://", "https://")), f"--worker-urls: {url!r} is not an http(s) URL")
+            require(url.startswith("http://"), f"--worker-urls: {url!r} is not an http:// URL")
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
         require(self.max_connections >= 1, "--max-connections must be >= 1")

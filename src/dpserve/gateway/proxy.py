@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from dpserve.gateway.policies.base import Policy, RouteRequest
 from dpserve.gateway.registry import WorkerRegistry
 from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
 from dpserve.gateway.routing_text import ParsedRequest, parse_request
+from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
 
@@ -57,7 +57,7 @@ class Proxy:
     """Handles POST /v1/chat/completions and /v1/completions."""
 
     def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
-                 admission: Admission, metrics: GatewayMetrics, http: aiohttp.ClientSession,
+                 admission: Admission, metrics: GatewayMetrics, upstream: UpstreamPool,
                  rng: random.Random, clock: Callable[[], float]) -> None:
         self._cfg = retry
         self._registry = registry
@@ -65,7 +65,7 @@ class Proxy:
         self._health = health
         self._admission = admission
         self._metrics = metrics
-        self._http = http
+        self._upstream = upstream
         self._rng = rng
         self._clock = clock
 
@@ -137,9 +137,7 @@ class Proxy:
 
     async def _exchange(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
                         usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
-        remaining = max(0.001, deadline - self._clock())
-        first_byte_s = min(self._cfg.first_byte_timeout_s, remaining)
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self._cfg.connect_timeout_s)
+        first_byte_s = max(0.001, min(self._cfg.first_byte_timeout_s, deadline - self._clock()))
         headers = {"Content-Type": "application/json"}
         for name in _FORWARDED_HEADERS:
             if name in request.headers:
@@ -147,21 +145,19 @@ class Proxy:
         first_byte_at = self._clock() + first_byte_s
         try:
             async with asyncio.timeout(first_byte_s):
-                resp = await self._http.post(att.worker.url + request.path, data=raw, headers=headers,
-                                             timeout=timeout)
-        except aiohttp.ClientConnectorError as exc:
+                resp = await self._upstream.post(att.worker.url, request.path, raw, headers)
+        except ConnectFailed as exc:
             self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
-            return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc.strerror}",
-                              "connect_error")
+            return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc}", "connect_error")
         except TimeoutError:
             return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
                                         f"{first_byte_s:.3g} s", "first_byte_timeout")
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
         try:
             if resp.status == 200 and parsed.stream:
-                return await self._relay_stream(request, resp, att, usage, first_byte_at)
-            return await self._relay_whole(resp, att, usage)
+                return await self._relay_stream(request, resp, att, usage, first_byte_at, deadline)
+            return await self._relay_whole(resp, att, usage, deadline)
         finally:
             if att.body_done:
                 resp.release()
@@ -172,19 +168,22 @@ class Proxy:
               headers: dict[str, str] | None = None) -> _Failure:
         att.verdict = "failure"
         self._metrics.requests[(att.worker.id, str(status))] += 1
-        return _Failure(HTTPError(status, message, headers=headers), reason)
+        return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
+                        reason)
 
-    async def _relay_whole(self, resp: aiohttp.ClientResponse, att: _Attempt,
-                           usage: Usage) -> web.StreamResponse | _Failure:
+    async def _relay_whole(self, resp: UpstreamResponse, att: _Attempt, usage: Usage,
+                           deadline: float) -> web.StreamResponse | _Failure:
         try:
-            body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status, what = (504, "timed out") if isinstance(exc, TimeoutError) else (502, f"failed: {exc}")
-            return self._fail(att, status, f"replica {att.worker.id} {what}", "upstream_error")
+            async with asyncio.timeout(max(0.001, deadline - self._clock())):
+                body = await resp.read()
+        except TimeoutError:
+            return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout")
+        except UpstreamError as exc:
+            return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
         att.body_done = True
         status = resp.status
         if is_retryable_status(status):
-            retry_after = resp.headers.get("Retry-After")
+            retry_after = resp.headers.get("retry-after")
             return self._fail(att, status, _upstream_message(body, status), f"status_{status}",
                               {"Retry-After": retry_after} if retry_after else None)
         att.verdict = "failure" if is_replica_failure(status) else "success"
@@ -192,32 +191,32 @@ class Proxy:
             usage.from_body(body)
         self._metrics.requests[(att.worker.id, str(status))] += 1
         return web.Response(status=status, body=body, headers={
-            "Content-Type": resp.headers.get("Content-Type", "application/json"),
+            "Content-Type": resp.headers.get("content-type", "application/json"),
             WORKER_HEADER: att.worker.id})
 
-    async def _relay_stream(self, request: web.Request, resp: aiohttp.ClientResponse, att: _Attempt,
-                            usage: Usage, first_byte_at: float) -> web.StreamResponse | _Failure:
+    async def _relay_stream(self, request: web.Request, resp: UpstreamResponse, att: _Attempt, usage: Usage,
+                            first_byte_at: float, deadline: float) -> web.StreamResponse | _Failure:
         started = self._clock()
         try:
             async with asyncio.timeout(max(0.001, first_byte_at - started)):
-                first = await resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                first = await resp.next_chunk()
+        except (UpstreamError, TimeoutError) as exc:
             status = 504 if isinstance(exc, TimeoutError) else 502
             return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte")
         if not first:
             return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
         out = web.StreamResponse(status=200, headers={
-            "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
+            "Content-Type": resp.headers.get("content-type", "text/event-stream"),
             "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
         tail = StreamTail()
         tail.add(first)
         try:
             await out.prepare(request)
-            # Both sockets have TCP_NODELAY (aiohttp sets it on every connection), and each chunk
-            # is written as it arrives: no Nagle or buffering delay between replica and client.
+            # Both sockets have TCP_NODELAY, and each chunk is written as it arrives: no Nagle
+            # or buffering delay between replica and client.
             await out.write(first)
             self._metrics.ttft.observe(self._clock() - started)
-            await self._pump(resp, out, att, tail)
+            await self._pump_until(resp, out, att, tail, deadline)
             await out.write_eof()
         except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
             return out
@@ -225,21 +224,24 @@ class Proxy:
         self._metrics.requests[(att.worker.id, "200")] += 1
         return out
 
-    async def _pump(self, resp: aiohttp.ClientResponse, out: web.StreamResponse, att: _Attempt,
+    async def _pump_until(self, resp: UpstreamResponse, out: web.StreamResponse, att: _Attempt,
+                          tail: StreamTail, deadline: float) -> None:
+        """Relay the rest of the stream; a replica failure or --request-timeout-s ends it with an
+        SSE error event and [DONE]."""
+        try:
+            async with asyncio.timeout(max(0.001, deadline - self._clock())):
+                await self._pump(resp, out, att, tail)
+        except (UpstreamError, TimeoutError) as exc:
+            att.verdict = "failure"
+            logger.warning("stream from replica %s ended early: %r", att.worker.id, exc)
+            await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
+
+    async def _pump(self, resp: UpstreamResponse, out: web.StreamResponse, att: _Attempt,
                     tail: StreamTail) -> None:
-        while True:
-            try:
-                chunk = await resp.content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                att.verdict = "failure"
-                logger.warning("replica %s died mid-stream: %r", att.worker.id, exc)
-                await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
-                return
-            if not chunk:
-                att.verdict, att.body_done = "success", True
-                return
+        while chunk := await resp.next_chunk():
             tail.add(chunk)
             await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
+        att.verdict, att.body_done = "success", True
 
 
 def _stream_error(worker_id: str, exc: BaseException, at_boundary: bool) -> bytes:

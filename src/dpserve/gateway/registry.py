@@ -7,12 +7,16 @@ import contextlib
 import itertools
 from collections.abc import Callable, Sequence
 
-from dpserve.errors import HTTPError
 from dpserve.gateway.admission import WorkerLoad
 from dpserve.gateway.circuit_breaker import CircuitBreaker, CircuitState
 from dpserve.gateway.config import BreakerConfig
 from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.worker import Worker
+
+
+class DuplicateWorker(ValueError):
+    """A worker with this URL is already registered."""
+
 
 # How often a drain re-checks in-flight when no response ended (responses also wake it).
 _DRAIN_POLL_S = 0.05
@@ -46,7 +50,7 @@ class WorkerRegistry:
     def add(self, url: str, weight: float = 1.0) -> Worker:
         url = url.rstrip("/")
         if any(w.url == url for w in self._workers.values()):
-            raise HTTPError(409, f"a worker with url {url} is already registered")
+            raise DuplicateWorker(f"a worker with url {url} is already registered")
         worker_id = f"w{next(self._ids)}"
         notify = self._on_transition
         breaker = CircuitBreaker(self._breaker_config, self._clock,

@@ -35,7 +35,7 @@ class ReplicaFleet:
     def __init__(self, launch: LaunchConfig, plan: LaunchPlan, log_dir: Path,
                  on_ready: ReplicaHook, on_down: ReplicaHook) -> None:
         self._launch = launch
-        self._plan = plan
+        self.plan = plan
         self.log_dir = log_dir
         self._on_ready = on_ready
         self._on_down = on_down
@@ -46,17 +46,17 @@ class ReplicaFleet:
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Start the watchdog, then one supervisor per replica, the i-th after i × --stagger-s."""
         await self._watchdog.start()
-        self.supervisors = [self._supervisor(i, http) for i in range(len(self._plan.replicas))]
+        self.supervisors = [self._supervisor(i, http) for i in range(len(self.plan.replicas))]
         self._tasks = [asyncio.create_task(s.run(i * self._launch.stagger_s))
                        for i, s in enumerate(self.supervisors)]
 
     def _supervisor(self, index: int, http: aiohttp.ClientSession) -> ReplicaSupervisor:
-        cfg, spec = self._launch, self._plan.replicas[index]
+        cfg, spec = self._launch, self.plan.replicas[index]
         echo = sys.stderr.buffer if cfg.echo_replica_logs else None
         log = ReplicaLog(spec.replica_id, self.log_dir / f"{spec.replica_id}.log", echo)
         policy = RestartPolicy(cfg.max_restarts, cfg.restart_window_s, cfg.restart_backoff_s,
                                cfg.restart_backoff_max_s)
-        return ReplicaSupervisor(spec, self._plan.backend, log, policy, supervision_times(cfg), http,
+        return ReplicaSupervisor(spec, self.plan.backend, log, policy, supervision_times(cfg), http,
                                  self._watchdog, self._on_ready, self._on_down)
 
     async def ended(self) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 from dpserve.config import ConfigError
 from dpserve.http_server import bind_socket, install_uvloop
+from dpserve.launcher.backends import Backend
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
 from dpserve.launcher.plan import build_plan
@@ -37,12 +40,22 @@ def check_gateway_port(host: str, port: int) -> None:
                           f"(choose another --port)") from exc
 
 
+def check_backend_installed(backend: Backend) -> None:
+    """A missing engine package would only show up as N replicas crashing and being restarted."""
+    module = backend.requires_module
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"the {backend.name} backend needs the {module!r} package in this Python "
+                          f"({sys.executable}); install it (pip install {module}) "
+                          f"or choose another --backend")
+
+
 def serve(config: ServeConfig) -> int:
     launch = config.launch
     check_gateway_port(config.gateway.host, config.gateway.port)
     ports = PortAllocator(launch.replica_host)
     try:
         plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])
+        check_backend_installed(plan.backend)
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
         service = ServeService(launch, plan, build_gateway_site(config), log_dir)

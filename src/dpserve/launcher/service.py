@@ -49,6 +49,7 @@ class ServeService:
         self._stop = asyncio.Event()
         self._gateway_port: int | None = None
         self._listening = asyncio.Event()
+        self._gateway_task: asyncio.Task[None] | None = None
         self._announced = False
         self._link: GatewayLink | None = None
         self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down)
@@ -62,11 +63,10 @@ class ServeService:
         self._stop.set()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+        self._install_signal_handlers()
         async with aiohttp.ClientSession() as http:
             gateway_task = asyncio.create_task(self._serve_gateway())
+            self._gateway_task = gateway_task
             if not await self._gateway_listening(gateway_task):
                 return 1
             self._link = GatewayLink(self._base_url(), http, self._gateway.admin_key)
@@ -83,9 +83,23 @@ class ServeService:
         await serve_app(site.app, site.host, site.port, shutdown_grace_s=site.drain_s,
                         on_ready=self._on_gateway_ready, stop_event=self._stop)
 
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        """First Ctrl-C/SIGTERM: orderly stop with drain. Second: skip the drain."""
+        if not self._stop.is_set():
+            self._stop.set()
+        elif self._gateway_task is not None and not self._gateway_task.done():
+            logger.warning("second signal: not waiting for in-flight requests")
+            self._gateway_task.cancel()
+
     def _on_gateway_ready(self, port: int) -> None:
         self._gateway_port = port
         self._listening.set()
+        self._install_signal_handlers()  # serve_app installed its own; ours also handle a second signal
 
     async def _gateway_listening(self, gateway_task: asyncio.Task[None]) -> bool:
         """Wait until the gateway listens; False (reported) if it failed to start or we were stopped."""

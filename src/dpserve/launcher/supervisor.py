@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import shlex
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import aiohttp
 
 from dpserve.launcher.backends import Backend, ReplicaSpec
 from dpserve.launcher.logs import ReplicaLog
+from dpserve.launcher.port_owner import group_listens_on
 from dpserve.launcher.process import spawn, stop_group
 from dpserve.launcher.restart_policy import RestartPolicy
 from dpserve.launcher.watchdog import Watchdog
@@ -24,6 +26,8 @@ from dpserve.launcher.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 ReplicaHook = Callable[["ReplicaSupervisor"], Awaitable[None]]
+
+_SPAWN_FAILED = 127  # the shell's "command not found"
 
 
 class ReplicaState(Enum):
@@ -97,7 +101,13 @@ class ReplicaSupervisor:
         """Start the replica, announce it once healthy, return its exit code (None: we stopped it)."""
         self.state = ReplicaState.STARTING
         argv, env = self.backend.command(self.spec), self.backend.env(self.spec)
-        proc = await spawn(argv, {**os.environ, **env}, self.spec.placement.cpu_cores)
+        try:
+            proc = await spawn(argv, {**os.environ, **env}, self.spec.placement.cpu_cores)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.last_problem = f"could not start {shlex.join(argv)}: {exc}"
+            logger.error("replica %s %s", self.replica_id, self.last_problem)
+            self.log.note(self.last_problem)
+            return _SPAWN_FAILED
         self._proc, self.pid = proc, proc.pid
         self.log.note(f"started pid {proc.pid}: {' '.join(f'{k}={v}' for k, v in env.items())} "
                       f"{shlex.join(argv)}")
@@ -120,9 +130,16 @@ class ReplicaSupervisor:
         """Poll /health until it answers 200 (True), or the process exits / we stop / time runs out."""
         deadline = time.monotonic() + self._times.startup_timeout_s
         url = self.spec.url + self.backend.health_path
+        warned = False
         while proc.returncode is None and not self._stopping.is_set():
             if await self._probe(url):
-                return True
+                if group_listens_on(proc.pid, self.spec.port) is not False:
+                    return True
+                if not warned:
+                    warned = True
+                    logger.warning("replica %s: %s answers, but not from the replica's processes "
+                                   "(another program took port %d?); waiting", self.replica_id, url,
+                                   self.spec.port)
             if time.monotonic() >= deadline:
                 self._report_startup_timeout()
                 await stop_group(proc, self._times.grace_s)

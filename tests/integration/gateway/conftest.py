@@ -75,3 +75,10 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 def chat(content: str = "hi", *, stream: bool = False, **extra: Any) -> dict[str, Any]:
     return {"model": "fake-model", "messages": [{"role": "user", "content": content}], "stream": stream,
             **extra}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every gateway scenario is bounded: seconds, not the suite's default minutes."""
+    for item in items:
+        if "integration/gateway" in str(item.path):
+            item.add_marker(pytest.mark.timeout(60))

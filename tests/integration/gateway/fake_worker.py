@@ -37,6 +37,7 @@ class Stats:
     cancelled: int = 0      # handlers cancelled because the gateway disconnected
     active: int = 0
     bodies: list[bytes] = field(default_factory=list)
+    peers: set[tuple[str, int]] = field(default_factory=set)  # client ends of the connections used
 
 
 class FakeWorker:
@@ -113,6 +114,8 @@ class FakeWorker:
         raw = await request.read()
         self.stats.requests += 1
         self.stats.bodies.append(raw)
+        if request.transport is not None:
+            self.stats.peers.add(request.transport.get_extra_info("peername"))
         self.stats.active += 1
         try:
             return await self._answer(request, orjson.loads(raw))

@@ -78,7 +78,7 @@ async def test_retries_exhausted_returns_the_replica_error(fake_workers, gateway
     [w] = await fake_workers(1, fail_first_n=10, fail_status=429)
     gw = await gateway([w], max_retries=2)
     async with client.post(gw.url + "/v1/chat/completions", json=chat()) as resp:
-        assert resp.status == 429
+        assert resp.status == 429 and resp.headers["x-dpserve-worker"] == "w0"
         assert (await resp.json())["error"]["type"] == "rate_limit_error"
     assert w.stats.requests == 3
 

@@ -71,6 +71,11 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
         assert resp.status == 404
     async with client.post(gw.url + "/workers", json={"url": extra.url}, headers=auth) as resp:
         assert resp.status == 201
+    await extra.kill()
+    async with client.post(gw.url + "/workers", json={"url": "http://127.0.0.1:9"}, headers=auth) as resp:
+        assert resp.status == 201 and (await resp.json())["healthy"] is False  # added, out of rotation
+    async with client.delete(gw.url + "/workers/w2", headers=auth) as resp:
+        assert resp.status == 204
     async with client.get(gw.url + "/get_loads") as resp:
         loads = (await resp.json())["workers"]
     assert [x["id"] for x in loads] == ["w0", "w1"] and all("load" in x for x in loads)

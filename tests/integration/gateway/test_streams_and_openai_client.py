@@ -3,6 +3,8 @@ mid-stream ends the stream with an SSE error event and [DONE], which the client 
 
 from __future__ import annotations
 
+import asyncio
+
 import openai
 import pytest
 
@@ -70,3 +72,34 @@ async def test_slow_first_byte_past_timeout_is_504(fake_workers, gateway, client
     async with client.post(gw.url + "/v1/chat/completions", json=chat(stream=True)) as resp:
         assert resp.status == 504
         assert (await resp.json())["error"]["code"] == 504
+
+
+async def test_request_timeout_mid_stream_ends_with_error_event(fake_workers, gateway, client) -> None:
+    [w] = await fake_workers(1, chunks=200, chunk_delay_s=0.01)
+    gw = await gateway([w], request_timeout_s=0.3)
+    async with client.post(gw.url + "/v1/chat/completions", json=chat(stream=True)) as resp:
+        assert resp.status == 200
+        data = await resp.read()
+    events = [e for e in data.split(b"\n\n") if e]
+    assert b"timed out mid-stream" in events[-2] and events[-1] == b"data: [DONE]"
+    assert 5 < len(events) < 100
+    for _ in range(100):
+        if w.stats.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert w.stats.cancelled == 1 and gw.state.registry.get("w0").in_flight == 0
+
+
+async def test_usage_reaches_admission_tickets(fake_workers, gateway, client) -> None:
+    [w] = await fake_workers(1, chunks=6)
+    gw = await gateway([w])
+    async with client.post(gw.url + "/v1/chat/completions",
+                           json=chat(stream=True, stream_options={"include_usage": True})) as resp:
+        await resp.read()
+    async with client.post(gw.url + "/v1/chat/completions", json=chat()) as resp:
+        await resp.read()
+    async with client.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    completion = [line for line in text.splitlines()
+                  if line.startswith("dpserve_tenant_tokens_total") and 'kind="completion"' in line]
+    assert completion and completion[0].endswith(" 12"), completion

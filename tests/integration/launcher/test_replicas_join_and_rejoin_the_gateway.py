@@ -4,12 +4,14 @@ give up after --max-restarts, and leave no process behind on stop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dpserve.launcher.config import LaunchConfig
@@ -38,11 +40,15 @@ async def _until(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no
         await asyncio.sleep(0.05)
 
 
-def _service(tmp_path: Path, gateway: FakeGateway, **overrides: object) -> tuple[ServeService, PortAllocator]:
+def _service(tmp_path: Path, gateway: FakeGateway, python: str | None = None,
+             **overrides: object) -> tuple[ServeService, PortAllocator]:
     launch = LaunchConfig(**{"backend": "sim", "dp_size": 2, "stagger_s": 0.0, "restart_backoff_s": 0.1,
                              "replica_grace_s": 3.0, "echo_replica_logs": False, **overrides})  # type: ignore[arg-type]
     ports = PortAllocator(launch.replica_host, tmp_path / "locks")
     plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])
+    if python is not None:
+        plan = dataclasses.replace(plan, replicas=tuple(dataclasses.replace(spec, python=python)
+                                                        for spec in plan.replicas))
     site = GatewaySite(gateway.app(), "127.0.0.1", 0, drain_s=1.0)
     return ServeService(launch, plan, site, tmp_path / "logs"), ports
 
@@ -145,3 +151,30 @@ async def test_link_recovers_the_worker_id_when_the_url_is_already_listed() -> N
         assert fresh.worker_id("r0") == "w0"
         await fresh.remove("r0")
     assert gateway.workers == {}
+
+
+async def test_a_replica_that_cannot_even_be_spawned_is_given_up(tmp_path: Path) -> None:
+    gateway = FakeGateway()
+    missing = str(tmp_path / "no-python")
+    service, ports = _service(tmp_path, gateway, python=missing, dp_size=1, max_restarts=1)
+    try:
+        code = await asyncio.wait_for(service.run(), timeout=30)
+    finally:
+        ports.release_all()
+    sup = service.supervisors[0]
+    assert code == 1 and sup.state is ReplicaState.GAVE_UP
+    assert sup.last_problem is not None and "could not start" in sup.last_problem
+
+
+async def test_a_foreign_server_on_the_replica_port_is_never_taken_for_the_replica(tmp_path: Path) -> None:
+    gateway = FakeGateway()
+    service, ports = _service(tmp_path, gateway, dp_size=1, max_restarts=0, startup_timeout_s=3.0)
+    impostor = web.Application()
+    impostor.router.add_get("/health", lambda request: web.Response(text="ok"))
+    port = service.fleet.plan.replicas[0].port
+    async with TestServer(impostor, host="127.0.0.1", port=port):  # took the port first
+        try:
+            code = await asyncio.wait_for(service.run(), timeout=30)
+        finally:
+            ports.release_all()
+    assert code == 1 and gateway.events == []

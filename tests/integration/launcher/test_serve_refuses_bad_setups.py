@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -38,3 +39,11 @@ def test_gateway_port_in_use_exits_2_and_starts_no_replica(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
     assert wait_gone(marker, 10.0) == []
     assert not list(tmp_path.glob("r*.log"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
+def test_a_backend_whose_package_is_missing_is_refused_before_launching() -> None:
+    done = _serve("--backend", "sglang", "--model", "org/model", "--device", "cpu", "--port", "0")
+    assert done.returncode == 2
+    assert "the sglang backend needs the 'sglang' package" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -6,13 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
 from tests.integration.launcher.procs import kill_all, marked_pids, new_marker, wait_gone
-from tests.integration.launcher.serve_process import chat, serve_process
+from tests.integration.launcher.serve_process import chat, serve_process, workers
 from tests.support import stop_process, wait_http_ok
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,3 +58,32 @@ def test_sigterm_during_start_up_stops_everything(tmp_path: Path) -> None:
     finally:
         stop_process(proc)
         kill_all(marker)
+
+
+def test_a_second_sigterm_skips_the_drain(tmp_path: Path) -> None:
+    port = free_port()
+    args = [*SIM_ARGS, "--shutdown-grace-s", "120", "--engine-args", "--slow-first-byte-s 120"]
+    with serve_process(args, port, tmp_path) as (proc, marker), ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(_chat_status, port)
+        _wait_in_flight(port)
+        os.kill(proc.pid, signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)  # draining the stuck request
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert wait_gone(marker, 10.0) == []
+        assert stuck.result(timeout=30) != 200
+
+
+def _chat_status(port: int) -> int:
+    try:
+        return chat(port, "never answered")[0]
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        return getattr(exc, "code", -1)
+
+
+def _wait_in_flight(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(int(str(w.get("in_flight", 0))) for w in workers(port)):
+        assert time.monotonic() < deadline, "the request never reached a replica"
+        time.sleep(0.05)

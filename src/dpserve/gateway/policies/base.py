@@ -51,10 +51,9 @@ def weighted_load(worker: Candidate) -> float:
 
 def least_loaded(candidates: Sequence[Candidate], rng: random.Random) -> Candidate:
     """Least weighted load, then least weighted in-flight; exact ties broken by `rng`."""
-    def key(w: Candidate) -> tuple[float, float]:
-        return (weighted_load(w), w.in_flight / w.weight)
-    best = min(key(w) for w in candidates)
-    tied = [w for w in candidates if key(w) == best]
+    keyed = [((w.load() / w.weight, w.in_flight / w.weight), w) for w in candidates]
+    best = min(k for k, _ in keyed)
+    tied = [w for k, w in keyed if k == best]
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 

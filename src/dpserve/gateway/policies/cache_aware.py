@@ -36,8 +36,9 @@ class CacheAwarePolicy(Policy):
         if text:
             by_id = {w.id: w for w in candidates}
             match = self.tree.match(text, by_id)
-            if match.worker_id is not None and match.matched_chars / len(text) > self.config.cache_threshold:
-                return Choice(by_id[match.worker_id], "cache_hit")
+            if match.worker_ids and match.matched_chars / len(text) > self.config.cache_threshold:
+                holders = [by_id[w] for w in match.worker_ids]  # the prefix may live on several
+                return Choice(least_loaded(holders, self.rng), "cache_hit")
         return Choice(least_loaded(candidates, self.rng), "cache_miss")
 
     def _imbalanced(self, candidates: Sequence[Candidate]) -> bool:

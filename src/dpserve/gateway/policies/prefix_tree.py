@@ -26,10 +26,14 @@ class _Node:
 
 @dataclass(frozen=True)
 class Match:
-    """Longest prefix of the text seen by `worker_id` (None when no candidate matched)."""
+    """Longest matched prefix of the text: the candidates holding it (tree order) and its length."""
 
-    worker_id: str | None
+    worker_ids: tuple[str, ...]
     matched_chars: int
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.worker_ids[0] if self.worker_ids else None
 
 
 def _common_len(label: str, text: str, pos: int) -> int:
@@ -60,22 +64,22 @@ class PrefixTree:
         return self._chars
 
     def match(self, text: str, candidates: Collection[str]) -> Match:
-        """The candidate with the longest matched prefix of `text` (first in tree order on ties)."""
-        node, pos = self._root, 0
-        best: Match = Match(None, 0)
-        while pos < len(text):
+        """The candidates holding the longest matched prefix of `text`, and its length."""
+        node, pos, end = self._root, 0, len(text)
+        deepest: _Node | None = None
+        matched = 0
+        while pos < end:
             child = node.children.get(text[pos])
-            if child is None:
+            if child is None or not any(w in candidates for w in child.workers):
                 break
             n = _common_len(child.label, text, pos)
-            holder = next((w for w in child.workers if w in candidates), None)
-            if holder is None:
-                break
-            best = Match(holder, pos + n)
+            deepest, matched = child, pos + n
             if n < len(child.label):
                 break
             node, pos = child, pos + n
-        return best
+        if deepest is None:
+            return Match((), 0)
+        return Match(tuple(w for w in deepest.workers if w in candidates), matched)
 
     def insert(self, text: str, worker_id: str) -> None:
         """Record that `text` went to `worker_id`; evicts LRU leaves when over budget."""

@@ -40,6 +40,8 @@ class Backend(ABC):
     health_path: str = "/health"
     #: True when bundled model names must be resolved to a directory before the engine sees them.
     needs_model_path: bool = False
+    #: Python package the replica runs from (checked before launching), None for our own commands.
+    requires_module: str | None = None
 
     @abstractmethod
     def command(self, spec: ReplicaSpec) -> list[str]:

@@ -8,6 +8,7 @@ from dpserve.launcher.backends.base import Backend, ReplicaSpec
 class SglangBackend(Backend):
     name = "sglang"
     needs_model_path = True  # bundled names mean nothing to it
+    requires_module = "sglang"
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         return [spec.python, "-m", "sglang.launch_server", "--model-path", spec.model_path,

@@ -8,6 +8,7 @@ from dpserve.launcher.backends.base import Backend, ReplicaSpec
 class VllmBackend(Backend):
     name = "vllm"
     needs_model_path = True  # bundled names mean nothing to it
+    requires_module = "vllm"
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         return [spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path,

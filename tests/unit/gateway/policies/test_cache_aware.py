@@ -72,3 +72,14 @@ def test_tree_chars_stay_in_budget() -> None:
     for i in range(500):
         policy.select(fleet, RouteRequest(f"<|user|>conversation {i} " + "z" * 30))
     assert policy.gauges()["dpserve_cache_tree_chars"] <= 1000
+
+
+def test_hit_held_by_several_goes_to_the_least_loaded_holder() -> None:
+    policy = _make()
+    a, b, c = FakeWorker("a"), FakeWorker("b"), FakeWorker("c", in_flight=0)
+    text = "<|system|>" + "s" * 80
+    policy.select([a], RouteRequest(text))
+    policy.select([b], RouteRequest(text))
+    a.in_flight, b.in_flight = 3, 1
+    choice = policy.select([a, b, c], RouteRequest(text + "<|user|>q"))
+    assert (choice.worker, choice.reason) == (b, "cache_hit")

@@ -9,18 +9,28 @@ def test_longest_match_picks_the_deepest_holder() -> None:
     tree = PrefixTree(1000)
     tree.insert("hello world", "a")
     tree.insert("hello there", "b")
-    assert tree.match("hello world again", {"a", "b"}) == Match("a", 11)
-    assert tree.match("hello there!", {"a", "b"}) == Match("b", 11)
-    assert tree.match("hello wonder", {"a", "b"}) == Match("a", 8)
-    assert tree.match("xyz", {"a", "b"}) == Match(None, 0)
+    assert tree.match("hello world again", {"a", "b"}) == Match(("a",), 11)
+    assert tree.match("hello there!", {"a", "b"}) == Match(("b",), 11)
+    assert tree.match("hello wonder", {"a", "b"}) == Match(("a",), 8)
+    assert tree.match("xyz", {"a", "b"}) == Match((), 0)
 
 
 def test_match_only_counts_candidates() -> None:
     tree = PrefixTree(1000)
     tree.insert("abcdef", "a")
     tree.insert("abc", "b")
-    assert tree.match("abcdef", {"b"}) == Match("b", 3)
-    assert tree.match("abcdef", {"c"}) == Match(None, 0)
+    assert tree.match("abcdef", {"b"}) == Match(("b",), 3)
+    assert tree.match("abcdef", {"c"}) == Match((), 0)
+
+
+def test_every_holder_of_the_deepest_match_is_returned() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("prefix-x", "a")
+    tree.insert("prefix-y", "b")
+    tree.insert("prefix-x", "c")
+    assert tree.match("prefix-x!", {"a", "b", "c"}) == Match(("a", "c"), 8)
+    assert tree.match("prefix-z", {"a", "b", "c"}) == Match(("a", "b", "c"), 7)
+    assert tree.match("prefix-x", {"b"}).worker_id == "b"
 
 
 def test_shared_prefix_is_stored_once() -> None:
@@ -56,7 +66,7 @@ def test_remove_worker_forgets_it_and_frees_its_chars() -> None:
     tree.insert("shared prefix then a", "a")
     tree.insert("shared prefix then b", "b")
     tree.remove_worker("a")
-    assert tree.match("shared prefix then a", {"a", "b"}) == Match("b", len("shared prefix then "))
+    assert tree.match("shared prefix then a", {"a", "b"}) == Match(("b",), len("shared prefix then "))
     assert tree.size_chars == len("shared prefix then b")
     tree.remove_worker("b")
     assert tree.size_chars == 0

@@ -1,0 +1,265 @@
+"""Upstream HTTP/1.1 client for the proxy's hot path: keep-alive pool per replica, C parser (httptools).
+
+Why not aiohttp's client here: measured on this project's fake replicas it costs ~65 µs of CPU
+per request against ~14 µs for a bare protocol with httptools, and the gateway pays it on every
+request. Health checks, load polls and /v1/models still use the aiohttp session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import httptools
+
+# Stop reading from a replica while this much relayed body is waiting for a slow client.
+_PAUSE_BYTES = 1 << 20
+
+
+class UpstreamError(Exception):
+    """The replica's response could not be read (connection lost, bad HTTP)."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection could be opened (refused, unreachable, connect timeout)."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one request/response at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.got_bytes = False
+        self.complete = False
+        self._keep_alive = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._error: UpstreamError | None = None
+        self._headers_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small SSE chunks must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"bad HTTP from replica: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._headers_done.done() and not self.complete and self._ends_at_close():
+            self.on_message_complete()  # no length, not chunked: the body ends with the connection
+        if not self.complete:
+            self._fail(UpstreamError("replica closed the connection"))
+
+    def _ends_at_close(self) -> bool:
+        return ("content-length" not in self.headers
+                and "chunked" not in self.headers.get("transfer-encoding", "").lower())
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self._keep_alive = self._parser.should_keep_alive()  # the parser forgets it once complete
+        if not self._headers_done.done():
+            self._headers_done.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _PAUSE_BYTES and self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    # used by the pool and the response
+    def send(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError("connection to the replica is closed")
+        self._reset()
+        self.transport.write(data)
+
+    async def wait_headers(self) -> None:
+        await self._headers_done
+
+    async def next_chunk(self) -> bytes:
+        """Next body bytes as they arrived; b"" once the response is complete."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._drain_all())
+        self._buffered -= len(data)
+        if self._paused and self._buffered < _PAUSE_BYTES // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def _drain_all(self) -> list[bytes]:
+        out = list(self._chunks)
+        self._chunks.clear()
+        return out
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and not self.closed and self._keep_alive
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._error = error
+        if not self._headers_done.done():
+            self._headers_done.set_exception(error)
+            self._headers_done.exception()  # retrieved: nobody may be waiting any more
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class UpstreamResponse:
+    """Status and headers are read; the body is read with `read()` or `next_chunk()`. Exactly one
+    of `release()` (body fully read: the connection may be reused) or `close()` (abort) ends it."""
+
+    def __init__(self, conn: _Connection, pool: UpstreamPool, key: tuple[str, int]) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._key = key
+        self.status = conn.status
+        self.headers = conn.headers
+
+    async def next_chunk(self) -> bytes:
+        return await self._conn.next_chunk()
+
+    async def read(self) -> bytes:
+        parts = []
+        while chunk := await self._conn.next_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        self._pool.give_back(self._key, self._conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per replica; new ones opened on demand (no global cap here:
+    admission's per-worker cap bounds concurrency when it matters)."""
+
+    def __init__(self, connect_timeout_s: float, max_idle_per_replica: int = 1024) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._max_idle = max_idle_per_replica
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._targets: dict[str, tuple[str, int, bytes]] = {}
+
+    async def post(self, base_url: str, path: str, body: bytes,
+                   headers: Mapping[str, str]) -> UpstreamResponse:
+        """Send; return once the response headers are in. Raises ConnectFailed / UpstreamError;
+        if cancelled (timeout, client gone) the connection is closed, so the replica sees it."""
+        host, port, host_header = self._target(base_url)
+        head = [f"POST {path} HTTP/1.1\r\n".encode(), b"Host: ", host_header,
+                f"\r\nContent-Length: {len(body)}\r\n".encode()]
+        head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items()]
+        request = b"".join(head) + b"\r\n" + body
+        key = (host, port)
+        conn = self._take_idle(key)
+        if conn is not None:
+            try:
+                return await self._exchange(conn, request, key)
+            except UpstreamError:
+                if conn.got_bytes:
+                    raise
+                # A stale keep-alive connection the replica had closed: try once on a fresh one.
+        return await self._exchange(await self._connect(host, port), request, key)
+
+    async def _exchange(self, conn: _Connection, request: bytes, key: tuple[str, int]) -> UpstreamResponse:
+        try:
+            conn.send(request)
+            await conn.wait_headers()
+        except BaseException:
+            conn.close()
+            raise
+        return UpstreamResponse(conn, self, key)
+
+    def give_back(self, key: tuple[str, int], conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, [])
+        if conn.reusable and len(idle) < self._max_idle:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    def discard(self, base_url: str) -> None:
+        """Close the idle connections to a replica that left the fleet."""
+        target = self._targets.pop(base_url, None)
+        for conn in self._idle.pop(target[:2], []) if target else []:
+            conn.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+    def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def _connect(self, host: str, port: int) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(_Connection, host, port)
+        except TimeoutError as exc:
+            raise ConnectFailed(f"connect to {host}:{port} timed out") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        return conn
+
+    def _target(self, base_url: str) -> tuple[str, int, bytes]:
+        target = self._targets.get(base_url)
+        if target is None:
+            parts = urlsplit(base_url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ConnectFailed(f"{base_url}: only http:// replicas are supported on the fast path")
+            port = parts.port or 80
+            target = (parts.hostname, port, parts.netloc.encode())
+            self._targets[base_url] = target
+        return target
