@@ -64,7 +64,8 @@ def dpserve_router(port: int, policy: str, workers: list[str]) -> list[str]:
 
 def sglang_router(port: int, workers: list[str]) -> list[str]:
     return [str(SGLANG_PYTHON), "-m", "sglang_router.launch_router", "--host", HOST, "--port", str(port),
-            "--policy", "cache_aware", "--worker-urls", *workers, "--log-level", "warn"]
+            "--policy", "cache_aware", "--worker-urls", *workers, "--log-level", "warn",
+            "--prometheus-port", str(free_port())]  # its default port stays taken between runs
 
 
 def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed: int) -> dict[str, Any]:
@@ -92,6 +93,11 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
             report = run_bench(url, workers, scenario, args.out_dir / f"{tag}.json", args.seed)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
+
+
+def write_json(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    (args.out_dir / "results.json").write_text(json.dumps(
+        {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=2))
 
 
 def parse_args() -> argparse.Namespace:
@@ -134,10 +140,13 @@ def main() -> int:
         for repeat in range(args.repeats):
             for name in routers:
                 print(f"== {scenario.name} / {name} / run {repeat + 1} of {args.repeats}", flush=True)
-                results.append(one_run(args, scenario, name, repeat))
+                try:
+                    results.append(one_run(args, scenario, name, repeat))
+                except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+                    print(f"run failed, left out of the table: {exc}", flush=True)
+                    continue
                 print(json.dumps(summarize(results[-1])), flush=True)
-    (args.out_dir / "results.json").write_text(json.dumps(
-        {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=2))
+                write_json(args, results)  # after every run: a later crash keeps what was measured
     rows = median_rows([summarize(r) for r in results])
     (args.out_dir / "results.md").write_text(markdown_table(rows))
     from plot import plot

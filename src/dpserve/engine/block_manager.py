@@ -63,7 +63,6 @@ class BlockManager:
         number of tokens now computed. The last token is never taken from the cache: the model must
         run on at least one token to produce the next one's logits."""
         assert not seq.block_table and seq.num_computed_tokens == 0
-        self.prefix_cache_queries += seq.num_tokens
         if not self.enable_prefix_caching:
             return 0
         bs = self.block_size
@@ -79,8 +78,12 @@ class BlockManager:
             seq.block_hashes.append(key)
             prev = key
         seq.num_computed_tokens = len(seq.block_table) * bs
-        self.prefix_cache_hits += seq.num_computed_tokens
         return seq.num_computed_tokens
+
+    def record_lookup(self, num_queried: int, num_hit: int) -> None:
+        """Count one admitted lookup (not every retry of a request that had to keep waiting)."""
+        self.prefix_cache_queries += num_queried
+        self.prefix_cache_hits += num_hit
 
     def commit_full_blocks(self, seq: Sequence) -> None:
         """Register the sequence's newly completed blocks (all tokens computed) in the prefix cache."""

@@ -91,15 +91,15 @@ class Scheduler:
         bm = self.block_manager
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            if not seq.block_table:
-                cached = bm.allocate_cached_prefix(seq)
-                if not seq.was_scheduled:
-                    seq.num_cached_tokens = min(cached, seq.num_prompt_tokens)
+            cached = bm.allocate_cached_prefix(seq) if not seq.block_table else 0
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if not bm.ensure_slots(seq, seq.num_computed_tokens + num_new):
                 bm.free(seq)  # give the cached prefix back; FCFS: nobody overtakes the head
                 return
             self.waiting.popleft()
+            bm.record_lookup(seq.num_tokens, cached)
+            if not seq.was_scheduled:
+                seq.num_cached_tokens = min(cached, seq.num_prompt_tokens)
             seq.status = SequenceStatus.RUNNING
             seq.was_scheduled = True
             self.running.append(seq)

@@ -29,6 +29,8 @@ from dpserve.gateway.upstream import UpstreamPool
 from dpserve.gateway.worker import Worker
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+# Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
+_PROBE_CONNECTIONS = 256
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -46,7 +48,9 @@ class Gateway:
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
                                        on_transition=self._on_transition)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
-        self.rng = random.Random(config.routing.seed)
+        # Retry jitter draws from its own stream, so it never shifts the policy's choices.
+        seed = config.routing.seed
+        self.rng = random.Random(None if seed is None else seed + 1)
         self._http: aiohttp.ClientSession | None = None
         self._health: HealthChecker | None = None
         self._poller: LoadPoller | None = None
@@ -71,8 +75,7 @@ class Gateway:
     async def start(self) -> None:
         # Health checks, load polls and /v1/models share one pooled aiohttp client; proxied
         # requests go through the leaner UpstreamPool (see upstream.py).
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
-                                         keepalive_timeout=60.0)
+        connector = aiohttp.TCPConnector(limit=_PROBE_CONNECTIONS, limit_per_host=0, keepalive_timeout=60.0)
         self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                            skip_auto_headers=("User-Agent",))
         hc = self.config.health

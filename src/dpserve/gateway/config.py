@@ -81,7 +81,6 @@ class GatewayConfig:
     shutdown_grace_s: float = option(30.0, "on SIGTERM: seconds to let in-flight requests finish")
     admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
                                    metavar="KEY")
-    max_connections: int = option(4096, "pooled upstream connections (all replicas together)")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)
@@ -93,11 +92,12 @@ class GatewayConfig:
         require(not self.worker_weights or len(self.worker_weights) == len(self.worker_urls),
                 "--worker-weights needs one weight per --worker-urls entry")
         require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
+        require(len({u.rstrip("/") for u in self.worker_urls}) == len(self.worker_urls),
+                "--worker-urls lists the same URL twice")
         for url in self.worker_urls:
             require(url.startswith("http://"), f"--worker-urls: {url!r} is not an http:// URL")
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
-        require(self.max_connections >= 1, "--max-connections must be >= 1")
 
     def weight_of(self, index: int) -> float:
         return self.worker_weights[index] if self.worker_weights else 1.0

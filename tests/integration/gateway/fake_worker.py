@@ -25,6 +25,7 @@ class Knobs:
     die_after_chunks: int | None = None  # stream: abort the connection after this many chunks
     chunks: int = 5                  # stream: content chunks before the final one
     chunk_delay_s: float = 0.0
+    pad: int = 0                     # stream: extra characters in every content chunk
     health_status: int = 200
     running: int = 0                 # gauges on /metrics
     waiting: int = 0
@@ -144,7 +145,7 @@ class FakeWorker:
         k = self.knobs
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i, chunk in enumerate(stream_chunks(self.name, k.chunks, _wants_usage(body))):
+        for i, chunk in enumerate(stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)):
             if k.die_after_chunks is not None and i >= k.die_after_chunks:
                 assert request.transport is not None
                 request.transport.abort()
@@ -169,12 +170,12 @@ def completion_body(name: str, n_tokens: int) -> dict[str, Any]:
             "usage": {"prompt_tokens": 7, "completion_tokens": n_tokens, "total_tokens": 7 + n_tokens}}
 
 
-def stream_chunks(name: str, n: int, usage: bool) -> list[bytes]:
+def stream_chunks(name: str, n: int, usage: bool, pad: int = 0) -> list[bytes]:
     """The exact SSE bytes a fake worker streams (tests compare the relay against these)."""
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(payload) + b"\n\n"
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
-    out = [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} "},
+    out = [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} " + "x" * pad},
                                        "finish_reason": None}]}) for i in range(n)]
     out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     if usage:

@@ -93,3 +93,16 @@ async def test_disconnect_while_waiting_for_non_stream_cancels_upstream(fake_wor
         await asyncio.sleep(0.02)
     assert w.stats.cancelled == 1
     assert gw.state.registry.get("w0").in_flight == 0
+
+
+async def test_large_stream_to_a_slow_client_is_complete(fake_workers, gateway, client) -> None:
+    [w] = await fake_workers(1, chunks=600, pad=8000)  # ~4.8 MB: the relay pauses reading upstream
+    gw = await gateway([w])
+    received = bytearray()
+    async with client.post(gw.url + "/v1/chat/completions", json=chat(stream=True)) as resp:
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            received += chunk
+            if len(received) < 2_000_000:
+                await asyncio.sleep(0.002)  # a slow reader for the first part
+    assert bytes(received) == b"".join(stream_chunks(w.name, 600, usage=False, pad=8000))
+    assert gw.state.registry.get("w0").in_flight == 0

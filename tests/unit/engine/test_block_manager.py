@@ -46,7 +46,6 @@ def test_shared_prefix_is_reused_with_ref_counts() -> None:
     assert bm.allocate_cached_prefix(second) == 8
     assert second.block_table == first.block_table[:2]
     assert [bm.ref_count(b) for b in second.block_table] == [2, 2]
-    assert bm.prefix_cache_queries == 21 and bm.prefix_cache_hits == 8
     assert bm.ensure_slots(second, second.num_tokens)
     bm.check_consistency([first, second])
     bm.free(first)

@@ -144,3 +144,19 @@ def test_prefix_cache_hit_reports_cached_tokens() -> None:
     again = add(sched, "b", 13, max_tokens=1, first=1)
     assert plan(step(sched)) == [("b", 1)]
     assert again.num_cached_tokens == 12
+    assert sched.block_manager.prefix_cache_queries == 26 and sched.block_manager.prefix_cache_hits == 12
+
+
+def test_waiting_retries_do_not_inflate_prefix_stats() -> None:
+    sched = make_scheduler(num_blocks=5, block_size=4, budget=64)
+    add(sched, "a", 9, max_tokens=1, first=1)
+    step(sched)  # "a" done; its two full blocks stay cached
+    add(sched, "hog", 12, max_tokens=30)  # 3 blocks (then 4) held while it decodes
+    add(sched, "b", 12, max_tokens=1, first=1)  # 8 cached + 1 block: no room while "hog" runs
+    for _ in range(3):
+        step(sched)
+    assert sched.waiting and sched.waiting[0].request_id == "b"
+    assert sched.block_manager.prefix_cache_hits == 0
+    while sched.has_work:
+        step(sched)
+    assert sched.block_manager.prefix_cache_hits == 8
