@@ -29,6 +29,9 @@ class Scheduler:
 
     def __init__(self, block_manager: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int,
                  max_model_len: int, eos_token_ids: Iterable[int] = ()) -> None:
+        capacity = block_manager.num_blocks * block_manager.block_size
+        if max_model_len > capacity:  # a lone sequence could then never get its blocks: livelock
+            raise ValueError(f"max_model_len {max_model_len} exceeds the KV cache capacity {capacity}")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens

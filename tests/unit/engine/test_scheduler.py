@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dpserve.engine.block_manager import BlockManager
 from dpserve.engine.scheduler import ScheduledSeq, Scheduler
 from dpserve.engine.sequence import Sequence, SequenceStatus
@@ -60,13 +62,18 @@ def test_new_requests_join_running_batch_within_budget() -> None:
 
 
 def test_fcfs_head_blocks_later_requests() -> None:
-    sched = make_scheduler(num_blocks=4, block_size=4, budget=64)
+    sched = make_scheduler(num_blocks=4, block_size=4, budget=64, max_model_len=16)
     add(sched, "big", 12, max_tokens=1)
     add(sched, "huge", 14, max_tokens=1)  # needs 4 blocks; only 1 left while "big" runs
     add(sched, "small", 2, max_tokens=1)  # would fit, but must not overtake "huge"
     assert plan(step(sched)) == [("big", 12)]
     assert plan(step(sched)) == [("huge", 14)]
     assert plan(step(sched)) == [("small", 2)]
+
+
+def test_max_model_len_beyond_kv_capacity_is_refused() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        make_scheduler(num_blocks=4, block_size=4, max_model_len=17)
 
 
 def test_max_num_seqs_limits_running() -> None:
@@ -99,7 +106,7 @@ def test_max_model_len_ends_generation() -> None:
 
 
 def test_preemption_by_recompute_keeps_tokens_and_completes_all() -> None:
-    sched = make_scheduler(num_blocks=6, block_size=4, budget=64)
+    sched = make_scheduler(num_blocks=6, block_size=4, budget=64, max_model_len=24)
     seqs = [add(sched, rid, 7, max_tokens=6, first=1) for rid in "abc"]
     tokens = iter(range(100, 10_000))
     preempted_seen = False
@@ -116,7 +123,7 @@ def test_preemption_by_recompute_keeps_tokens_and_completes_all() -> None:
 
 
 def test_preempted_sequence_goes_back_to_the_front() -> None:
-    sched = make_scheduler(num_blocks=4, block_size=4, budget=64)
+    sched = make_scheduler(num_blocks=4, block_size=4, budget=64, max_model_len=16)
     a = add(sched, "a", 7, max_tokens=20)
     b = add(sched, "b", 7, max_tokens=20)
     add(sched, "c", 3, max_tokens=20)
@@ -148,10 +155,10 @@ def test_prefix_cache_hit_reports_cached_tokens() -> None:
 
 
 def test_waiting_retries_do_not_inflate_prefix_stats() -> None:
-    sched = make_scheduler(num_blocks=5, block_size=4, budget=64)
+    sched = make_scheduler(num_blocks=6, block_size=4, budget=64, max_model_len=16)
     add(sched, "a", 9, max_tokens=1, first=1)
-    step(sched)  # "a" done; its two full blocks stay cached
-    add(sched, "hog", 12, max_tokens=30)  # 3 blocks (then 4) held while it decodes
+    step(sched)  # "a" done; its two full blocks stay cached, four blocks are empty
+    add(sched, "hog", 13, max_tokens=30)  # takes the four empty blocks for three steps
     add(sched, "b", 12, max_tokens=1, first=1)  # 8 cached + 1 block: no room while "hog" runs
     for _ in range(3):
         step(sched)
