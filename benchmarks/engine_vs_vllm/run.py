@@ -181,6 +181,10 @@ def main() -> int:
     p.add_argument("--skip-engine", action="store_true")
     p.add_argument("--engine-args", default="", help="extra flags for `dpserve engine`")
     p.add_argument("--vllm-args", default="", help="extra flags for vLLM's api_server")
+    p.add_argument("--vllm-mem-util", type=float, default=0.3,
+                   help="vLLM --gpu-memory-utilization (on CPU: fraction of the NUMA node's RAM "
+                        "to reserve). Its default 0.92 refuses to start here: 'Available memory "
+                        "on node 0 (10.86/14.46 GiB) ... is less than desired ... (0.92, 13.31 GiB)'")
     p.add_argument("--endpoint", default="completions", choices=["completions", "chat"])
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
@@ -215,7 +219,7 @@ def main() -> int:
             args.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(args.model_dir), "--served-model-name", SERVED_NAME,
             "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
-            *args.vllm_args.split()], port, out_dir / "vllm_server.log", env))
+            "--gpu-memory-utilization", str(args.vllm_mem_util), *args.vllm_args.split()], port, out_dir / "vllm_server.log", env))
     if not args.skip_engine:
         port = free_port()
         servers.append(Server("dpserve", [

@@ -90,7 +90,7 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
         with router(argv, url, "/readiness", log_dir / "router.log"):
             if is_sglang:
                 time.sleep(args.sglang_settle_s)  # it registers workers in the background
-            report = run_bench(url, workers, scenario, args.out_dir / f"{tag}.json", args.seed)
+            report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ import orjson
 
 from dpserve.bench.arrivals import arrival_offsets
 from dpserve.bench.config import BenchConfig
-from dpserve.bench.conversation import Conversation
+from dpserve.bench.conversation import Conversation, RequestResult
 from dpserve.bench.payload import RequestOptions
 from dpserve.bench.progress import Progress
 from dpserve.bench.replica_counters import counters_report, scrape_all
@@ -21,6 +22,7 @@ from dpserve.bench.report import SLO, build_report
 from dpserve.bench.runner import Runner
 from dpserve.bench.text import HFTokenizer, PromptText
 from dpserve.bench.workloads import get_workload
+from dpserve.config import ConfigError
 
 MODEL_DISCOVERY_TIMEOUT_S = 30.0
 # Independent streams per purpose, so e.g. changing --warmup never changes the measured prompts.
@@ -32,7 +34,10 @@ class BenchError(RuntimeError):
 
 
 def make_text(config: BenchConfig) -> PromptText:
-    return PromptText(HFTokenizer(config.tokenizer) if config.tokenizer else None)
+    try:
+        return PromptText(HFTokenizer(config.tokenizer) if config.tokenizer else None)
+    except (OSError, ValueError) as exc:  # missing dir/file, or not a tokenizer.json
+        raise ConfigError(f"--tokenizer {config.tokenizer}: {exc}") from exc
 
 
 def build_conversations(config: BenchConfig, text: PromptText) -> list[Conversation]:
@@ -68,9 +73,10 @@ async def discover_model(http: aiohttp.ClientSession, base_url: str) -> str:
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise BenchError(f"cannot list models at {url}: {exc}") from exc
     models = body.get("data") if isinstance(body, dict) else None
-    if not models:
+    first = models[0] if isinstance(models, list) and models else None
+    if not isinstance(first, dict) or "id" not in first:
         raise BenchError(f"{url} lists no models; pass --model")
-    return str(models[0]["id"])
+    return str(first["id"])
 
 
 def config_echo(config: BenchConfig, model: str, num_requests: int) -> dict[str, Any]:
@@ -92,7 +98,7 @@ async def run_benchmark(config: BenchConfig, stop: asyncio.Event | None = None) 
                               ignore_eos=config.ignore_eos, temperature=config.temperature,
                               api_key=config.api_key)
 
-        def runner(on_result: Any = None) -> Runner:
+        def runner(on_result: Callable[[RequestResult], None] | None = None) -> Runner:
             return Runner(http, config.url, opts, max_in_flight=config.max_in_flight,
                           timeout_s=config.timeout_s, think_time_s=config.think_time_s,
                           on_result=on_result)

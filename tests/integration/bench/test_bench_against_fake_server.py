@@ -126,3 +126,12 @@ async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1
     assert "cannot list models" in stderr.decode()
+
+
+async def test_bad_tokenizer_dir_is_a_config_error(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dpserve", "bench", "--tokenizer", str(tmp_path), "--num-prompts", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    assert "--tokenizer" in stderr.decode() and "Traceback" not in stderr.decode()

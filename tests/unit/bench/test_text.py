@@ -37,3 +37,9 @@ def test_exact_token_lengths_with_tokenizer(bundled_model_dir: Path) -> None:
 def test_missing_tokenizer_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         HFTokenizer(tmp_path)
+
+
+def test_malformed_tokenizer_file(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid tokenizer"):
+        HFTokenizer(tmp_path)
