@@ -47,11 +47,15 @@ def best(fn, reps=5):
     for _ in range(reps):
         s = time.perf_counter(); fn(); t.append(time.perf_counter() - s)
     return min(t)
-read_s = best(lambda: x.sum())
-copy_s = best(lambda: y.copy_(x))
 gb = x.numel() * 4 / 1e9
-print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "read_GBps": gb / read_s, "copy_GBps": 2 * gb / copy_s}))
+out = {"torch": torch.__version__}
+for threads in sorted({1, torch.get_num_threads()}):
+    torch.set_num_threads(threads)
+    out[f"read_GBps_{threads}t"] = gb / best(lambda: x.sum())
+    out[f"copy_GBps_{threads}t"] = 2 * gb / best(lambda: y.copy_(x))
+out["threads"] = threads
+out["read_GBps"], out["copy_GBps"] = out[f"read_GBps_{threads}t"], out[f"copy_GBps_{threads}t"]
+print(json.dumps(out))
 """
 
 
@@ -79,6 +83,7 @@ class Server:
     def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict | None = None):
         self.name, self.argv, self.port, self.log = name, argv, port, log
         self.env = env
+        self.slug = name
         self.proc: subprocess.Popen | None = None
 
     def start(self, ready_timeout_s: float) -> None:
@@ -153,7 +158,7 @@ def measure(server: Server, args, out_dir: Path) -> dict:
         server.start(args.ready_timeout_s)
         for c, n, w in ((1, args.num_prompts_c1, args.warmup_c1),
                         (16, args.num_prompts_c16, args.warmup_c16)):
-            tag = f"{server.name}_c{c}"
+            tag = f"{server.slug}_c{c}"
             results[c] = run_bench(args, server.port, c, n, w, out_dir / f"{tag}.json",
                                    out_dir / f"{tag}.log")
     except Exception as e:  # noqa: BLE001 - record and go on to the next server
@@ -179,7 +184,9 @@ def main() -> int:
     p.add_argument("--vllm-python", default="/tmp/vllmvenv/bin/python")
     p.add_argument("--skip-vllm", action="store_true")
     p.add_argument("--skip-engine", action="store_true")
-    p.add_argument("--engine-args", default="", help="extra flags for `dpserve engine`")
+    p.add_argument("--engine-args", action="append", default=None,
+                   help="extra flags for `dpserve engine`; repeat to run one engine per value "
+                        "(e.g. --engine-args= '--engine-args=--num-threads 1')")
     p.add_argument("--vllm-args", default="", help="extra flags for vLLM's api_server")
     p.add_argument("--vllm-mem-util", type=float, default=0.3,
                    help="vLLM --gpu-memory-utilization (on CPU: fraction of the NUMA node's RAM "
@@ -207,8 +214,7 @@ def main() -> int:
     print(f"weights: {wbytes / 1e6:.1f} MB (fp32 safetensors)", file=sys.stderr)
     bw = json.loads(subprocess.run([args.dpserve_python, "-c", BANDWIDTH_PROBE], capture_output=True,
                                    text=True, timeout=300, check=True).stdout)
-    print(f"memory bandwidth: read {bw['read_GBps']:.1f} GB/s, copy {bw['copy_GBps']:.1f} GB/s "
-          f"({bw['threads']} threads)", file=sys.stderr)
+    print(f"memory bandwidth: {bw}", file=sys.stderr)
     load_before = os.getloadavg()
 
     servers = []
@@ -220,13 +226,16 @@ def main() -> int:
             "--model", str(args.model_dir), "--served-model-name", SERVED_NAME,
             "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
             "--gpu-memory-utilization", str(args.vllm_mem_util), *args.vllm_args.split()], port, out_dir / "vllm_server.log", env))
-    if not args.skip_engine:
+    for extra in ([] if args.skip_engine else (args.engine_args or [""])):
         port = free_port()
-        servers.append(Server("dpserve", [
+        name = "dpserve" + (f" {extra.strip()}" if extra.strip() else "")
+        slug = "dpserve" + "".join(c if c.isalnum() else "_" for c in extra.strip())
+        servers.append(Server(name, [
             args.dpserve_python, "-m", "dpserve", "engine", "--model", str(args.model_dir),
             "--served-model-name", SERVED_NAME, "--dtype", "float32",
-            "--host", "127.0.0.1", "--port", str(port), *args.engine_args.split()],
-            port, out_dir / "dpserve_server.log"))
+            "--host", "127.0.0.1", "--port", str(port), *extra.split()],
+            port, out_dir / f"{slug}_server.log"))
+        servers[-1].slug = slug
 
     results = {}
     try:
@@ -256,7 +265,8 @@ def main() -> int:
     print()
     print(f"Date {stamp}; weights {wbytes / 1e6:.0f} MB fp32; memory bandwidth here: "
           f"read {bw['read_GBps']:.1f} GB/s, copy {bw['copy_GBps']:.1f} GB/s "
-          f"(torch, {bw['threads']} threads, 1 GiB array); load average before "
+          f"(torch, {bw['threads']} threads, 1 GiB array; 1 thread: read "
+          f"{bw['read_GBps_1t']:.1f}, copy {bw['copy_GBps_1t']:.1f}); load average before "
           f"{load_before[0]:.2f}, after {load_after[0]:.2f}; versions {versions}")
     print()
     print("| server | c | requests ok/failed | output tok/s | mean TTFT ms | mean TPOT ms "

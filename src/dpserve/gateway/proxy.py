@@ -36,12 +36,14 @@ WORKER_HEADER = "x-dpserve-worker"
 _FORWARDED_HEADERS = ("Authorization", "X-Request-Id", "X-Session-Id")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
-    """One try on one worker: the breaker verdict and whether the upstream body was fully read."""
+    """One try on one worker: the breaker verdict, the upstream response and whether its body was
+    fully read (then its connection goes back to the pool, else it is closed)."""
 
     worker: Worker
     verdict: str = "neutral"  # success | failure | neutral (client left, no verdict)
+    resp: UpstreamResponse | None = None
     body_done: bool = False
 
 
@@ -129,8 +131,7 @@ class Proxy:
             return await self._exchange(request, raw, parsed, att, usage, deadline)
         finally:
             worker.in_flight -= 1
-            {"success": worker.breaker.record_success, "failure": worker.breaker.record_failure,
-             "neutral": worker.breaker.record_neutral}[att.verdict]()
+            _record_verdict(worker, att.verdict)
             self._policy.on_request_finished(worker, parsed.route, att.verdict != "failure")
             self._registry.notify_finished()
             self._admission.on_capacity_freed()
@@ -138,31 +139,43 @@ class Proxy:
     async def _exchange(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
                         usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
         first_byte_s = max(0.001, min(self._cfg.first_byte_timeout_s, deadline - self._clock()))
-        headers = {"Content-Type": "application/json"}
-        for name in _FORWARDED_HEADERS:
-            if name in request.headers:
-                headers[name] = request.headers[name]
         first_byte_at = self._clock() + first_byte_s
         try:
-            async with asyncio.timeout(first_byte_s):
-                resp = await self._upstream.post(att.worker.url, request.path, raw, headers)
+            body = await self._fetch(request, raw, parsed, att, first_byte_s, deadline)
+            if isinstance(body, _Failure):
+                return body
+            assert att.resp is not None
+            if body is None:  # a 200 stream: relayed chunk by chunk
+                return await self._relay_stream(request, att.resp, att, usage, first_byte_at, deadline)
+            return self._answer_whole(att.resp, body, att, usage)
+        finally:
+            if att.resp is not None and att.body_done:
+                att.resp.release()
+            elif att.resp is not None:
+                att.resp.close()  # abort: the replica sees the disconnect and stops generating
+
+    async def _fetch(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
+                     first_byte_s: float, deadline: float) -> bytes | _Failure | None:
+        """Send; then read the whole body, unless the answer is a 200 stream (None)."""
+        try:
+            # Timeouts handed to the pool, not asyncio.timeout: see deadline_sweeper.py for why.
+            att.resp = resp = await self._upstream.post(att.worker.url, request.path, raw,
+                                                        _forwarded_headers(request), first_byte_s)
+            if resp.status == 200 and parsed.stream:
+                return None
+            body = await resp.read(max(0.001, deadline - self._clock()))
         except ConnectFailed as exc:
             self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
             return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc}", "connect_error")
         except TimeoutError:
+            if att.resp is not None:
+                return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout")
             return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
                                         f"{first_byte_s:.3g} s", "first_byte_timeout")
         except UpstreamError as exc:
             return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
-        try:
-            if resp.status == 200 and parsed.stream:
-                return await self._relay_stream(request, resp, att, usage, first_byte_at, deadline)
-            return await self._relay_whole(resp, att, usage, deadline)
-        finally:
-            if att.body_done:
-                resp.release()
-            else:
-                resp.close()  # abort: the replica sees the disconnect and stops generating
+        att.body_done = True
+        return body
 
     def _fail(self, att: _Attempt, status: int, message: str, reason: str,
               headers: dict[str, str] | None = None) -> _Failure:
@@ -171,16 +184,8 @@ class Proxy:
         return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
                         reason)
 
-    async def _relay_whole(self, resp: UpstreamResponse, att: _Attempt, usage: Usage,
-                           deadline: float) -> web.StreamResponse | _Failure:
-        try:
-            async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                body = await resp.read()
-        except TimeoutError:
-            return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout")
-        except UpstreamError as exc:
-            return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
-        att.body_done = True
+    def _answer_whole(self, resp: UpstreamResponse, body: bytes, att: _Attempt,
+                      usage: Usage) -> web.StreamResponse | _Failure:
         status = resp.status
         if is_retryable_status(status):
             retry_after = resp.headers.get("retry-after")
@@ -242,6 +247,24 @@ class Proxy:
             tail.add(chunk)
             await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
         att.verdict, att.body_done = "success", True
+
+
+def _record_verdict(worker: Worker, verdict: str) -> None:
+    if verdict == "success":
+        worker.breaker.record_success()
+    elif verdict == "failure":
+        worker.breaker.record_failure()
+    else:
+        worker.breaker.record_neutral()
+
+
+def _forwarded_headers(request: web.Request) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    for name in _FORWARDED_HEADERS:
+        value = request.headers.get(name)  # one lookup per name, not `in` and then `[]`
+        if value is not None:
+            headers[name] = value
+    return headers
 
 
 def _stream_error(worker_id: str, exc: BaseException, at_boundary: bool) -> bytes:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from dpserve.gateway.deadline_sweeper import DeadlineSweeper
+
 # Stop reading from a replica while this much relayed body is waiting for a slow client.
 _PAUSE_BYTES = 1 << 20
 
@@ -27,12 +29,18 @@ class ConnectFailed(UpstreamError):
     """No connection could be opened (refused, unreachable, connect timeout)."""
 
 
+class UpstreamTimeout(TimeoutError):
+    """A `timeout_s` given to `post` or `read` passed; the connection was closed."""
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries one request/response at a time."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._loop = asyncio.get_running_loop()  # once: two futures per request come from it
+        self._chunks: deque[bytes] = deque()
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -42,11 +50,11 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.complete = False
         self._keep_alive = False
-        self._chunks: deque[bytes] = deque()
+        self._chunks.clear()  # reused: the previous response's body was fully read or aborted
         self._buffered = 0
         self._paused = False
-        self._error: UpstreamError | None = None
-        self._headers_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._error: UpstreamError | UpstreamTimeout | None = None
+        self._headers_done: asyncio.Future[None] = self._loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
@@ -114,7 +122,7 @@ class _Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             await self._waiter
         data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._drain_all())
         self._buffered -= len(data)
@@ -137,7 +145,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _fail(self, error: UpstreamError) -> None:
+    def expire(self) -> None:
+        """Deadline passed (DeadlineSweeper): the waiter gets UpstreamTimeout; the replica sees a close."""
+        self._fail(UpstreamTimeout("no answer from the replica in time"))
+        self.close()
+
+    def _fail(self, error: UpstreamError | UpstreamTimeout) -> None:
+        if self._error is not None:
+            return  # the first failure is the one reported (a timeout, then the close it causes)
         self._error = error
         if not self._headers_done.done():
             self._headers_done.set_exception(error)
@@ -163,11 +178,17 @@ class UpstreamResponse:
     async def next_chunk(self) -> bytes:
         return await self._conn.next_chunk()
 
-    async def read(self) -> bytes:
-        parts = []
-        while chunk := await self._conn.next_chunk():
-            parts.append(chunk)
-        return b"".join(parts)
+    async def read(self, timeout_s: float | None = None) -> bytes:
+        """The whole body; UpstreamTimeout (connection closed) if it takes over `timeout_s`."""
+        if timeout_s is not None:
+            self._pool.deadlines.expire_at(self._conn, self._pool.deadlines.now() + timeout_s)
+        try:
+            parts = []
+            while chunk := await self._conn.next_chunk():
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            self._pool.deadlines.clear(self._conn)
 
     def release(self) -> None:
         self._pool.give_back(self._key, self._conn)
@@ -185,34 +206,43 @@ class UpstreamPool:
         self._max_idle = max_idle_per_replica
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
+        self._request_lines: dict[tuple[str, str], bytes] = {}
+        self.deadlines = DeadlineSweeper()  # timeouts without a timer per request
 
-    async def post(self, base_url: str, path: str, body: bytes,
-                   headers: Mapping[str, str]) -> UpstreamResponse:
-        """Send; return once the response headers are in. Raises ConnectFailed / UpstreamError;
-        if cancelled (timeout, client gone) the connection is closed, so the replica sees it."""
-        host, port, host_header = self._target(base_url)
-        head = [f"POST {path} HTTP/1.1\r\n".encode(), b"Host: ", host_header,
-                f"\r\nContent-Length: {len(body)}\r\n".encode()]
+    async def post(self, base_url: str, path: str, body: bytes, headers: Mapping[str, str],
+                   timeout_s: float | None = None) -> UpstreamResponse:
+        """Send; return once the response headers are in. Raises ConnectFailed / UpstreamError, or
+        UpstreamTimeout past `timeout_s` (connect included); if it times out or is cancelled
+        (client gone) the connection is closed, so the replica sees it."""
+        at = None if timeout_s is None else self.deadlines.now() + timeout_s
+        host, port, _ = self._target(base_url)
+        head = [self._request_line(base_url, path), b"Content-Length: %d\r\n" % len(body)]
         head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items()]
-        request = b"".join(head) + b"\r\n" + body
+        head += (b"\r\n", body)
+        request = b"".join(head)  # one copy of the body, not two
         key = (host, port)
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await self._exchange(conn, request, key)
+                return await self._exchange(conn, request, key, at)
             except UpstreamError:
                 if conn.got_bytes:
                     raise
                 # A stale keep-alive connection the replica had closed: try once on a fresh one.
-        return await self._exchange(await self._connect(host, port), request, key)
+        return await self._exchange(await self._connect(host, port, at), request, key, at)
 
-    async def _exchange(self, conn: _Connection, request: bytes, key: tuple[str, int]) -> UpstreamResponse:
+    async def _exchange(self, conn: _Connection, request: bytes, key: tuple[str, int],
+                        at: float | None) -> UpstreamResponse:
+        if at is not None:
+            self.deadlines.expire_at(conn, at)
         try:
             conn.send(request)
             await conn.wait_headers()
         except BaseException:
             conn.close()
             raise
+        finally:
+            self.deadlines.clear(conn)
         return UpstreamResponse(conn, self, key)
 
     def give_back(self, key: tuple[str, int], conn: _Connection) -> None:
@@ -225,10 +255,12 @@ class UpstreamPool:
     def discard(self, base_url: str) -> None:
         """Close the idle connections to a replica that left the fleet."""
         target = self._targets.pop(base_url, None)
+        self._request_lines = {k: v for k, v in self._request_lines.items() if k[0] != base_url}
         for conn in self._idle.pop(target[:2], []) if target else []:
             conn.close()
 
     def close(self) -> None:
+        self.deadlines.close()
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -242,16 +274,30 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def _connect(self, host: str, port: int) -> _Connection:
+    async def _connect(self, host: str, port: int, at: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
+        limit_s = self._connect_timeout_s
+        if at is not None and at - loop.time() < limit_s:  # the caller's deadline comes first
+            limit_s = max(0.0, at - loop.time())
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout(limit_s):
                 _, conn = await loop.create_connection(_Connection, host, port)
         except TimeoutError as exc:
+            if limit_s < self._connect_timeout_s:
+                raise UpstreamTimeout(f"connect to {host}:{port} took past the deadline") from exc
             raise ConnectFailed(f"connect to {host}:{port} timed out") from exc
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
         return conn
+
+    def _request_line(self, base_url: str, path: str) -> bytes:
+        """`POST path HTTP/1.1` and `Host:`, encoded once per (replica, path), not per request."""
+        line = self._request_lines.get((base_url, path))
+        if line is None:
+            host_header = self._target(base_url)[2]
+            line = f"POST {path} HTTP/1.1\r\nHost: ".encode() + host_header + b"\r\n"
+            self._request_lines[(base_url, path)] = line
+        return line
 
     def _target(self, base_url: str) -> tuple[str, int, bytes]:
         target = self._targets.get(base_url)

@@ -8,7 +8,7 @@ import asyncio
 import orjson
 import pytest
 
-from dpserve.gateway.upstream import ConnectFailed, UpstreamPool
+from dpserve.gateway.upstream import ConnectFailed, UpstreamPool, UpstreamTimeout
 from tests.conftest import free_port
 from tests.integration.gateway.conftest import chat
 from tests.integration.gateway.fake_worker import stream_chunks
@@ -79,4 +79,27 @@ async def test_cancel_closes_the_connection_and_refused_raises(fake_workers) -> 
     assert w.stats.cancelled == 1
     with pytest.raises(ConnectFailed):
         await pool.post(f"http://127.0.0.1:{free_port()}", "/v1/completions", b"{}", H)
+    pool.close()
+
+
+async def test_timeout_raises_closes_the_connection_and_is_not_retried(fake_workers) -> None:
+    [w] = await fake_workers(1, slow_first_byte_s=10)
+    pool = UpstreamPool(1.0)
+    with pytest.raises(UpstreamTimeout):
+        await pool.post(w.url, "/v1/chat/completions", orjson.dumps(chat()), H, timeout_s=0.05)
+    for _ in range(100):
+        if w.stats.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert w.stats.cancelled == 1 and w.stats.requests == 1  # aborted, and not re-sent elsewhere
+    pool.close()
+
+
+async def test_read_timeout_covers_the_body(fake_workers) -> None:
+    [w] = await fake_workers(1, chunks=3, chunk_delay_s=10)
+    pool = UpstreamPool(1.0)
+    resp = await pool.post(w.url, "/v1/chat/completions", orjson.dumps(chat(stream=True)), H, timeout_s=5)
+    with pytest.raises(UpstreamTimeout):
+        await resp.read(timeout_s=0.05)
+    resp.close()
     pool.close()

@@ -6,8 +6,8 @@ Adding a policy = one file with a `Policy` subclass + one line in `_IMPLEMENTATI
 from __future__ import annotations
 
 import importlib
-import random
 from collections.abc import Callable
+from random import Random  # not `import random`: importing policies/random.py rebinds that name
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,10 +35,10 @@ def policy_class(name: str) -> type[Policy]:
     return cls
 
 
-def build_policy(config: PolicyConfig, *, rng: random.Random | None = None,
+def build_policy(config: PolicyConfig, *, rng: Random | None = None,
                  clock: Callable[[], float] | None = None) -> Policy:
     """The configured policy with its random generator (seeded from --seed) and clock injected."""
     import time
 
-    rng = rng if rng is not None else random.Random(config.seed)
+    rng = rng if rng is not None else Random(config.seed)
     return policy_class(config.policy)(config, rng, clock or time.monotonic)

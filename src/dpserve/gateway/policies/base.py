@@ -51,6 +51,8 @@ def weighted_load(worker: Candidate) -> float:
 
 def least_loaded(candidates: Sequence[Candidate], rng: random.Random) -> Candidate:
     """Least weighted load, then least weighted in-flight; exact ties broken by `rng`."""
+    if len(candidates) == 1:  # the usual cache hit: one holder, nothing to compare (rng untouched as before)
+        return candidates[0]
     keyed = [((w.load() / w.weight, w.in_flight / w.weight), w) for w in candidates]
     best = min(k for k, _ in keyed)
     tied = [w for k, w in keyed if k == best]

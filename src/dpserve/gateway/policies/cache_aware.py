@@ -35,7 +35,7 @@ class CacheAwarePolicy(Policy):
             return Choice(least_loaded(candidates, self.rng), "imbalance")
         if text:
             by_id = {w.id: w for w in candidates}
-            match = self.tree.match(text, by_id)
+            match = self.tree.match(text, by_id.keys())
             if match.worker_ids and match.matched_chars / len(text) > self.config.cache_threshold:
                 holders = [by_id[w] for w in match.worker_ids]  # the prefix may live on several
                 return Choice(least_loaded(holders, self.rng), "cache_hit")
