@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator
@@ -18,6 +19,13 @@ from dpserve.serving.engine_client import EngineStats, GenerateRequest, TokenDel
 logger = logging.getLogger(__name__)
 
 _Command = tuple[str, GenerateRequest | str | None]
+
+
+def default_num_threads() -> int:
+    """All usable CPUs but one. Why: the event loop and the client need a core; when they preempt
+    one of the model's OpenMP threads, every parallel region waits for it (vLLM's CPU backend
+    reserves a core for its frontend for the same reason)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 class AsyncEngine:
@@ -90,10 +98,9 @@ class AsyncEngine:
 
     def _set_num_threads(self) -> None:
         """OpenMP thread counts are per calling thread: set it where the model runs too."""
-        if self.config.num_threads is not None:
-            import torch
+        import torch
 
-            torch.set_num_threads(self.config.num_threads)
+        torch.set_num_threads(self.config.num_threads or default_num_threads())
 
     def _run(self) -> None:
         engine = self.engine

@@ -25,7 +25,8 @@ class EngineConfig:
     max_num_batched_tokens: int = option(2048, "token budget of one engine step (chunked prefill)")
     max_model_len: int | None = option(
         None, "prompt + completion token limit (default: the model's, capped at the KV capacity)")
-    num_threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    num_threads: int | None = option(
+        None, "torch CPU threads for the model (default: all CPUs but one, left to the HTTP server)")
 
     def __post_init__(self) -> None:
         require(self.block_size >= 1, f"--block-size must be >= 1, got {self.block_size}")

@@ -38,6 +38,7 @@ def create_replica_app(client: EngineClient, served_model_name: str, *,
     async def on_cleanup(_app: web.Application) -> None:
         handlers.is_ready = False
         await handlers.disconnects.stop()
+        handlers.close()
         await client.stop()
 
     app.on_startup.append(on_startup)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
+# Bodies above this are parsed into token ids off the event loop (see _complete).
+INLINE_PREPARE_MAX_BYTES = 64 * 1024
 
 
 class ReplicaHandlers:
@@ -33,8 +37,12 @@ class ReplicaHandlers:
         self.served_model_name = served_model_name
         self.metrics = metrics
         self.disconnects = DisconnectWatcher()
+        self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         self.created = int(time.time())
         self.is_ready = False
+
+    def close(self) -> None:
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
 
     async def health(self, request: web.Request) -> web.Response:
         if not self.is_ready:
@@ -61,7 +69,16 @@ class ReplicaHandlers:
     async def _complete(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         if not self.is_ready:
             raise HTTPError(503, "the engine is starting")
-        prepared = prepare(kind, await _read_json(request), self.client, self.served_model_name)
+        raw = await request.read()
+        body = _parse_json(raw)
+        if len(raw) > INLINE_PREPARE_MAX_BYTES:
+            # Tokenising a multi-megabyte prompt takes seconds: doing it on the event loop would
+            # stall /health and every stream of this replica, so large bodies go to one worker
+            # thread (one, so the tokenizer is never used by two threads at once for big jobs).
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                self._prepare_pool, prepare, kind, body, self.client, self.served_model_name)
+        else:
+            prepared = prepare(kind, body, self.client, self.served_model_name)
         generation = Generation(self.client, self.metrics, prepared, lambda: _is_disconnected(request))
         with self.disconnects.watch(request):
             if prepared.stream:
@@ -69,8 +86,7 @@ class ReplicaHandlers:
             return await _collect(prepared, generation)
 
 
-async def _read_json(request: web.Request) -> Any:
-    raw = await request.read()
+def _parse_json(raw: bytes) -> Any:
     if not raw:
         raise HTTPError(400, "request body is empty; expected a JSON object")
     try:
