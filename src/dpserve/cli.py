@@ -41,7 +41,10 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print(_usage())
+        try:
+            print(_usage(), flush=True)
+        except BrokenPipeError:  # `dpserve --help | head`: the reader left, nothing to report
+            sys.stdout = None
         return 0 if args else 2
     if args[0] == "--version":
         from dpserve import __version__

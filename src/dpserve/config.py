@@ -29,6 +29,8 @@ DEFAULT_CACHE_DIR = Path("~/.cache/dpserve")
 
 C = TypeVar("C")
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 _MISSING = dataclasses.MISSING
 
 
@@ -165,8 +167,8 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", type=Path, default=None, metavar="FILE.yaml",
                         help="read any of these flags from a YAML file (keys = flag names; CLI wins)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS,
+                        help="log verbosity (default: info)")
     for fl in config_flags(cls):
         _add_flag(parser, fl)
     return parser
@@ -224,8 +226,13 @@ def read_config_file(path: Path, cls: type) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = str(key).lstrip("-").replace("-", "_")
+        if name == "log_level":  # a common flag, not part of the component config
+            if value not in LOG_LEVELS:
+                raise ConfigError(f"config key {key!r}: {value!r} is not one of {list(LOG_LEVELS)}")
+            values[name] = value
+            continue
         if name not in by_name:
-            raise ConfigError(_unknown_message("config key", str(key), list(by_name)))
+            raise ConfigError(_unknown_message("config key", str(key), [*by_name, "log_level"]))
         values[name] = _coerce_yaml_value(by_name[name], value)
     return values
 
@@ -277,9 +284,11 @@ def parse_config(cls: type[C], argv: Sequence[str], prog: str,
     # An absent `nargs="?"` positional comes back as its SUPPRESS default run through `type`
     # (Python < 3.12), e.g. Path("==SUPPRESS=="); drop it so a YAML value can stand.
     cli_values = {k: v for k, v in vars(parsed).items() if str(v) != argparse.SUPPRESS}
-    common = CommonOptions(log_level=cli_values.pop("log_level"),
-                           config_path=cli_values.pop("config"))
-    values = read_config_file(common.config_path, cls) if common.config_path else {}
+    cli_log_level = cli_values.pop("log_level")
+    config_path = cli_values.pop("config")
+    values = read_config_file(config_path, cls) if config_path else {}
+    file_log_level = values.pop("log_level", None)
+    common = CommonOptions(log_level=cli_log_level or file_log_level or "info", config_path=config_path)
     values.update({k: v for k, v in cli_values.items() if v is not None or k not in values})
     for fl in config_flags(cls):  # nargs lists from argparse arrive as lists
         if isinstance(values.get(fl.name), list):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+from dpserve.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +39,15 @@ async def serve_app(app: web.Application, host: str, port: int, *, shutdown_grac
 
     The runner's shutdown_timeout gives in-flight requests `shutdown_grace_s` to finish.
     """
+    # Bind before setup: startup hooks may load a model, which is wasted if the port is taken.
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc} "
+                          "(choose another --port)") from exc
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace_s,
                            handle_signals=False)
     await runner.setup()
-    sock = bind_socket(host, port)
     site = web.SockSite(runner, sock)
     await site.start()
     bound_port = sock.getsockname()[1]

@@ -91,3 +91,19 @@ def test_config_is_frozen() -> None:
     cfg, _ = parse_config(Outer, [], "t")
     with pytest.raises(AttributeError):
         cfg.port = 1  # type: ignore[misc]
+
+
+def test_log_level_from_yaml_and_cli_wins(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("log-level: warning\n")
+    _, common = parse_config(Outer, ["--config", str(path)], "t")
+    assert common.log_level == "warning"
+    _, common = parse_config(Outer, ["--config", str(path), "--log-level", "debug"], "t")
+    assert common.log_level == "debug"
+
+
+def test_bad_log_level_in_yaml_names_the_choices(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("log-level: loud\n")
+    with pytest.raises(ConfigError, match="'loud' is not one of"):
+        parse_config(Outer, ["--config", str(path)], "t")
