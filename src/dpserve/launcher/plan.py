@@ -58,6 +58,14 @@ def compute_placements(config: LaunchConfig, backend: Backend, gpu_ids: Sequence
 def resolve_model_path(model: str, backend: Backend) -> str:
     """What the engine loads: bundled names become their converted directory for engines that
     cannot resolve them (vLLM, SGLang); anything else is passed through."""
+    if backend.resolves_model_locally:
+        from dpserve.model_store.resolver import check_model_name
+
+        try:  # cheap: no conversion here, the replicas do it once under the model store's lock
+            check_model_name(model)
+        except ValueError as exc:
+            raise ConfigError(f"--model: {exc}") from exc
+        return model
     if not backend.needs_model_path:
         return model
     from dpserve.model_store.bundled import BUNDLED_MODELS

@@ -50,10 +50,17 @@ def resolve_model(name_or_path: str, cache: Path | None = None,
     bundled = BUNDLED_MODELS.get(name_or_path)
     if bundled is not None:
         return ResolvedModel(name_or_path, _ensure_converted(bundled, cache or cache_dir(), converter))
+    check_model_name(name_or_path)
+    return ResolvedModel(name_or_path, Path(name_or_path).expanduser().resolve())
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raise ModelNotFoundError unless `resolve_model` could serve this name (converts nothing)."""
+    if name_or_path in BUNDLED_MODELS:
+        return
     path = Path(name_or_path).expanduser()
-    if path.is_dir() and is_hf_model_dir(path):
-        return ResolvedModel(name_or_path, path.resolve())
-    raise ModelNotFoundError(_not_found_message(name_or_path, path))
+    if not (path.is_dir() and is_hf_model_dir(path)):
+        raise ModelNotFoundError(_not_found_message(name_or_path, path))
 
 
 def _not_found_message(name: str, path: Path) -> str:

@@ -55,3 +55,8 @@ def test_device_cpu_ignores_gpus_and_device_cuda_requires_them() -> None:
 def test_builtin_refuses_tensor_parallelism() -> None:
     with pytest.raises(ConfigError, match="runs --tp-size 1 at most"):
         build_plan(LaunchConfig(tp_size=2, dp_size=1), [1], gpu_ids=("0", "1"), cpu_cores=(0,))
+
+
+def test_unknown_model_for_builtin_is_an_error_before_launch() -> None:
+    with pytest.raises(ConfigError, match=r"no-such-model.*smollm2-135m"):
+        build_plan(LaunchConfig(model="no-such-model"), [1, 2], gpu_ids=(), cpu_cores=(0, 1))

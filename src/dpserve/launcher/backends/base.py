@@ -40,6 +40,9 @@ class Backend(ABC):
     health_path: str = "/health"
     #: True when bundled model names must be resolved to a directory before the engine sees them.
     needs_model_path: bool = False
+    #: True when the model must be a bundled name or a local HF directory (our own engine): the
+    #: launcher resolves it once up front, so a bad --model fails at once instead of in N replicas.
+    resolves_model_locally: bool = False
     #: Python package the replica runs from (checked before launching), None for our own commands.
     requires_module: str | None = None
 
