@@ -25,6 +25,7 @@ from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
 from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
+from dpserve.gateway.served_models import ModelDiscovery, fetch_model_cards
 from dpserve.gateway.upstream import UpstreamPool
 from dpserve.gateway.worker import Worker
 
@@ -56,6 +57,7 @@ class Gateway:
         self._poller: LoadPoller | None = None
         self._proxy: Proxy | None = None
         self._upstream: UpstreamPool | None = None
+        self._models: ModelDiscovery | None = None
 
     @property
     def proxy(self) -> Proxy:
@@ -88,7 +90,9 @@ class Gateway:
                             self.metrics, self._upstream, self.rng, self.clock)
         for i, url in enumerate(self.config.worker_urls):
             self.registry.add(url, self.config.weight_of(i))
+        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
+        await asyncio.gather(*(self._models.refresh(w) for w in self.registry.all() if w.healthy))
         await self._poller.poll_once()
         self._health.start()
         self._poller.start()
@@ -100,6 +104,8 @@ class Gateway:
             await self._poller.stop()
         if self._health is not None:
             await self._health.stop()
+        if self._models is not None:
+            await self._models.stop()
         if self._upstream is not None:
             self._upstream.close()
         if self._http is not None:
@@ -110,7 +116,8 @@ class Gateway:
             worker = self.registry.add(url, weight)
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
-        await self.health.probe(worker)
+        if await self.health.probe(worker) and self._models is not None:
+            await self._models.refresh(worker)
         return worker
 
     async def remove_worker(self, worker: Worker) -> None:
@@ -121,6 +128,8 @@ class Gateway:
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
         if healthy:
+            if self._models is not None:  # a restarted replica may serve another model now
+                self._models.refresh_soon(worker)
             self.admission.on_capacity_freed()
 
     def _on_probe(self, worker: Worker, ok: bool) -> None:
@@ -206,23 +215,13 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _models(request: web.Request) -> web.Response:
     gw = _gw(request)
     healthy = [w for w in gw.registry.all() if w.healthy]
-    lists = await asyncio.gather(*(_worker_models(gw, w) for w in healthy))
+    timeout_s = gw.config.health.health_check_timeout_s
+    lists = await asyncio.gather(*(fetch_model_cards(gw.http, w.url, timeout_s) for w in healthy))
     seen: dict[str, Any] = {}
     for models in lists:
-        for m in models:
+        for m in models or ():
             seen.setdefault(str(m.get("id")), m)
     return _json({"object": "list", "data": list(seen.values())})
-
-
-async def _worker_models(gw: Gateway, worker: Worker) -> list[dict[str, Any]]:
-    timeout = aiohttp.ClientTimeout(total=gw.config.health.health_check_timeout_s)
-    try:
-        async with gw.http.get(worker.url + "/v1/models", timeout=timeout) as resp:
-            body = orjson.loads(await resp.read()) if resp.status == 200 else {}
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
-        return []
-    data = body.get("data") if isinstance(body, dict) else None
-    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -91,7 +91,7 @@ class Proxy:
         tried: list[Worker] = []
         failure: _Failure | None = None
         for attempt in range(self._cfg.max_retries + 1):
-            worker = self._choose(parsed.route, tried)
+            worker = self._choose(parsed.route, tried, parsed.model)
             if worker is None:
                 break
             tried.append(worker)
@@ -105,17 +105,19 @@ class Proxy:
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
         if failure is None:
+            _raise_if_model_unknown(self._registry, parsed.model)
             raise HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
                             headers={"Retry-After": "1"})
         self._metrics.retries_exhausted[()] += 1
         raise failure.error
 
-    def _choose(self, route: RouteRequest, tried: list[Worker]) -> Worker | None:
-        """Prefer workers not yet tried; the one that just failed only when it is the last one left."""
-        candidates = self._registry.candidates(exclude=tried)
+    def _choose(self, route: RouteRequest, tried: list[Worker], model: str | None) -> Worker | None:
+        """Among workers serving `model`, prefer those not yet tried; the one that just failed
+        only when it is the last one left."""
+        candidates = self._registry.candidates(exclude=tried, model=model)
         if not candidates and tried:
-            candidates = (self._registry.candidates(exclude=tried[-1:])
-                          or self._registry.candidates())
+            candidates = (self._registry.candidates(exclude=tried[-1:], model=model)
+                          or self._registry.candidates(model=model))
         if not candidates:
             return None
         choice = self._policy.select(candidates, route)
@@ -247,6 +249,14 @@ class Proxy:
             tail.add(chunk)
             await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
         att.verdict, att.body_done = "success", True
+
+
+def _raise_if_model_unknown(registry: WorkerRegistry, model: str | None) -> None:
+    """404 when every healthy worker's models are known and none serves `model`."""
+    served = registry.served_models()
+    if model is not None and served and model not in served:
+        raise HTTPError(404, f"The model `{model}` does not exist; available: {', '.join(sorted(served))}",
+                        code="model_not_found", param="model")
 
 
 def _record_verdict(worker: Worker, verdict: str) -> None:

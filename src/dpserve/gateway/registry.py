@@ -82,9 +82,19 @@ class WorkerRegistry:
         cap = self._worker_cap(worker.weight)
         return cap is None or worker.in_flight < cap
 
-    def candidates(self, exclude: Sequence[Worker] = ()) -> list[Worker]:
+    def candidates(self, exclude: Sequence[Worker] = (), model: str | None = None) -> list[Worker]:
         return [w for w in self._workers.values()
-                if w.is_routable() and self.below_cap(w) and w not in exclude]
+                if w.is_routable() and self.below_cap(w) and w not in exclude and w.may_serve(model)]
+
+    def served_models(self) -> set[str] | None:
+        """Models the healthy workers serve, or None when some healthy worker's are not known yet."""
+        models: set[str] = set()
+        for w in self._workers.values():
+            if w.healthy and not w.draining:
+                if w.models is None:
+                    return None
+                models |= w.models
+        return models
 
     def any_ready(self) -> bool:
         return any(w.healthy and not w.draining for w in self._workers.values())

@@ -29,6 +29,7 @@ class ParsedRequest:
     stream: bool
     prompt_chars: int
     max_tokens: int | None
+    model: str | None = None
 
 
 def _content_text(content: Any) -> str:
@@ -87,5 +88,7 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
     user = body.get("user")
     session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    model = body.get("model")
     return ParsedRequest(RouteRequest(text, session), body.get("stream") is True, len(text),
-                         max_tokens if isinstance(max_tokens, int) else None)
+                         max_tokens if isinstance(max_tokens, int) else None,
+                         model if isinstance(model, str) and model else None)

@@ -24,9 +24,14 @@ class Worker:
         self.draining = False
         self.in_flight = 0
         self.polled: PolledLoad | None = None
+        # Model ids from the replica's /v1/models; None until known (then it is not filtered).
+        self.models: frozenset[str] | None = None
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)
+
+    def may_serve(self, model: str | None) -> bool:
+        return model is None or self.models is None or model in self.models
 
     def is_routable(self) -> bool:
         """Healthy, not draining, and the circuit lets a request through."""

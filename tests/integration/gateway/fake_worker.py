@@ -29,6 +29,7 @@ class Knobs:
     health_status: int = 200
     running: int = 0                 # gauges on /metrics
     waiting: int = 0
+    model: str = "fake-model"        # the id /v1/models lists
 
 
 @dataclass
@@ -109,7 +110,7 @@ class FakeWorker:
         return web.Response(text=text)
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+        return web.json_response({"object": "list", "data": [{"id": self.knobs.model, "object": "model"}]})
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -30,7 +30,7 @@ async def test_cache_aware_follows_shared_prefix_and_spreads_distinct(fake_worke
     system = {"role": "system", "content": "You are the assistant of team alpha. " * 10}
     homes = []
     for i in range(5):
-        body = {"model": "m", "messages": [system, {"role": "user", "content": f"question {i}"}]}
+        body = {"model": "fake-model", "messages": [system, {"role": "user", "content": f"question {i}"}]}
         homes.append(await _worker_of(client, gw.url, body))
     assert len(set(homes)) == 1
     # Distinct long prefixes sent concurrently spread over the fleet (in-flight makes them differ).

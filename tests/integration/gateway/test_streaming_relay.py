@@ -50,7 +50,7 @@ async def test_bad_bodies_get_400_json_and_are_not_forwarded(fake_workers, gatew
 async def test_completions_endpoint_and_models_and_workers(fake_workers, gateway, client) -> None:
     [w] = await fake_workers(1)
     gw = await gateway([w])
-    async with client.post(gw.url + "/v1/completions", json={"prompt": "abc", "model": "m"}) as resp:
+    async with client.post(gw.url + "/v1/completions", json={"prompt": "abc", "model": "fake-model"}) as resp:
         assert resp.status == 200
     async with client.get(gw.url + "/v1/models") as resp:
         assert [m["id"] for m in (await resp.json())["data"]] == ["fake-model"]

@@ -1,0 +1,52 @@
+"""Which models each replica serves: fetched from its /v1/models when it comes up.
+
+Routing uses it to send a request only to replicas that serve the requested `model`, and the
+gateway answers 404 itself for a model no healthy replica serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+
+from dpserve.gateway.worker import Worker
+
+
+async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
+                            timeout_s: float) -> list[dict[str, Any]] | None:
+    """The `data` list of `url`/v1/models, or None when the replica did not answer it."""
+    try:
+        async with http.get(url + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            body = orjson.loads(await resp.read()) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
+
+
+class ModelDiscovery:
+    """Keeps `worker.models` current: refreshed when a worker is added or comes back up."""
+
+    def __init__(self, http: aiohttp.ClientSession, timeout_s: float) -> None:
+        self._http = http
+        self._timeout_s = timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def refresh(self, worker: Worker) -> None:
+        cards = await fetch_model_cards(self._http, worker.url, self._timeout_s)
+        if cards is not None:  # unknown stays None: such a worker is not filtered out
+            worker.models = frozenset(str(c.get("id")) for c in cards)
+
+    def refresh_soon(self, worker: Worker) -> None:
+        """From sync callbacks (health transitions): refresh in the background."""
+        task = asyncio.get_running_loop().create_task(self.refresh(worker))
+        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
