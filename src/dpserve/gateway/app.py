@@ -27,7 +27,7 @@ from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
 from dpserve.gateway.served_models import ModelDiscovery, fetch_model_cards
 from dpserve.gateway.upstream import UpstreamPool
-from dpserve.gateway.worker import Worker
+from dpserve.gateway.worker import Worker, check_worker_url
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
@@ -180,8 +180,12 @@ async def _add_worker(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
     url = body.get("url") if isinstance(body, dict) else None
-    if not isinstance(url, str) or not url.startswith("http://"):
-        raise HTTPError(400, "'url' must be an http:// URL", param="url")
+    if not isinstance(url, str):
+        raise HTTPError(400, "'url' is required: the replica's base URL, http://host:port", param="url")
+    try:
+        url = check_worker_url(url)
+    except ValueError as exc:
+        raise HTTPError(400, f"'url': {exc}", param="url") from exc
     weight = body.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise HTTPError(400, "'weight' must be a number > 0", param="weight")

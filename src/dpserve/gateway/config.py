@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpserve.config import DEFAULT_GATEWAY_PORT, DEFAULT_HOST, nested, option, require
+from dpserve.config import DEFAULT_GATEWAY_PORT, DEFAULT_HOST, ConfigError, nested, option, require
 from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.policies.config import PolicyConfig
 
@@ -94,8 +94,13 @@ class GatewayConfig:
         require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
         require(len({u.rstrip("/") for u in self.worker_urls}) == len(self.worker_urls),
                 "--worker-urls lists the same URL twice")
+        from dpserve.gateway.worker import check_worker_url  # here: worker.py imports this module's siblings
+
         for url in self.worker_urls:
-            require(url.startswith("http://"), f"--worker-urls: {url!r} is not an http:// URL")
+            try:
+                check_worker_url(url)
+            except ValueError as exc:
+                raise ConfigError(f"--worker-urls: {exc}") from exc
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
 

@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from dpserve.gateway.circuit_breaker import STATE_VALUES, CircuitBreaker
 from dpserve.gateway.loads import PolledLoad, combined_load
+
+
+def check_worker_url(url: str) -> str:
+    """The replica base URL (`http://host[:port]`, no trailing slash); ValueError says what is wrong.
+
+    A replica is addressed by scheme, host and port only: the gateway appends the OpenAI paths
+    itself, so `http://host:port/v1` would become `/v1/v1/chat/completions`.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
+    if parts.scheme != "http":
+        raise ValueError(f"{url!r} is not an http:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must be just http://host:port, without a path such as /v1")
+    del port  # parsed only to reject out-of-range ports
+    return f"http://{parts.netloc}"
 
 
 class Worker:

@@ -62,7 +62,8 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
     async with client.delete(gw.url + "/workers/w0", headers={"Authorization": "Bearer nope"}) as resp:
         assert resp.status == 401
     auth = {"Authorization": "Bearer sekret"}
-    for body in ({"url": "ftp://x"}, {"url": extra.url, "weight": 0}, {"weight": 1}, [1]):
+    for body in ({"url": "ftp://x"}, {"url": extra.url, "weight": 0}, {"weight": 1}, [1],
+                 {"url": "http://"}, {"url": "http://127.0.0.1:99999"}, {"url": extra.url + "/v1"}):
         async with client.post(gw.url + "/workers", json=body, headers=auth) as resp:
             assert resp.status == 400, body
     async with client.post(gw.url + "/workers", json={"url": w.url}, headers=auth) as resp:
