@@ -32,5 +32,5 @@ def test_rejected_with_the_reason(url: str, problem: str) -> None:
 
 
 def test_config_rejects_a_url_with_a_path() -> None:
-    with pytest.raises(ConfigError, match="--worker-urls: .*without a path"):
+    with pytest.raises(ConfigError, match=r"--worker-urls: .*without a path"):
         build_config(GatewayConfig, {"worker_urls": ("http://127.0.0.1:8100/v1",)})
