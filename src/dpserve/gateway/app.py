@@ -218,6 +218,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _models(request: web.Request) -> web.Response:
     gw = _gw(request)
+    gw.admission.authenticate(request.headers)
     healthy = [w for w in gw.registry.all() if w.healthy]
     timeout_s = gw.config.health.health_check_timeout_s
     lists = await asyncio.gather(*(fetch_model_cards(gw.http, w.url, timeout_s) for w in healthy))

@@ -72,6 +72,7 @@ class Proxy:
         self._clock = clock
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self._admission.authenticate(request.headers)
         raw = await request.read()
         parsed = parse_request(request.path, raw, request.headers)
         ticket = await self._admission.admit(request.headers,

@@ -78,3 +78,20 @@ async def test_admission_cap_sheds_with_429_and_metrics(fake_workers, gateway, c
                    "dpserve_cache_tree_chars ", "dpserve_request_duration_seconds_count 2",
                    'dpserve_worker_healthy{worker="w0"} 1', "dpserve_admission"):
         assert series in text, series
+
+
+async def test_api_keys_are_checked_before_anything_else(fake_workers, gateway, client, tmp_path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys:\n  - key: sk-good\n    tenant: team-a\n")
+    [worker] = await fake_workers(1)
+    gw = await gateway([worker], api_keys=keys)
+    async with client.get(gw.url + "/v1/models") as resp:
+        assert resp.status == 401
+    async with client.post(gw.url + "/v1/chat/completions", data=b"{not json") as resp:
+        assert resp.status == 401  # not 400: an unauthenticated client learns nothing about its body
+    good = {"Authorization": "Bearer sk-good"}
+    async with client.get(gw.url + "/v1/models", headers=good) as resp:
+        assert resp.status == 200
+    async with client.post(gw.url + "/v1/chat/completions", data=b"{not json", headers=good) as resp:
+        assert resp.status == 400
+    assert worker.stats.requests == 0

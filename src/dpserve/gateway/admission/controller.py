@@ -111,6 +111,14 @@ class Admission:
         return Ticket(tenant, queue_wait_s=waited, lease_id=lease_id,
                       estimated_prompt_tokens=ctx.estimated_prompt_tokens, on_release=self._released)
 
+    def authenticate(self, headers: Mapping[str, str]) -> None:
+        """Raise the 401 Rejection when API keys are configured and `headers` carry no valid one.
+
+        The gateway calls it before reading anything else of a request (and on /v1/models), so an
+        unauthenticated client learns nothing but "401"; `admit` identifies the tenant again.
+        """
+        self._identify(headers)
+
     def _identify(self, headers: Mapping[str, str]) -> Tenant:
         if self._keyring is None:
             return _ANONYMOUS
