@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from dpserve.aio import cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
 
@@ -43,10 +43,7 @@ class HealthChecker:
         self._task = asyncio.create_task(self._loop(), name="health-checker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self.probe(w) for w in self.workers()))

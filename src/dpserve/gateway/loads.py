@@ -8,13 +8,14 @@ replica that looked idle at the last poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+
+from dpserve.aio import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,7 @@ class LoadPoller:
         self._task = asyncio.create_task(self._loop(), name="load-poller")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def poll_once(self) -> None:
         targets = [w for w in self._workers() if w.healthy]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from dpserve.aio import cancel_and_wait
 from dpserve.offline.replicas import Replica, ReplicaPool
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,7 @@ class HealthProber:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def check_all_once(self) -> None:
         """Probe every replica now and set its state quietly (the job's starting point)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
+
+from dpserve.aio import cancel_and_wait
 
 
 @dataclass
@@ -78,10 +79,7 @@ class ProgressReporter:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.show(final=True)
 
     def show(self, final: bool = False) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from dpserve.aio import cancel_and_wait
+
 DEFAULT_INTERVAL_S = 0.5
 
 
@@ -52,11 +54,8 @@ class DisconnectWatcher:
         self._loop_task = asyncio.create_task(self._run(), name="disconnect-watcher")
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        await cancel_and_wait(self._loop_task)
+        self._loop_task = None
 
     async def _run(self) -> None:
         while True:

@@ -9,11 +9,11 @@ to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import zlib
 from collections.abc import AsyncGenerator
 
+from dpserve.aio import cancel_and_wait
 from dpserve.serving.engine_client import (
     EngineStats,
     FinishReason,
@@ -86,11 +86,8 @@ class SimEngine:
         self._task = asyncio.create_task(self._loop(), name="sim-engine")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for seq in [*self.scheduler.running, *self.scheduler.waiting]:
             self.scheduler.abort(seq)
             self._channels[id(seq)].push(None, "abort")

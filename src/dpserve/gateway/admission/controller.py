@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from dpserve.aio import cancel_and_wait
 from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.admission.contract import AdmissionContext, CapacityView
 from dpserve.gateway.admission.gate import CapacityGate
@@ -73,10 +74,7 @@ class Admission:
             self._pumper = asyncio.create_task(self._pump_forever(), name="admission-pump")
 
     async def stop(self) -> None:
-        if self._pumper is not None:
-            self._pumper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pumper
+        await cancel_and_wait(self._pumper)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._store.stop()

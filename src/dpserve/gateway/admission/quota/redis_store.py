@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from dpserve.aio import cancel_and_wait
 from dpserve.gateway.admission.quota import redis_scripts
 from dpserve.gateway.admission.quota.base import ALLOWED, QuotaStore, QuotaUnavailable, QuotaVerdict
 from dpserve.gateway.admission.tenants import Tenant
@@ -57,10 +58,7 @@ class RedisQuotaStore(QuotaStore):
         self._renewer = asyncio.create_task(self._renew_forever(), name="quota-lease-renewal")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await cancel_and_wait(self._renewer)
         if self._redis is not None:
             await self._redis.aclose()
 
