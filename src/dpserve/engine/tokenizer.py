@@ -15,14 +15,24 @@ class HFTokenizer:
         from transformers import AutoTokenizer
 
         self._tok = AutoTokenizer.from_pretrained(str(model_dir))
+        # The Rust tokenizer itself: its encode/decode never mutate state, so serving may encode on
+        # a worker thread while the loop decodes. (transformers' encode re-sets truncation and
+        # padding on it every call, which can fail with "Already borrowed" under concurrency.)
+        self._fast = getattr(self._tok, "backend_tokenizer", None)
+        self._clean_up = bool(getattr(self._tok, "clean_up_tokenization_spaces", False))
         self.eos_token_ids: tuple[int, ...] = _eos_ids(model_dir, self._tok.eos_token_id)
         self.vocab_size: int = len(self._tok)  # serving rejects token-id prompts beyond it
 
     def encode(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return list(self._fast.encode(text, add_special_tokens=False).ids)
         return list(self._tok.encode(text, add_special_tokens=False))
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
+        if self._fast is None:
+            return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
+        text = str(self._fast.decode(list(token_ids), skip_special_tokens=True))
+        return str(self._tok.clean_up_tokenization(text)) if self._clean_up else text
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
         try:

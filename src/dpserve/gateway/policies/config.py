@@ -14,9 +14,9 @@ class PolicyConfig:
 
     policy: str = option(DEFAULT_POLICY, "routing policy", choices=POLICY_NAMES)
     cache_threshold: float = option(
-        0.5, "cache_aware: route to the longest prefix match when matched/len exceeds this")
+        0.3, "cache_aware: route to the longest prefix match when matched/len exceeds this")
     balance_abs_threshold: float = option(
-        32.0, "cache_aware: load is imbalanced when max-min exceeds this (and the relative threshold)")
+        64.0, "cache_aware: load is imbalanced when max-min exceeds this (and the relative threshold)")
     balance_rel_threshold: float = option(
         1.5, "cache_aware: load is imbalanced when max > min * this (and the absolute threshold)")
     max_tree_chars: int = option(
