@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from dpserve.gateway.worker import Worker
+from dpserve.prometheus import Histogram, histogram_block
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                       30.0, 60.0, 120.0)
-
-
-class Histogram:
-    """Cumulative-bucket histogram (Prometheus semantics), no labels."""
-
-    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        i = bisect_left(self.buckets, value)  # first bucket with value <= bound, in C (observed per request)
-        self.counts[i] += 1
-        self.total += value
-        self.n += 1
-
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        running = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            running += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.n}')
-        lines += [f"{name}_sum {self.total}", f"{name}_count {self.n}"]
-        return lines
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -67,8 +41,8 @@ class GatewayMetrics:
         self.retries_exhausted: Counter[tuple[str, ...]] = Counter()
         self.health_checks: Counter[tuple[str, ...]] = Counter()     # (worker, result)
         self.transitions: Counter[tuple[str, ...]] = Counter()  # (worker, from, to)
-        self.duration = Histogram()
-        self.ttft = Histogram()
+        self.duration = Histogram(_LATENCY_BUCKETS_S)
+        self.ttft = Histogram(_LATENCY_BUCKETS_S)
 
     def decision(self, reason: str) -> None:
         self.decisions[(self.policy_name, reason)] += 1
@@ -76,9 +50,10 @@ class GatewayMetrics:
     def render(self, workers: list[Worker], policy_gauges: Mapping[str, float]) -> str:
         lines = _counter("dpserve_requests_total", "requests finished, by worker and HTTP status",
                          ("worker", "status"), self.requests)
-        lines += self.duration.render("dpserve_request_duration_seconds", "request duration at the gateway")
-        lines += self.ttft.render("dpserve_time_to_first_token_seconds",
-                                  "time to the first response byte relayed to the client")
+        lines += histogram_block("dpserve_request_duration_seconds", "request duration at the gateway",
+                                 self.duration)
+        lines += histogram_block("dpserve_time_to_first_token_seconds",
+                                 "time to the first response byte relayed to the client", self.ttft)
         lines += _gauge("dpserve_worker_in_flight", "requests sent to the worker and not finished",
                         ((f'{{worker="{w.id}"}}', w.in_flight) for w in workers))
         lines += _gauge("dpserve_worker_healthy", "1 when the worker is healthy",

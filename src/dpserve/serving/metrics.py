@@ -6,9 +6,7 @@ and latency histograms are recorded by the server as requests finish. Bucket bou
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
-
+from dpserve.prometheus import Histogram, histogram_block
 from dpserve.serving.engine_client import EngineStats
 
 TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
@@ -18,32 +16,6 @@ E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
 TPOT_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                   10.0, 20.0, 40.0, 80.0)
 FINISH_REASONS = ("stop", "length", "abort")
-
-
-class Histogram:
-    """Cumulative-bucket histogram (Prometheus semantics: `le` buckets, `+Inf`, sum, count)."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.bucket_counts = [0] * (len(self.bounds) + 1)  # last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.bucket_counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self, name: str, labels: str) -> list[str]:
-        lines = []
-        cumulative = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.bucket_counts, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else repr(float(bound))
-            lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
-        lines.append(f"{name}_sum{{{labels}}} {self.sum!r}")
-        lines.append(f"{name}_count{{{labels}}} {self.count}")
-        return lines
 
 
 class ReplicaMetrics:
@@ -120,4 +92,4 @@ def _counter(lines: list[str], name: str, help_text: str, labels: str, value: fl
 
 
 def _histogram(lines: list[str], name: str, help_text: str, labels: str, hist: Histogram) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram", *hist.render(name, labels)]
+    lines += histogram_block(name, help_text, hist, labels)

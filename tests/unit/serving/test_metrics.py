@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dpserve.serving.engine_client import EngineStats
-from dpserve.serving.metrics import Histogram, ReplicaMetrics
+from dpserve.serving.metrics import ReplicaMetrics
 
 
 def samples(text: str) -> dict[str, float]:
@@ -13,15 +13,6 @@ def samples(text: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
-
-
-def test_histogram_buckets_are_cumulative_with_le_semantics() -> None:
-    h = Histogram((0.1, 1.0))
-    for v in (0.1, 0.5, 2.0):
-        h.observe(v)
-    lines = h.render("x", 'a="b"')
-    assert lines == ['x_bucket{a="b",le="0.1"} 1', 'x_bucket{a="b",le="1.0"} 2',
-                     'x_bucket{a="b",le="+Inf"} 3', 'x_sum{a="b"} 2.6', 'x_count{a="b"} 3']
 
 
 def test_render_has_every_vllm_series_with_values() -> None:

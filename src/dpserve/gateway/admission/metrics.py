@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from dpserve.prometheus import Histogram, histogram_block
 
 WAIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -17,30 +18,6 @@ def _escape(value: str) -> str:
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
     return "{" + inner + "}" if inner else ""
-
-
-class Histogram:
-    """Cumulative-bucket histogram (Prometheus semantics: `le` buckets, _sum, _count)."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # last slot: above every bucket (+Inf only)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, n in zip(self.buckets, self.counts, strict=False):
-            running += n
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out += [f"{name}_sum {self.sum:.6f}", f"{name}_count {self.count}"]
-        return out
 
 
 @dataclass(frozen=True)
@@ -69,9 +46,8 @@ class AdmissionMetrics:
         lines = [
             *_gauge("dpserve_admission_queue_depth", "requests waiting in the gateway queue",
                     [((), gauges.queue_depth)]),
-            "# HELP dpserve_admission_queue_wait_seconds time admitted requests waited in the queue",
-            "# TYPE dpserve_admission_queue_wait_seconds histogram",
-            *self.queue_wait.lines("dpserve_admission_queue_wait_seconds"),
+            *histogram_block("dpserve_admission_queue_wait_seconds",
+                             "time admitted requests waited in the queue", self.queue_wait),
             *_gauge("dpserve_admission_drain_rate", "requests finished per second (recent window)",
                     [((), round(gauges.drain_rate_per_s, 4))]),
             *_counter("dpserve_admission_admitted_total", "requests admitted",

@@ -1,15 +1,7 @@
 from dpserve.gateway.admission import AdmissionConfig, build_admission
-from dpserve.gateway.admission.metrics import AdmissionMetrics, Gauges, Histogram
+from dpserve.gateway.admission.metrics import AdmissionMetrics, Gauges
 
 from .fakes import FakeCapacity
-
-
-def test_histogram_buckets_are_cumulative() -> None:
-    hist = Histogram((0.1, 1.0))
-    for value in (0.05, 0.1, 0.5, 3.0):
-        hist.observe(value)
-    assert hist.lines("h") == ['h_bucket{le="0.1"} 2', 'h_bucket{le="1"} 3', 'h_bucket{le="+Inf"} 4',
-                               "h_sum 3.650000", "h_count 4"]
 
 
 def test_render_has_help_type_and_escaped_labels() -> None:
