@@ -37,7 +37,7 @@ run: model
 	$(VENV)/bin/dpserve serve $(ARGS)
 
 lint: $(STAMP_DEV)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
 test: lint

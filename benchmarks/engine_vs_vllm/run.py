@@ -99,11 +99,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before "
                                    f"serving; see {self.log}")
-            with contextlib.suppress(Exception):
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        print(f"[{self.name}] ready on port {self.port}", file=sys.stderr)
-                        return
+            with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    print(f"[{self.name}] ready on port {self.port}", file=sys.stderr)
+                    return
             time.sleep(1)
         raise RuntimeError(f"{self.name} not ready after {ready_timeout_s:.0f}s; see {self.log}")
 
@@ -161,7 +160,7 @@ def measure(server: Server, args, out_dir: Path) -> dict:
             tag = f"{server.slug}_c{c}"
             results[c] = run_bench(args, server.port, c, n, w, out_dir / f"{tag}.json",
                                    out_dir / f"{tag}.log")
-    except Exception as e:  # noqa: BLE001 - record and go on to the next server
+    except Exception as e:
         print(f"[{server.name}] {e}", file=sys.stderr)
         results["error"] = str(e)
     finally:
@@ -206,7 +205,7 @@ def main() -> int:
     # a TERM to this script still runs the `finally` that stops the servers
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = args.out_dir or Path("/tmp") / f"engine_vs_vllm_{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -225,7 +224,8 @@ def main() -> int:
             args.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(args.model_dir), "--served-model-name", SERVED_NAME,
             "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
-            "--gpu-memory-utilization", str(args.vllm_mem_util), *args.vllm_args.split()], port, out_dir / "vllm_server.log", env))
+            "--gpu-memory-utilization", str(args.vllm_mem_util), *args.vllm_args.split()],
+            port, out_dir / "vllm_server.log", env))
     for extra in ([] if args.skip_engine else (args.engine_args or [""])):
         port = free_port()
         name = "dpserve" + (f" {extra.strip()}" if extra.strip() else "")

@@ -88,8 +88,9 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
         is_sglang = router_name == "sglang:cache_aware"
         argv = sglang_router(port, workers) if is_sglang else dpserve_router(port, router_name, workers)
         with router(argv, url, "/readiness", log_dir / "router.log"):
-            if is_sglang:
-                time.sleep(args.sglang_settle_s)  # it registers workers in the background
+            # SGLang's router registers workers in the background, so it needs the wait; every router
+            # gets the same one, so each bench starts the same time after its fleet (CPU settled).
+            time.sleep(args.sglang_settle_s)
             report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
@@ -122,7 +123,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
     p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
     p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
-    p.add_argument("--sglang-settle-s", type=float, default=3.0)
+    p.add_argument("--sglang-settle-s", type=float, default=3.0,
+                   help="wait between a router's readiness and the bench (every router, for fairness)")
     return p.parse_args()
 
 

@@ -144,8 +144,10 @@ class ReplicaSupervisor:
                 self._report_startup_timeout()
                 await stop_group(proc, self._times.grace_s)
                 return False
+            # Never sleep past the deadline: the next probe must come before the timeout is judged.
+            pause_s = min(self._times.ready_poll_interval_s, max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), timeout=self._times.ready_poll_interval_s)
+                await asyncio.wait_for(proc.wait(), timeout=pause_s)
         return False
 
     async def _watch_alive(self, proc: asyncio.subprocess.Process) -> None:

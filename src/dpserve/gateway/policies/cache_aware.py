@@ -39,7 +39,21 @@ class CacheAwarePolicy(Policy):
             if match.worker_ids and match.matched_chars / len(text) > self.config.cache_threshold:
                 holders = [by_id[w] for w in match.worker_ids]  # the prefix may live on several
                 return Choice(least_loaded(holders, self.rng), "cache_hit")
-        return Choice(least_loaded(candidates, self.rng), "cache_miss")
+        return Choice(self._least_loaded_coldest(candidates), "cache_miss")
+
+    def _least_loaded_coldest(self, candidates: Sequence[Candidate]) -> Candidate:
+        """Least weighted load, then in-flight; among equals, the one holding the least tree text.
+
+        A new prefix then goes where the fewest others live (as SGLang's router sends misses to its
+        smallest tree), so prefixes spread evenly over the replicas' KV caches; rng breaks exact ties.
+        """
+        if len(candidates) == 1:
+            return candidates[0]
+        keyed = [((weighted_load(w), w.in_flight / w.weight, self.tree.worker_chars(w.id) / w.weight), w)
+                 for w in candidates]
+        best = min(k for k, _ in keyed)
+        tied = [w for k, w in keyed if k == best]
+        return tied[0] if len(tied) == 1 else self.rng.choice(tied)
 
     def _imbalanced(self, candidates: Sequence[Candidate]) -> bool:
         loads = [weighted_load(w) for w in candidates]

@@ -58,10 +58,15 @@ class PrefixTree:
         self._root = _Node("", None)
         self._chars = 0
         self._tick = 0
+        self._worker_chars: dict[str, int] = {}  # chars of the nodes each worker holds
 
     @property
     def size_chars(self) -> int:
         return self._chars
+
+    def worker_chars(self, worker_id: str) -> int:
+        """Characters of the tree's nodes `worker_id` holds: how much routed text it still has."""
+        return self._worker_chars.get(worker_id, 0)
 
     def match(self, text: str, candidates: Set[str]) -> Match:
         """The candidates holding the longest matched prefix of `text`, and its length."""
@@ -95,12 +100,15 @@ class PrefixTree:
                 leaf.workers[worker_id] = None
                 node.children[text[pos]] = leaf
                 self._chars += end - pos
+                self._worker_chars[worker_id] = self._worker_chars.get(worker_id, 0) + end - pos
                 break
             label = child.label
             n = len(label) if text.startswith(label, pos) else _common_len(label, text, pos)  # as in match
             if n < len(label):
                 child = self._split(child, n)
-            child.workers[worker_id] = None  # touch, inline: this loop runs once per request per node
+            if worker_id not in child.workers:
+                self._worker_chars[worker_id] = self._worker_chars.get(worker_id, 0) + len(child.label)
+                child.workers[worker_id] = None  # inline: this loop runs once per request per node
             child.last_used = tick
             node, pos = child, pos + n
         if self._chars > self.max_chars:
@@ -111,11 +119,14 @@ class PrefixTree:
         stack = list(self._root.children.values())
         while stack:
             node = stack.pop()
-            node.workers.pop(worker_id, None)
+            if worker_id in node.workers:
+                del node.workers[worker_id]
+                self._worker_chars[worker_id] -= len(node.label)
             if not node.workers:
                 self._drop_subtree(node)
             else:
                 stack.extend(node.children.values())
+        self._worker_chars.pop(worker_id, None)
 
     def _split(self, child: _Node, at: int) -> _Node:
         """Split child's edge at `at`: parent → middle(label[:at]) → child(label[at:])."""
@@ -133,6 +144,8 @@ class PrefixTree:
         while stack:
             n = stack.pop()
             self._chars -= len(n.label)
+            for w in n.workers:
+                self._worker_chars[w] -= len(n.label)
             stack.extend(n.children.values())
         if node.parent is not None:
             node.parent.children.pop(node.label[0], None)

@@ -83,3 +83,24 @@ def test_hit_held_by_several_goes_to_the_least_loaded_holder() -> None:
     a.in_flight, b.in_flight = 3, 1
     choice = policy.select([a, b, c], RouteRequest(text + "<|user|>q"))
     assert (choice.worker, choice.reason) == (b, "cache_hit")
+
+
+def test_miss_between_equal_loads_goes_to_the_worker_holding_least_text() -> None:
+    policy = _make()
+    fleet = [FakeWorker(f"w{i}") for i in range(3)]
+    big = policy.select(fleet, RouteRequest("<|user|>" + "a" * 400)).worker
+    small = policy.select([w for w in fleet if w is not big], RouteRequest("<|user|>" + "b" * 40)).worker
+    empty = next(w for w in fleet if w not in (big, small))
+    assert policy.select(fleet, RouteRequest("<|user|>" + "c" * 40)).worker is empty
+    assert policy.select([big, small], RouteRequest("<|user|>" + "d" * 40)).worker is small
+
+
+def test_second_turn_stays_with_the_session_at_the_default_threshold() -> None:
+    # turn 2 resends turn 1 (256 tokens) + the answer (32) + a new 256: ~47 % matched, above 0.3.
+    policy = build_policy(PolicyConfig(policy="cache_aware"), rng=random.Random(0), clock=FakeClock())
+    fleet = [FakeWorker(f"w{i}") for i in range(4)]
+    turn1 = "<|user|>" + "q" * 1024
+    home = policy.select(fleet, RouteRequest(turn1)).worker
+    turn2 = turn1 + "<|assistant|>" + "a" * 128 + "<|user|>" + "r" * 1024
+    choice = policy.select(fleet, RouteRequest(turn2))
+    assert (choice.worker, choice.reason) == (home, "cache_hit")

@@ -70,3 +70,25 @@ def test_remove_worker_forgets_it_and_frees_its_chars() -> None:
     assert tree.size_chars == len("shared prefix then b")
     tree.remove_worker("b")
     assert tree.size_chars == 0
+
+
+def test_worker_chars_follow_inserts_splits_eviction_and_removal() -> None:
+    tree = PrefixTree(1000)
+    tree.insert("abcdef", "a")
+    tree.insert("abcxyz", "b")  # splits "abcdef": b holds "abc" + "xyz"
+    tree.insert("abcdef", "a")  # already held: no double count
+    assert (tree.worker_chars("a"), tree.worker_chars("b"), tree.worker_chars("c")) == (6, 6, 0)
+    tree.remove_worker("b")
+    assert (tree.worker_chars("a"), tree.worker_chars("b")) == (6, 0)
+    small = PrefixTree(10)
+    for i in range(20):
+        small.insert(f"{i:02d}-text", f"w{i % 3}")
+    held: dict[str, int] = {}
+    stack = list(small._root.children.values())
+    while stack:  # recount from the nodes themselves
+        node = stack.pop()
+        stack.extend(node.children.values())
+        for w in node.workers:
+            held[w] = held.get(w, 0) + len(node.label)
+    names = ("w0", "w1", "w2")
+    assert {w: small.worker_chars(w) for w in names} == {w: held.get(w, 0) for w in names}
