@@ -6,17 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dpserve.gateway.admission import WorkerLoad
+from tests.unit.gateway.fakes import FakeClock
 
-
-@dataclass
-class FakeClock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+__all__ = ["FakeCapacity", "FakeClock"]
 
 
 @dataclass
