@@ -1,4 +1,4 @@
-"""Co-launched replicas for `dpserve batch`: a thin adapter over dpserve.launcher's supervisors.
+"""Co-launched replicas for `dpserve batch`: a thin adapter over launcher's ReplicaFleet.
 
 Same placement, backends, restarts and watchdog as `dpserve serve`, minus the gateway: the batch
 job talks to each replica directly. A restarted replica keeps its reserved port, so the job's
