@@ -2,4 +2,5 @@
 
 from dpserve.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned child (the engine core) re-imports us
+    raise SystemExit(main())

@@ -1,83 +1,114 @@
-"""AsyncEngine: the EngineClient of the built-in engine — an engine thread off the event loop."""
+"""AsyncEngine: the EngineClient of the built-in engine — the asyncio side of the engine core process.
+
+Requests go to the core (core_process.py) through a sender thread, so a long prompt never blocks
+the event loop on a full pipe; the core's per-step deltas are read on the event loop itself
+(`add_reader` on the pipe), one message per step, and fanned out to each request's queue.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
 import os
-import queue
+import signal
 import threading
 from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from queue import SimpleQueue
+from typing import Any
 
 from dpserve.engine.config import EngineConfig
-from dpserve.engine.llm_engine import LLMEngine
-from dpserve.engine.models.llama import LlamaArgs
+from dpserve.engine.core_process import engine_core_main
+from dpserve.engine.models.llama_args import LlamaArgs
+from dpserve.engine.prompt_limits import check_prompt
 from dpserve.engine.tokenizer import HFTokenizer
 from dpserve.serving.engine_client import EngineStats, GenerateRequest, TokenDelta, Tokenizer
 
 logger = logging.getLogger(__name__)
 
-_Command = tuple[str, GenerateRequest | str | None]
+_STOP_GRACE_S = 10.0
 
 
-def default_num_threads() -> int:
-    """All usable CPUs but one. Why: the event loop and the client need a core; when they preempt
-    one of the model's OpenMP threads, every parallel region waits for it (vLLM's CPU backend
-    reserves a core for its frontend for the same reason)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+class EngineCoreError(RuntimeError):
+    """The engine core process failed to start or died."""
 
 
 class AsyncEngine:
-    """Runs LLMEngine.step() in a dedicated thread; requests and aborts arrive through a queue
-    processed between steps, and each step's deltas reach asyncio in one call_soon_threadsafe."""
+    """Owns the engine core process and the pipes to it; one instance per replica server."""
 
     def __init__(self, config: EngineConfig, model_dir: Path) -> None:
         self.config = config
         self.model_dir = model_dir
         self.tokenizer: Tokenizer = HFTokenizer(model_dir)
-        self.engine: LLMEngine | None = None
-        self.max_model_len = config.resolved_max_model_len(
-            LlamaArgs.from_model_dir(model_dir).max_position_embeddings)  # known before start()
-        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
-        self._wakeup = threading.Event()
-        self._thread: threading.Thread | None = None
+        args = LlamaArgs.from_model_dir(model_dir)
+        self.vocab_size = args.vocab_size
+        self.max_model_len = config.resolved_max_model_len(args.max_position_embeddings)
+        self._process: BaseProcess | None = None
+        self._commands: Connection | None = None  # we write, the core reads
+        self._outputs: Connection | None = None  # the core writes, we read
+        self._send_queue: SimpleQueue[tuple[Any, ...] | None] = SimpleQueue()
+        self._sender: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[EngineStats] | None = None
         self._streams: dict[str, asyncio.Queue[TokenDelta]] = {}
         self._stats = EngineStats()
-        self._crashed = False
+        self._dead = False
+        self.core_died = False  # the core died while serving (not stopped by us)
 
     async def start(self) -> None:
-        self._set_num_threads()
+        """Spawn the core, wait until it has loaded the model; EngineCoreError if it cannot."""
         self._loop = asyncio.get_running_loop()
-        self.engine = await asyncio.to_thread(LLMEngine, self.config, self.model_dir,
-                                              self.tokenizer.eos_token_ids)
-        self._stats = self.engine.stats()
-        self._thread = threading.Thread(target=self._run, name="dpserve-engine", daemon=True)
-        self._thread.start()
+        ctx = multiprocessing.get_context("spawn")
+        commands_r, self._commands = ctx.Pipe(duplex=False)
+        self._outputs, outputs_w = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=engine_core_main, name="dpserve-engine-core", daemon=True,
+            args=(self.config, self.model_dir, self.tokenizer.eos_token_ids, commands_r, outputs_w,
+                  logging.getLogger().getEffectiveLevel(), multiprocessing.current_process().pid))
+        self._process.start()
+        commands_r.close()  # the child holds these ends now; closing ours makes its death an EOF here
+        outputs_w.close()
+        self._ready = self._loop.create_future()
+        self._loop.add_reader(self._outputs.fileno(), self._on_outputs)
+        self._sender = threading.Thread(target=self._send_loop, name="dpserve-engine-sender", daemon=True)
+        self._sender.start()
+        self._stats = await self._ready
 
     async def stop(self) -> None:
-        if self._thread is None:
+        process = self._process
+        if process is None:
             return
-        self._submit(("stop", None))
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
-        for rid, stream in list(self._streams.items()):
-            stream.put_nowait(TokenDelta([], finish_reason="abort"))
-            self._streams.pop(rid, None)
+        self._process = None
+        self._send_queue.put(("stop",))
+        self._send_queue.put(None)  # ends the sender thread after "stop" is written
+        await asyncio.to_thread(process.join, _STOP_GRACE_S)
+        if self._sender is not None:
+            await asyncio.to_thread(self._sender.join, _STOP_GRACE_S)
+        if process.is_alive():
+            logger.warning("engine core did not stop within %.0f s; killing it", _STOP_GRACE_S)
+            process.kill()
+            await asyncio.to_thread(process.join, _STOP_GRACE_S)
+        self._close_outputs()
+        if self._commands is not None:
+            self._commands.close()
+        self._fail_all()
 
     def stats(self) -> EngineStats:
-        return self._stats  # a snapshot replaced (never mutated) by the engine thread
+        return self._stats  # the snapshot the core sent with its last message
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        if self.engine is None or self._thread is None or self._crashed:
-            raise RuntimeError("engine not started" if not self._crashed else "engine thread crashed")
-        self.engine.check_prompt(request.prompt_token_ids)  # ValueError here, not in the engine thread
+        if self._process is None or self._dead:
+            raise EngineCoreError("the engine core is not running")
+        check_prompt(request.prompt_token_ids, self.max_model_len, self.vocab_size)  # ValueError → 400
         if request.request_id in self._streams:
             raise ValueError(f"request id {request.request_id!r} is already running")
         stream: asyncio.Queue[TokenDelta] = asyncio.Queue()
         self._streams[request.request_id] = stream
-        self._submit(("add", request))
+        self._send_queue.put(("add", request.request_id, list(request.prompt_token_ids), request.sampling))
         finished = False
         try:
             while True:
@@ -88,76 +119,66 @@ class AsyncEngine:
                     return
         finally:
             self._streams.pop(request.request_id, None)
-            if not finished:  # closed early or cancelled: free the blocks before the next step
-                self._submit(("abort", request.request_id))
+            if not finished:  # closed early or cancelled: the core frees the blocks before its next step
+                self._send_queue.put(("abort", request.request_id))
 
-    # -- engine thread ------------------------------------------------------------------------
-    def _submit(self, command: _Command) -> None:
-        self._commands.put(command)
-        self._wakeup.set()
-
-    def _set_num_threads(self) -> None:
-        """OpenMP thread counts are per calling thread: set it where the model runs too."""
-        import torch
-
-        torch.set_num_threads(self.config.num_threads or default_num_threads())
-
-    def _run(self) -> None:
-        engine = self.engine
-        assert engine is not None
-        self._set_num_threads()
-        try:
-            while self._drain_commands(engine):
-                if not engine.has_work:
-                    self._wakeup.wait()
-                    self._wakeup.clear()
-                    continue
-                outputs = engine.step()
-                self._stats = engine.stats()
-                if outputs:
-                    self._call_soon(self._deliver, outputs)
-        except Exception:  # a bug in the engine: fail every open stream rather than hang them
-            logger.exception("engine thread crashed")
-            self._crashed = True
-            self._call_soon(self._fail_all)
-
-    def _drain_commands(self, engine: LLMEngine) -> bool:
-        """Apply queued adds/aborts; False once asked to stop."""
-        changed = False
-        while True:
+    # -- sender thread ------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        commands = self._commands
+        assert commands is not None
+        while (command := self._send_queue.get()) is not None:
             try:
-                kind, payload = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            changed = True
-            if kind == "stop":
-                return False
-            if kind == "abort" and isinstance(payload, str):
-                engine.abort_request(payload)
-            elif kind == "add" and isinstance(payload, GenerateRequest):
-                self._add(engine, payload)
-        if changed:
-            self._stats = engine.stats()
-        return True
-
-    def _add(self, engine: LLMEngine, request: GenerateRequest) -> None:
-        try:
-            engine.add_request(request.request_id, request.prompt_token_ids, request.sampling)
-        except ValueError:
-            logger.exception("request %s rejected by the engine", request.request_id)
-            self._call_soon(self._deliver, [(request.request_id, TokenDelta([], finish_reason="abort"))])
-
-    def _call_soon(self, callback: object, *args: object) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
+                commands.send(command)
+            except OSError:  # the core is gone; _on_outputs sees the EOF and fails the streams
+                return
 
     # -- event loop side ----------------------------------------------------------------------
-    def _deliver(self, outputs: list[tuple[str, TokenDelta]]) -> None:
-        for rid, delta in outputs:
-            stream = self._streams.get(rid)
-            if stream is not None:  # None: the consumer already left and its abort is queued
-                stream.put_nowait(delta)
+    def _on_outputs(self) -> None:
+        """Read every message the core has written so far and deliver it."""
+        outputs = self._outputs
+        assert outputs is not None
+        try:
+            while outputs.poll():
+                self._handle(outputs.recv())
+        except (EOFError, OSError):
+            self._on_core_exit()
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "step":
+            self._stats = message[2]
+            for rid, token_ids, finish_reason, num_prompt, num_cached in message[1]:
+                stream = self._streams.get(rid)
+                if stream is not None:  # None: the consumer already left and its abort is queued
+                    stream.put_nowait(TokenDelta(token_ids, finish_reason, num_prompt, num_cached))
+        elif kind == "stats":
+            self._stats = message[1]
+        elif kind == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(message[1])
+        elif kind == "failed" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(EngineCoreError(f"the engine core failed to start: {message[1]}"))
+
+    def _on_core_exit(self) -> None:
+        self._close_outputs()
+        self._dead = True
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(EngineCoreError("the engine core exited while starting"))
+        elif self._process is not None:  # died while serving: take the replica down with it, as
+            # vLLM's API server does, so its supervisor restarts it rather than routing to a zombie
+            logger.error("the engine core process died (exit code %s); failing open requests and "
+                         "shutting down", self._process.exitcode)
+            self.core_died = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        self._fail_all()
+
+    def _close_outputs(self) -> None:
+        outputs, self._outputs = self._outputs, None
+        if outputs is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(outputs.fileno())
+        with contextlib.suppress(OSError):
+            outputs.close()
 
     def _fail_all(self) -> None:
         for stream in self._streams.values():

@@ -23,11 +23,11 @@ class AttentionMetadata:
     """Per-step tensors shared by every layer (built once by the model runner)."""
 
     cos: torch.Tensor  # [T, 1, D]
-    sin: torch.Tensor  # [T, 1, D]
+    sin: torch.Tensor  # [T, 1, D], first half negated (see models.llama.rope_tables)
     slot_mapping: torch.Tensor  # [T] cache slot (block * block_size + offset) of each new token
     num_decodes: int  # rows [0, num_decodes) are single-token steps
     decode_slots: torch.Tensor | None  # [Bd * L] slots of each decode's padded context
-    decode_mask: torch.Tensor | None  # [Bd, 1, 1, L] bool
+    decode_mask: torch.Tensor | None  # [Bd, 1, 1, L] bool; None = one decode, L its exact context
     prefills: tuple[PrefillSegment, ...]
 
 
@@ -40,6 +40,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     v_flat = v_cache.view(-1, num_kv_heads, head_dim)
     k_flat.index_copy_(0, meta.slot_mapping, k)
     v_flat.index_copy_(0, meta.slot_mapping, v)
+    if not meta.prefills:  # decode-only step (steady state): no output buffer to assemble
+        return _decode_attention(q, k_flat, v_flat, meta)
     out = torch.empty_like(q)
     if meta.num_decodes:
         out[:meta.num_decodes] = _decode_attention(q[:meta.num_decodes], k_flat, v_flat, meta)
@@ -50,14 +52,14 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def _decode_attention(q: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor,
                       meta: AttentionMetadata) -> torch.Tensor:
-    assert meta.decode_slots is not None and meta.decode_mask is not None
+    assert meta.decode_slots is not None
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_flat.shape[1]
     # One index_select gathers every decode's blocks at once (no per-sequence Python loop).
     k = k_flat.index_select(0, meta.decode_slots).view(batch, -1, num_kv_heads, head_dim)  # [B, L, KV, D]
     v = v_flat.index_select(0, meta.decode_slots).view(batch, -1, num_kv_heads, head_dim)
     # GQA without repeating K/V: the G query heads of one KV head become G query rows of it.
-    q_grouped = q.view(batch, num_kv_heads, num_heads // num_kv_heads, head_dim)  # [B, KV, G, D]
+    q_grouped = q.reshape(batch, num_kv_heads, num_heads // num_kv_heads, head_dim)  # [B, KV, G, D]
     out = F.scaled_dot_product_attention(q_grouped, k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=meta.decode_mask)  # [B, KV, G, D]
     return out.reshape(batch, num_heads, head_dim)

@@ -34,4 +34,4 @@ def run(config: EngineConfig, common: CommonOptions) -> int:
     logger.info("serving %s from %s on %s (%s), max_model_len %d", served_name, resolved.path,
                 config.device, config.dtype, client.max_model_len)
     run_app(create_replica_app(client, served_name), config.host, config.port)
-    return 0
+    return 1 if client.core_died else 0  # a crash is a failure to the supervisor, not a clean stop

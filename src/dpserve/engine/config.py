@@ -26,7 +26,7 @@ class EngineConfig:
     max_model_len: int | None = option(
         None, "prompt + completion token limit (default: the model's, capped at the KV capacity)")
     num_threads: int | None = option(
-        None, "torch CPU threads for the model (default: all CPUs but one, left to the HTTP server)")
+        None, "torch CPU threads for the model (default: every CPU this process may use)")
 
     def __post_init__(self) -> None:
         require(self.block_size >= 1, f"--block-size must be >= 1, got {self.block_size}")

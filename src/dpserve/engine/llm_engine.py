@@ -10,7 +10,8 @@ from pathlib import Path
 from dpserve.engine.block_manager import BlockManager
 from dpserve.engine.config import EngineConfig
 from dpserve.engine.model_runner import ModelRunner
-from dpserve.engine.models.llama import LlamaArgs
+from dpserve.engine.models.llama_args import LlamaArgs
+from dpserve.engine.prompt_limits import check_prompt
 from dpserve.engine.scheduler import Scheduler
 from dpserve.engine.sequence import Sequence
 from dpserve.serving.engine_client import EngineStats, SamplingParams, TokenDelta
@@ -49,14 +50,7 @@ class LLMEngine:
         return seq
 
     def check_prompt(self, prompt_token_ids: Seq[int]) -> None:
-        """ValueError unless the prompt leaves room for one token and every id is in the vocabulary."""
-        num = len(prompt_token_ids)
-        if num < 1 or num >= self.max_model_len:
-            raise ValueError(f"prompt has {num} tokens; it must have 1 to {self.max_model_len - 1} "
-                             f"(max_model_len {self.max_model_len})")
-        vocab_size = self.runner.args.vocab_size
-        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab_size:
-            raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
+        check_prompt(prompt_token_ids, self.max_model_len, self.runner.args.vocab_size)
 
     def abort_request(self, request_id: str) -> bool:
         """Stop the request and free its KV blocks now; False if it was unknown or already done."""

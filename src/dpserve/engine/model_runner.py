@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from dpserve.engine.attention import AttentionMetadata, PrefillSegment
-from dpserve.engine.models.llama import LlamaArgs, RMSNorm, load_llama, rope_tables
+from dpserve.engine.models.llama import RMSNorm, load_llama, rope_tables
+from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.models.packed_linear import PackedLinear
 from dpserve.engine.sampler import make_generator, sample
 from dpserve.engine.scheduler import ScheduledSeq
@@ -109,8 +110,9 @@ class ModelRunner:
             slot_mapping=self._tensor(slots), num_decodes=len(decodes), decode_slots=decode_slots,
             decode_mask=decode_mask, prefills=tuple(prefills))
 
-    def _decode_tensors(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded block tables → context slots [B*L] and mask [B, 1, 1, L], L a block multiple."""
+    def _decode_tensors(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Padded block tables → context slots [B*L] and mask [B, 1, 1, L], L a block multiple
+        (one sequence: its exact context and no mask)."""
         bs = self.block_size
         ctx_lens = [seq.num_computed_tokens + 1 for seq in seqs]
         max_blocks = -(-max(ctx_lens) // bs)
@@ -119,6 +121,8 @@ class ModelRunner:
         table = self._tensor(tables)  # [B, M]
         offsets = torch.arange(bs, device=self.device)
         slots = (table.unsqueeze(-1) * bs + offsets).view(-1)  # [B*M*bs]
+        if len(seqs) == 1:  # nothing to pad to: gather exactly the context, attend without a mask
+            return slots[:ctx_lens[0]], None
         span = torch.arange(max_blocks * bs, device=self.device)
         mask = span.unsqueeze(0) < self._tensor(ctx_lens).unsqueeze(1)  # [B, L]
         return slots, mask.view(len(seqs), 1, 1, -1)

@@ -3,10 +3,7 @@ paged KV cache. Built on the meta device; weights come from safetensors, q/k/v a
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,47 +11,8 @@ from safetensors import safe_open
 from torch import nn
 
 from dpserve.engine.attention import AttentionMetadata, paged_attention
+from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.models.packed_linear import pack_linears, packed_linear_supported
-
-
-@dataclass(frozen=True)
-class LlamaArgs:
-    """The architecture facts the engine needs, read from an HF config.json."""
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope_theta: float
-    max_position_embeddings: int
-    tie_word_embeddings: bool
-    attention_bias: bool
-
-    @classmethod
-    def from_model_dir(cls, model_dir: Path) -> LlamaArgs:
-        cfg: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
-        num_heads = int(cfg["num_attention_heads"])
-        rope = cfg.get("rope_parameters") or {}  # transformers 5 nests theta here
-        theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
-        return cls(
-            vocab_size=int(cfg["vocab_size"]),
-            hidden_size=int(cfg["hidden_size"]),
-            intermediate_size=int(cfg["intermediate_size"]),
-            num_layers=int(cfg["num_hidden_layers"]),
-            num_heads=num_heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or num_heads),
-            head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // num_heads),
-            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
-            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            # Qwen2 configs have biased q/k/v without saying so; Llama says attention_bias.
-            attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
-        )
 
 
 class RMSNorm(nn.Module):
@@ -66,7 +24,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         if dtype == torch.float32:  # the common CPU case: skip two no-op casts per norm
-            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+            # sum + div_ is how ATen computes mean (bit-identical), without mean's scalar casts; at
+            # decode sizes each op's fixed cost is the whole cost
+            ms = (x * x).sum(-1, keepdim=True).div_(x.shape[-1]).add_(self.eps).rsqrt_()
+            return self.weight * (x * ms)
         x32 = x.float()  # normalise in fp32 like the reference, whatever the weights' dtype
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(dtype)
@@ -74,19 +35,23 @@ class RMSNorm(nn.Module):
 
 def rope_tables(args: LlamaArgs, max_len: int, dtype: torch.dtype,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [max_len, head_dim], computed once (same arithmetic as HF's default RoPE)."""
+    """cos and *signed* sin tables [max_len, head_dim], computed once (HF's default RoPE arithmetic).
+
+    The sin table's first half is negated so that rotate_half(x) * sin == x.roll(D/2) * signed_sin:
+    one roll instead of two slices, a neg and a cat per call, with bit-identical results.
+    """
     dim = args.head_dim
     inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # [L, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [L, D]
-    return emb.cos().to(dtype=dtype, device=device), emb.sin().to(dtype=dtype, device=device)
+    sin = emb.sin()
+    sin[:, : dim // 2].neg_()
+    return emb.cos().to(dtype=dtype, device=device), sin.to(dtype=dtype, device=device)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, D]; cos/sin [T, 1, D] (rotate-half convention)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, D]; cos/signed_sin [T, 1, D] from rope_tables (rotate-half convention)."""
+    return (x * cos).add_(x.roll(x.shape[-1] // 2, dims=-1).mul_(signed_sin))
 
 
 class Attention(nn.Module):
@@ -103,9 +68,11 @@ class Attention(nn.Module):
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         num_tokens = x.shape[0]
         qkv = self.qkv_proj(x)  # [T, (H + 2*KV) * D]
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rope(q.view(num_tokens, self.num_heads, self.head_dim), meta.cos, meta.sin)  # [T, H, D]
-        k = apply_rope(k.view(num_tokens, self.num_kv_heads, self.head_dim), meta.cos, meta.sin)  # [T, KV, D]
+        qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        # q and k are adjacent in the fused output: rotate all their heads in one pass
+        qk = apply_rope(qk.view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim),
+                        meta.cos, meta.sin)  # [T, H + KV, D]
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, KV, D]
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KV, D]
         out = paged_attention(q, k, v, kv_cache, meta)  # [T, H, D]
         return self.o_proj(out.view(num_tokens, self.q_size))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+_PACKING_BATCH_HINT = 32  # see PackedLinear.__init__
+
 
 def packed_linear_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return (device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
@@ -25,7 +27,10 @@ class PackedLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
         self.nbytes = weight.numel() * weight.element_size()
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1)  # [out, in], blocked
+        # The batch-size hint picks oneDNN's blocked layout. A hint of 1 (the "decode" guess) gave the
+        # slowest layout at every batch size measured on AVX-512: 20 ms vs 15 ms per 1-token step of
+        # all linears on 1 thread, 17 vs 10 ms on 2; any hint >= 4 was about as good as any other.
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, _PACKING_BATCH_HINT)
         self.bias = None if linear.bias is None else linear.bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
