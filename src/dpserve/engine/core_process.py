@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dpserve.engine.config import EngineConfig
+from dpserve.log import setup_logging
 from dpserve.serving.engine_client import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,7 @@ def engine_core_main(config: EngineConfig, model_dir: Path, eos_token_ids: Seque
     # when we stop (after draining), so neither may kill us first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.getLevelName(log_level))
     import torch
 
     torch.set_num_threads(config.num_threads or default_num_threads())
