@@ -8,6 +8,12 @@ to first chunk. Fake replicas answer at once (no model), so what is measured is 
 
 The replicas run in one child process, each gateway in its own; the load generator is this
 process (aiohttp on uvloop). On a small shared machine all of them compete for the same cores.
+
+The steadier measure of the gateway's own cost: `--cpu-runs N` runs only the dpserve gateway
+under a c=64 closed loop and reports its CPU µs per request from /proc, alternating between
+source trees given as `--variant NAME=SRC_DIR` (each put on PYTHONPATH):
+
+    .venv/bin/python benchmarks/gateway_overhead.py --cpu-runs 6 --variant before=/tmp/a --variant after=src
 """
 
 from __future__ import annotations
@@ -160,6 +166,61 @@ async def measure(url: str, args: argparse.Namespace, pid: int) -> dict[str, flo
     return out
 
 
+async def gateway_cpu(url: str, pid: int, seconds: float) -> dict[str, float]:
+    """The gateway alone under a c=64 closed loop for `seconds`: CPU µs per request (user, system)."""
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await _closed_loop(1000, 64, lambda i: _one(s, url, i))  # warm-up: pools, caches
+        stop_at = time.perf_counter() + seconds
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                await _one(s, url, done)
+                done += 1
+        user0, sys0 = _cpu_split_s(pid)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(64)))
+        wall = time.perf_counter() - t0
+        user1, sys1 = _cpu_split_s(pid)
+    return {"cpu_us": (user1 + sys1 - user0 - sys0) / done * 1e6, "user_us": (user1 - user0) / done * 1e6,
+            "rps": done / wall}
+
+
+def _cpu_split_s(pid: int) -> tuple[float, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
+    """`--cpu-runs N`: each `--variant NAME=SRC` (a dpserve source tree) in turn, N rounds."""
+    variants = dict(v.split("=", 1) for v in args.variant) or {"this tree": ""}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for run in range(args.cpu_runs):
+        for name, src in variants.items():
+            port = _free_port()
+            env = {**os.environ, "PYTHONPATH": src} if src else None
+            cmd = [sys.executable, "-m", "dpserve", "router", "--port", str(port), "--policy", args.policy,
+                   "--log-level", "warning", "--worker-urls", *urls]
+            proc = _start(cmd, f"http://127.0.0.1:{port}/health", env)
+            try:
+                r = asyncio.run(gateway_cpu(f"http://127.0.0.1:{port}", proc.pid, args.seconds))
+            finally:
+                _stop(proc)
+            results[name].append(r)
+            print(f"run {run} {name}: {r['cpu_us']:.0f} µs/req ({r['user_us']:.0f} user), "
+                  f"{r['rps']:.0f} req/s", flush=True)
+    print("| gateway | cpu µs/req (user) median | range | req/s range |\n| --- | --- | --- | --- |")
+    for name, rs in results.items():
+        cpu = sorted(r["cpu_us"] for r in rs)
+        rps = sorted(r["rps"] for r in rs)
+        print(f"| {name} | {statistics.median(cpu):.0f} ({statistics.median(r['user_us'] for r in rs):.0f}) "
+              f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {rps[0]:,.0f}–{rps[-1]:,.0f} |")
+
+
 # ---- processes -----------------------------------------------------------------------------------
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -177,8 +238,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) 
     raise TimeoutError(url)
 
 
-def _start(cmd: list[str], ready_url: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
     _wait_ready(ready_url, proc)
     return proc
 
@@ -224,6 +286,11 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=400, help="streams in the chunks/s point")
     ap.add_argument("--chunks", type=int, default=100, help="SSE chunks per stream")
     ap.add_argument("--sglang-python", default=None, help="python of a venv with sglang-router")
+    ap.add_argument("--cpu-runs", type=int, default=0,
+                    help="instead of the comparison: the dpserve gateway alone under c=64, N rounds")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
+                    help="with --cpu-runs: a dpserve source tree (put on PYTHONPATH) to alternate with")
+    ap.add_argument("--seconds", type=float, default=5.0, help="with --cpu-runs: length of each run")
     ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_replicas:
@@ -236,6 +303,12 @@ def main() -> None:
     replicas = _start([sys.executable, __file__, "--chunks", str(args.chunks), "--serve-replicas",
                        *map(str, ports)], urls[-1] + "/health")
     install_uvloop()
+    if args.cpu_runs:
+        try:
+            run_cpu_comparison(args, urls)
+        finally:
+            _stop(replicas)
+        return
     rows: dict[str, dict[str, float]] = {}
     try:
         rows["direct (replica 0)"] = asyncio.run(measure(urls[0], args, replicas.pid))

@@ -20,6 +20,8 @@ from pathlib import Path
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
+# free_port() releases the port before the sim binds it; another process may take it in between.
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -70,15 +72,27 @@ def spawn(argv: Sequence[str], log_path: Path, stack: ExitStack) -> subprocess.P
 def sim_fleet(num_replicas: int, sim_args: Sequence[str], log_dir: Path) -> Iterator[list[str]]:
     """Start `num_replicas` fresh sims (empty caches) at once; yield their base URLs when all are up."""
     with ExitStack() as stack:
-        started = []
-        for i in range(num_replicas):
-            url = f"http://{HOST}:{free_port()}"
-            argv = [sys.executable, "-m", "dpserve", "sim", "--host", HOST, "--port", url.rsplit(":", 1)[1],
-                    *sim_args]
-            started.append((url, spawn(argv, log_dir / f"sim{i}.log", stack)))
-        for url, proc in started:
-            wait_ready(url + "/health", proc)
-        yield [url for url, _ in started]
+        started = [_spawn_sim(i, sim_args, log_dir, stack) for i in range(num_replicas)]
+        urls = []
+        for i, (url, proc) in enumerate(started):
+            for attempt in range(PORT_ATTEMPTS):
+                try:
+                    wait_ready(url + "/health", proc)
+                    break
+                except RuntimeError:  # exited: its free port was taken meanwhile (or a real failure)
+                    if attempt == PORT_ATTEMPTS - 1:
+                        raise
+                    url, proc = _spawn_sim(i, sim_args, log_dir, stack)
+            urls.append(url)
+        yield urls
+
+
+def _spawn_sim(i: int, sim_args: Sequence[str], log_dir: Path,
+               stack: ExitStack) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [sys.executable, "-m", "dpserve", "sim", "--host", HOST, "--port", str(port), *sim_args]
+    url = f"http://{HOST}:{port}"
+    return url, spawn(argv, log_dir / f"sim{i}.log", stack)
 
 
 @contextmanager

@@ -15,11 +15,13 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fleet import HOST, free_port, router, sim_fleet
+from queue_trace import policy_decisions, sampled
 from tables import markdown_table, median_rows, summarize
 
 SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")
@@ -62,9 +64,9 @@ def dpserve_router(port: int, policy: str, workers: list[str]) -> list[str]:
             "--policy", policy, "--worker-urls", *workers]
 
 
-def sglang_router(port: int, workers: list[str]) -> list[str]:
+def sglang_router(port: int, policy: str, workers: list[str]) -> list[str]:
     return [str(SGLANG_PYTHON), "-m", "sglang_router.launch_router", "--host", HOST, "--port", str(port),
-            "--policy", "cache_aware", "--worker-urls", *workers, "--log-level", "warn",
+            "--policy", policy, "--worker-urls", *workers, "--log-level", "warn",
             "--prometheus-port", str(free_port())]  # its default port stays taken between runs
 
 
@@ -85,13 +87,20 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
     with sim_fleet(args.replicas, sim_args, log_dir) as workers:
         port = free_port()
         url = f"http://{HOST}:{port}"
-        is_sglang = router_name == "sglang:cache_aware"
-        argv = sglang_router(port, workers) if is_sglang else dpserve_router(port, router_name, workers)
+        sglang_policy = router_name.removeprefix("sglang:")
+        argv = sglang_router(port, sglang_policy, workers) if sglang_policy != router_name else \
+            dpserve_router(port, router_name, workers)
         with router(argv, url, "/readiness", log_dir / "router.log"):
             # SGLang's router registers workers in the background, so it needs the wait; every router
             # gets the same one, so each bench starts the same time after its fleet (CPU settled).
             time.sleep(args.sglang_settle_s)
-            report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
+            queueing: dict[str, Any] = {}
+            interval = args.trace_interval_s
+            with sampled(workers, interval, queueing) if interval else nullcontext():
+                report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
+            if interval:
+                report["queueing"] = queueing
+            report["decisions"] = policy_decisions(url)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
 
@@ -123,8 +132,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
     p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
     p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
+    p.add_argument("--sglang-policies", nargs="*", default=["cache_aware"],
+                   help="SGLang router policies to run (e.g. round_robin too, to measure router overhead)")
     p.add_argument("--sglang-settle-s", type=float, default=3.0,
                    help="wait between a router's readiness and the bench (every router, for fairness)")
+    p.add_argument("--trace-interval-s", type=float, default=0.0,
+                   help="sample each sim's running/waiting gauges this often during the bench (0: off); "
+                   "the spread across replicas lands in results.json under 'queueing'")
     return p.parse_args()
 
 
@@ -138,7 +152,8 @@ def main() -> int:
         if scenario.name not in args.scenarios:
             continue
         routers = [p for p in (scenario.policies or all_policies) if p in all_policies]
-        routers += ["sglang:cache_aware"] if use_sglang and scenario.with_sglang else []
+        if use_sglang and scenario.with_sglang:
+            routers += [f"sglang:{p}" for p in args.sglang_policies]
         for repeat in range(args.repeats):
             for name in routers:
                 print(f"== {scenario.name} / {name} / run {repeat + 1} of {args.repeats}", flush=True)

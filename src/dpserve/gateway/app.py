@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,10 +14,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from dpserve.aio import cancel_and_wait
 from dpserve.errors import HTTPError, error_middleware
 from dpserve.gateway.admission import Admission, build_admission
+from dpserve.gateway.aliases import ModelAliases, parse_aliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
+from dpserve.gateway.exchange import AiohttpSink
+from dpserve.gateway.front_server import FrontServer
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.loads import LoadPoller
 from dpserve.gateway.metrics import GatewayMetrics
@@ -25,13 +30,14 @@ from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
 from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
-from dpserve.gateway.served_models import ModelDiscovery, fetch_model_cards
+from dpserve.gateway.served_models import ModelDiscovery, model_list
 from dpserve.gateway.upstream import UpstreamPool
 from dpserve.gateway.worker import Worker, check_worker_url
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
 _PROBE_CONNECTIONS = 256
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -46,6 +52,7 @@ class Gateway:
         self.clock = clock
         self.policy: Policy = build_policy(config.routing, clock=clock)
         self.metrics = GatewayMetrics(config.routing.policy)
+        self.aliases = ModelAliases(parse_aliases(config.model_aliases))
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
                                        on_transition=self._on_transition)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
@@ -58,11 +65,17 @@ class Gateway:
         self._proxy: Proxy | None = None
         self._upstream: UpstreamPool | None = None
         self._models: ModelDiscovery | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def proxy(self) -> Proxy:
         assert self._proxy is not None, "gateway not started"
         return self._proxy
+
+    @property
+    def upstream(self) -> UpstreamPool:
+        assert self._upstream is not None, "gateway not started"
+        return self._upstream
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -87,12 +100,13 @@ class Gateway:
                                   hc.health_check_timeout_s)
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
-                            self.metrics, self._upstream, self.rng, self.clock)
+                            self.metrics, self._upstream, self.aliases, self.rng, self.clock)
         for i, url in enumerate(self.config.worker_urls):
             self.registry.add(url, self.config.weight_of(i))
         self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
-        await asyncio.gather(*(self._models.refresh(w) for w in self.registry.all() if w.healthy))
+        up = [w for w in self.registry.all() if w.healthy]
+        await asyncio.gather(*(self._models.refresh(w) for w in up), *(self._prewarm(w) for w in up))
         await self._poller.poll_once()
         self._health.start()
         self._poller.start()
@@ -100,6 +114,8 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.admission.stop()
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
         if self._poller is not None:
             await self._poller.stop()
         if self._health is not None:
@@ -117,8 +133,15 @@ class Gateway:
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
         if await self.health.probe(worker) and self._models is not None:
-            await self._models.refresh(worker)
+            await asyncio.gather(self._models.refresh(worker), self._prewarm(worker))
         return worker
+
+    async def model_list(self) -> list[dict[str, Any]]:
+        """The healthy workers' model cards, fetched when they came up, plus the aliases."""
+        healthy = [w for w in self.registry.all() if w.healthy]
+        if self._models is not None:
+            await self._models.refresh_unknown(healthy)
+        return model_list(healthy, self.aliases)
 
     async def remove_worker(self, worker: Worker) -> None:
         await self.registry.drain(worker, self.config.drain_timeout_s)
@@ -130,7 +153,14 @@ class Gateway:
         if healthy:
             if self._models is not None:  # a restarted replica may serve another model now
                 self._models.refresh_soon(worker)
+            task = asyncio.get_running_loop().create_task(self._prewarm(worker))
+            self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+            task.add_done_callback(self._tasks.discard)
             self.admission.on_capacity_freed()
+
+    async def _prewarm(self, worker: Worker) -> None:
+        if self._upstream is not None:
+            await self._upstream.prewarm(worker.url, self.config.retry.prewarm_connections)
 
     def _on_probe(self, worker: Worker, ok: bool) -> None:
         self.metrics.health_checks[(worker.id, "ok" if ok else "fail")] += 1
@@ -155,7 +185,11 @@ def _gw(request: web.Request) -> Gateway:
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
-    return await _gw(request).proxy.handle(request)
+    """The proxied routes on connections aiohttp serves (see front.py for the others)."""
+    sink = AiohttpSink(request)
+    await _gw(request).proxy.handle(request.path, request.headers, await request.read(), sink)
+    assert sink.response is not None, "the proxy answers or raises"
+    return sink.response
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -219,14 +253,7 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _models(request: web.Request) -> web.Response:
     gw = _gw(request)
     gw.admission.authenticate(request.headers)
-    healthy = [w for w in gw.registry.all() if w.healthy]
-    timeout_s = gw.config.health.health_check_timeout_s
-    lists = await asyncio.gather(*(fetch_model_cards(gw.http, w.url, timeout_s) for w in healthy))
-    seen: dict[str, Any] = {}
-    for models in lists:
-        for m in models or ():
-            seen.setdefault(str(m.get("id")), m)
-    return _json({"object": "list", "data": list(seen.values())})
+    return _json({"object": "list", "data": await gw.model_list()})
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -236,13 +263,28 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await gw.stop()
 
 
+with warnings.catch_warnings():
+    # aiohttp discourages subclassing Application; this one changes nothing but the protocol
+    # factory a runner gets, so that connections start on the lean front (front.py).
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    class _GatewayApplication(web.Application):
+        def _make_handler(self, *, loop: asyncio.AbstractEventLoop | None = None,
+                          **kwargs: Any) -> web.Server:
+            inner = super()._make_handler(loop=loop, **kwargs)
+            # Runners call this after the startup hooks: the gateway (and its proxy) is started.
+            return FrontServer(inner, self[GATEWAY_KEY].proxy.handle, self._client_max_size)
+
+
 def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
     """The gateway as an aiohttp app; start it with `dpserve.http_server.serve_app` or a runner.
 
-    Handlers are cancelled when their client disconnects, which closes the upstream request.
+    The two proxied routes are served by the lean front (front.py) on every connection that has
+    not been handed to aiohttp; both cancel a handler when its client disconnects, which closes
+    the upstream request.
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024,
-                          handler_args={"handler_cancellation": True})
+    app = _GatewayApplication(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES,
+                              handler_args={"handler_cancellation": True})
     app[GATEWAY_KEY] = Gateway(config, clock)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post(CHAT_PATH, _proxy)

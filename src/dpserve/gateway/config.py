@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dpserve.config import DEFAULT_GATEWAY_PORT, DEFAULT_HOST, ConfigError, nested, option, require
 from dpserve.gateway.admission.config import AdmissionConfig
+from dpserve.gateway.aliases import parse_aliases
 from dpserve.gateway.policies.config import PolicyConfig
 
 
@@ -56,6 +57,9 @@ class RetryConfig:
     first_byte_timeout_s: float = option(
         300.0, "limit until the replica's response starts (headers, and the first chunk of a stream)")
     connect_timeout_s: float = option(2.0, "limit for opening a connection to a replica")
+    prewarm_connections: int = option(
+        4, "keep-alive connections opened to a replica when it comes up, so its first burst of "
+           "requests does not wait for connection set-up (0 = off)")
 
     def __post_init__(self) -> None:
         require(self.max_retries >= 0, "--max-retries must be >= 0")
@@ -64,6 +68,7 @@ class RetryConfig:
         require(self.request_timeout_s > 0, "--request-timeout-s must be > 0")
         require(self.first_byte_timeout_s > 0, "--first-byte-timeout-s must be > 0")
         require(self.connect_timeout_s > 0, "--connect-timeout-s must be > 0")
+        require(self.prewarm_connections >= 0, "--prewarm-connections must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,9 @@ class GatewayConfig:
             "share in load-based policies", metavar="W")
     drain_timeout_s: float = option(30.0, "DELETE /workers/{id}: seconds to wait for its in-flight requests")
     shutdown_grace_s: float = option(30.0, "on SIGTERM: seconds to let in-flight requests finish")
+    model_aliases: tuple[str, ...] = option(
+        (), "client-facing model names, ALIAS=SERVED_NAME each: routed to the replicas serving "
+            "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
     admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
                                    metavar="KEY")
     routing: PolicyConfig = nested(PolicyConfig)
@@ -101,6 +109,10 @@ class GatewayConfig:
                 check_worker_url(url)
             except ValueError as exc:
                 raise ConfigError(f"--worker-urls: {exc}") from exc
+        try:
+            parse_aliases(self.model_aliases)
+        except ValueError as exc:
+            raise ConfigError(f"--model-aliases: {exc}") from exc
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
 

@@ -8,18 +8,20 @@ the upstream connection, so the replica stops generating).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import orjson
-from aiohttp import web
 
 from dpserve.errors import HTTPError, error_body
 from dpserve.gateway.admission import Admission, AdmissionContext
+from dpserve.gateway.aliases import ModelAliases, StreamRenamer
 from dpserve.gateway.config import RetryConfig
+from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.policies.base import Policy, RouteRequest
@@ -47,6 +49,17 @@ class _Attempt:
     body_done: bool = False
 
 
+@dataclass(slots=True)
+class _Request:
+    """One client request as the proxy sends it: path, headers for the replica, body, and the sink."""
+
+    path: str
+    forward: dict[str, str]
+    body: bytes
+    parsed: ParsedRequest
+    sink: ResponseSink
+
+
 @dataclass(frozen=True)
 class _Failure:
     """A try that failed before anything reached the client: retry, or answer `error` at the end."""
@@ -60,7 +73,7 @@ class Proxy:
 
     def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
                  admission: Admission, metrics: GatewayMetrics, upstream: UpstreamPool,
-                 rng: random.Random, clock: Callable[[], float]) -> None:
+                 aliases: ModelAliases, rng: random.Random, clock: Callable[[], float]) -> None:
         self._cfg = retry
         self._registry = registry
         self._policy = policy
@@ -68,26 +81,38 @@ class Proxy:
         self._admission = admission
         self._metrics = metrics
         self._upstream = upstream
+        self._aliases = aliases
         self._rng = rng
         self._clock = clock
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self._admission.authenticate(request.headers)
-        raw = await request.read()
-        parsed = parse_request(request.path, raw, request.headers)
-        ticket = await self._admission.admit(request.headers,
+    async def handle(self, path: str, headers: Mapping[str, str], raw: bytes, sink: ResponseSink) -> None:
+        """Answer one request through `sink`; HTTPError for an answer the gateway gives itself."""
+        self._admission.authenticate(headers)
+        parsed = parse_request(path, raw, headers)
+        if self._aliases:  # no alias configured: not even a lookup
+            raw, parsed = self._resolve_alias(raw, parsed)
+        ticket = await self._admission.admit(headers,
                                              AdmissionContext(parsed.prompt_chars, parsed.max_tokens))
         # No await between admit() and the in-flight increment inside _with_retries (admission relies on it).
         usage = Usage()
         start = self._clock()
+        request = _Request(path, _forwarded_headers(headers), raw, parsed, sink)
         try:
-            return await self._with_retries(request, raw, parsed, usage, start)
+            await self._with_retries(request, usage, start)
         finally:
             ticket.release(usage.prompt_tokens, usage.completion_tokens)
             self._metrics.duration.observe(self._clock() - start)
 
-    async def _with_retries(self, request: web.Request, raw: bytes, parsed: ParsedRequest, usage: Usage,
-                            start: float) -> web.StreamResponse:
+    def _resolve_alias(self, raw: bytes, parsed: ParsedRequest) -> tuple[bytes, ParsedRequest]:
+        """An aliased `model`: route on the served name and send that upstream."""
+        target = self._aliases.target(parsed.model)
+        if target is None:
+            return raw, parsed
+        return (self._aliases.request_body(raw, target),
+                dataclasses.replace(parsed, model=target, alias=parsed.model))
+
+    async def _with_retries(self, request: _Request, usage: Usage, start: float) -> None:
+        parsed = request.parsed
         deadline = start + self._cfg.request_timeout_s
         tried: list[Worker] = []
         failure: _Failure | None = None
@@ -96,9 +121,9 @@ class Proxy:
             if worker is None:
                 break
             tried.append(worker)
-            result = await self._attempt(request, raw, parsed, worker, usage, deadline)
-            if isinstance(result, web.StreamResponse):
-                return result
+            result = await self._attempt(request, worker, usage, deadline)
+            if result is None:
+                return
             failure = result
             if attempt == self._cfg.max_retries or self._clock() >= deadline:
                 break
@@ -106,7 +131,7 @@ class Proxy:
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
         if failure is None:
-            _raise_if_model_unknown(self._registry, parsed.model)
+            _raise_if_model_unknown(self._registry, self._aliases, parsed)
             raise HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
                             headers={"Retry-After": "1"})
         self._metrics.retries_exhausted[()] += 1
@@ -125,46 +150,47 @@ class Proxy:
         self._metrics.decision(choice.reason)
         return cast(Worker, choice.worker)
 
-    async def _attempt(self, request: web.Request, raw: bytes, parsed: ParsedRequest, worker: Worker,
-                       usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
+    async def _attempt(self, request: _Request, worker: Worker, usage: Usage,
+                       deadline: float) -> _Failure | None:
+        """None once the answer went to the client; a _Failure when nothing did."""
         worker.in_flight += 1
         worker.breaker.on_dispatch()
         att = _Attempt(worker)
         try:
-            return await self._exchange(request, raw, parsed, att, usage, deadline)
+            return await self._exchange(request, att, usage, deadline)
         finally:
             worker.in_flight -= 1
             _record_verdict(worker, att.verdict)
-            self._policy.on_request_finished(worker, parsed.route, att.verdict != "failure")
+            self._policy.on_request_finished(worker, request.parsed.route, att.verdict != "failure")
             self._registry.notify_finished()
             self._admission.on_capacity_freed()
 
-    async def _exchange(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
-                        usage: Usage, deadline: float) -> web.StreamResponse | _Failure:
+    async def _exchange(self, request: _Request, att: _Attempt, usage: Usage,
+                        deadline: float) -> _Failure | None:
         first_byte_s = max(0.001, min(self._cfg.first_byte_timeout_s, deadline - self._clock()))
         first_byte_at = self._clock() + first_byte_s
         try:
-            body = await self._fetch(request, raw, parsed, att, first_byte_s, deadline)
+            body = await self._fetch(request, att, first_byte_s, deadline)
             if isinstance(body, _Failure):
                 return body
             assert att.resp is not None
             if body is None:  # a 200 stream: relayed chunk by chunk
-                return await self._relay_stream(request, att.resp, att, usage, first_byte_at, deadline)
-            return self._answer_whole(att.resp, body, att, usage)
+                return await self._relay_stream(request, att, usage, first_byte_at, deadline)
+            return await self._answer_whole(request, att.resp, body, att, usage)
         finally:
             if att.resp is not None and att.body_done:
                 att.resp.release()
             elif att.resp is not None:
                 att.resp.close()  # abort: the replica sees the disconnect and stops generating
 
-    async def _fetch(self, request: web.Request, raw: bytes, parsed: ParsedRequest, att: _Attempt,
-                     first_byte_s: float, deadline: float) -> bytes | _Failure | None:
+    async def _fetch(self, request: _Request, att: _Attempt, first_byte_s: float,
+                     deadline: float) -> bytes | _Failure | None:
         """Send; then read the whole body, unless the answer is a 200 stream (None)."""
         try:
             # Timeouts handed to the pool, not asyncio.timeout: see deadline_sweeper.py for why.
-            att.resp = resp = await self._upstream.post(att.worker.url, request.path, raw,
-                                                        _forwarded_headers(request), first_byte_s)
-            if resp.status == 200 and parsed.stream:
+            att.resp = resp = await self._upstream.post(att.worker.url, request.path, request.body,
+                                                        request.forward, first_byte_s)
+            if resp.status == 200 and request.parsed.stream:
                 return None
             body = await resp.read(max(0.001, deadline - self._clock()))
         except ConnectFailed as exc:
@@ -187,8 +213,8 @@ class Proxy:
         return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
                         reason)
 
-    def _answer_whole(self, resp: UpstreamResponse, body: bytes, att: _Attempt,
-                      usage: Usage) -> web.StreamResponse | _Failure:
+    async def _answer_whole(self, request: _Request, resp: UpstreamResponse, body: bytes, att: _Attempt,
+                            usage: Usage) -> _Failure | None:
         status = resp.status
         if is_retryable_status(status):
             retry_after = resp.headers.get("retry-after")
@@ -197,13 +223,18 @@ class Proxy:
         att.verdict = "failure" if is_replica_failure(status) else "success"
         if status == 200:
             usage.from_body(body)
+        alias = request.parsed.alias
+        if alias is not None:
+            body = self._aliases.response_body(body, alias)
         self._metrics.requests[(att.worker.id, str(status))] += 1
-        return web.Response(status=status, body=body, headers={
-            "Content-Type": resp.headers.get("content-type", "application/json"),
-            WORKER_HEADER: att.worker.id})
+        content_type = resp.headers.get("content-type", "application/json")
+        await request.sink.whole(status, {"Content-Type": content_type, WORKER_HEADER: att.worker.id}, body)
+        return None
 
-    async def _relay_stream(self, request: web.Request, resp: UpstreamResponse, att: _Attempt, usage: Usage,
-                            first_byte_at: float, deadline: float) -> web.StreamResponse | _Failure:
+    async def _relay_stream(self, request: _Request, att: _Attempt, usage: Usage, first_byte_at: float,
+                            deadline: float) -> _Failure | None:
+        assert att.resp is not None
+        resp = att.resp
         started = self._clock()
         try:
             async with asyncio.timeout(max(0.001, first_byte_at - started)):
@@ -213,50 +244,60 @@ class Proxy:
             return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte")
         if not first:
             return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
-        out = web.StreamResponse(status=200, headers={
-            "Content-Type": resp.headers.get("content-type", "text/event-stream"),
-            "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
+        out = request.sink
         tail = StreamTail()
         tail.add(first)
+        alias = request.parsed.alias
+        renamer = None if alias is None else StreamRenamer(self._aliases, alias)
         try:
-            await out.prepare(request)
+            await out.start({"Content-Type": resp.headers.get("content-type", "text/event-stream"),
+                             "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
             # Both sockets have TCP_NODELAY, and each chunk is written as it arrives: no Nagle
             # or buffering delay between replica and client.
-            await out.write(first)
+            await out.write(first if renamer is None else renamer.feed(first))
             self._metrics.ttft.observe(self._clock() - started)
-            await self._pump_until(resp, out, att, tail, deadline)
-            await out.write_eof()
+            await self._pump_until(resp, out, att, tail, renamer, deadline)
+            await out.end()
         except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
-            return out
+            return None
         tail.usage_into(usage)
         self._metrics.requests[(att.worker.id, "200")] += 1
-        return out
+        return None
 
-    async def _pump_until(self, resp: UpstreamResponse, out: web.StreamResponse, att: _Attempt,
-                          tail: StreamTail, deadline: float) -> None:
+    async def _pump_until(self, resp: UpstreamResponse, out: ResponseSink, att: _Attempt,
+                          tail: StreamTail, renamer: StreamRenamer | None, deadline: float) -> None:
         """Relay the rest of the stream; a replica failure or --request-timeout-s ends it with an
         SSE error event and [DONE]."""
         try:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                await self._pump(resp, out, att, tail)
+                await self._pump(resp, out, att, tail, renamer)
         except (UpstreamError, TimeoutError) as exc:
             att.verdict = "failure"
             logger.warning("stream from replica %s ended early: %r", att.worker.id, exc)
+            if renamer is not None:
+                await out.write(renamer.flush())  # the cut event's start, as it came
             await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
 
-    async def _pump(self, resp: UpstreamResponse, out: web.StreamResponse, att: _Attempt,
-                    tail: StreamTail) -> None:
+    async def _pump(self, resp: UpstreamResponse, out: ResponseSink, att: _Attempt,
+                    tail: StreamTail, renamer: StreamRenamer | None) -> None:
         while chunk := await resp.next_chunk():
             tail.add(chunk)
+            if renamer is not None:
+                chunk = renamer.feed(chunk)  # held back until its SSE event is complete
             await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
+        if renamer is not None:
+            await out.write(renamer.flush())
         att.verdict, att.body_done = "success", True
 
 
-def _raise_if_model_unknown(registry: WorkerRegistry, model: str | None) -> None:
-    """404 when every healthy worker's models are known and none serves `model`."""
+def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, parsed: ParsedRequest) -> None:
+    """404 when every healthy worker's models are known and none serves the requested model."""
     served = registry.served_models()
+    model = parsed.model
     if model is not None and served and model not in served:
-        raise HTTPError(404, f"The model `{model}` does not exist; available: {', '.join(sorted(served))}",
+        available = served | {alias for alias, target in aliases.items() if target in served}
+        asked = f"`{model}`" if parsed.alias is None else f"`{parsed.alias}` (an alias of `{model}`)"
+        raise HTTPError(404, f"The model {asked} does not exist; available: {', '.join(sorted(available))}",
                         code="model_not_found", param="model")
 
 
@@ -269,10 +310,10 @@ def _record_verdict(worker: Worker, verdict: str) -> None:
         worker.breaker.record_neutral()
 
 
-def _forwarded_headers(request: web.Request) -> dict[str, str]:
+def _forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
     for name in _FORWARDED_HEADERS:
-        value = request.headers.get(name)  # one lookup per name, not `in` and then `[]`
+        value = client_headers.get(name)  # one lookup per name, not `in` and then `[]`
         if value is not None:
             headers[name] = value
     return headers

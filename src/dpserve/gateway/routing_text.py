@@ -30,6 +30,8 @@ class ParsedRequest:
     prompt_chars: int
     max_tokens: int | None
     model: str | None = None
+    # The `model` the client sent when it was an alias (then `model` is the served name).
+    alias: str | None = None
 
 
 def _content_text(content: Any) -> str:

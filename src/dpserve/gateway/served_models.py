@@ -1,7 +1,8 @@
 """Which models each replica serves: fetched from its /v1/models when it comes up.
 
-Routing uses it to send a request only to replicas that serve the requested `model`, and the
-gateway answers 404 itself for a model no healthy replica serves.
+Routing uses it to send a request only to replicas that serve the requested `model`, the
+gateway answers 404 itself for a model no healthy replica serves, and its `/v1/models` is the
+union of these cards (no fetch per call, except for a worker whose fetch failed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from dpserve.gateway.aliases import ModelAliases
 from dpserve.gateway.worker import Worker
 
 
@@ -39,6 +41,11 @@ class ModelDiscovery:
         cards = await fetch_model_cards(self._http, worker.url, self._timeout_s)
         if cards is not None:  # unknown stays None: such a worker is not filtered out
             worker.models = frozenset(str(c.get("id")) for c in cards)
+            worker.model_cards = tuple(cards)
+
+    async def refresh_unknown(self, workers: list[Worker]) -> None:
+        """Fetch again for the workers whose cards are not known (their fetch failed before)."""
+        await asyncio.gather(*(self.refresh(w) for w in workers if w.models is None))
 
     def refresh_soon(self, worker: Worker) -> None:
         """From sync callbacks (health transitions): refresh in the background."""
@@ -50,3 +57,12 @@ class ModelDiscovery:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def model_list(workers: list[Worker], aliases: ModelAliases) -> list[dict[str, Any]]:
+    """`/v1/models` data: each served model once (first worker's card wins), then the aliases."""
+    served: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        for card in w.model_cards:
+            served.setdefault(str(card.get("id")), card)
+    return [*served.values(), *aliases.cards(served)]

@@ -48,6 +48,8 @@ class Worker:
         self.polled: PolledLoad | None = None
         # Model ids from the replica's /v1/models; None until known (then it is not filtered).
         self.models: frozenset[str] | None = None
+        # The model cards of that answer, as the replica sent them (the gateway's /v1/models).
+        self.model_cards: tuple[dict[str, Any], ...] = ()
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)

@@ -103,3 +103,30 @@ async def test_read_timeout_covers_the_body(fake_workers) -> None:
         await resp.read(timeout_s=0.05)
     resp.close()
     pool.close()
+
+
+async def test_prewarm_opens_idle_connections_that_requests_then_use(fake_workers) -> None:
+    [w] = await fake_workers(1)
+    pool = UpstreamPool(1.0)
+    assert await pool.prewarm(w.url, 4) == 4
+    assert await pool.prewarm(w.url, 4) == 0  # already 4 idle: nothing more to open
+    responses = await asyncio.gather(*(pool.post(w.url, "/v1/chat/completions", orjson.dumps(chat()), H)
+                                       for _ in range(4)))
+    for resp in responses:
+        await resp.read()
+        resp.release()
+    assert w.stats.requests == 4 and len(w.stats.peers) == 4
+    assert await pool.prewarm(w.url, 4) == 0  # the 4 came back to the pool, none was opened on demand
+    pool.close()
+
+
+async def test_prewarm_of_a_dead_replica_opens_nothing() -> None:
+    pool = UpstreamPool(0.5)
+    assert await pool.prewarm(f"http://127.0.0.1:{free_port()}", 4) == 0
+    pool.close()
+
+
+async def test_gateway_prewarms_connections_to_replicas_that_are_up(fake_workers, gateway, client) -> None:
+    [w] = await fake_workers(1)
+    gw = await gateway([w])
+    assert await gw.state.upstream.prewarm(w.url, 4) == 0  # the gateway opened them at start

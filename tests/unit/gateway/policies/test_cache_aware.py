@@ -95,6 +95,29 @@ def test_miss_between_equal_loads_goes_to_the_worker_holding_least_text() -> Non
     assert policy.select([big, small], RouteRequest("<|user|>" + "d" * 40)).worker is small
 
 
+def test_miss_goes_to_the_smallest_tree_even_with_more_requests_in_flight() -> None:
+    # Cold burst of a shared-prefix workload: w0 serves three cheap hits of one prefix, w1 two
+    # distinct prefixes. A new prefix costs a full prefill; it goes to w0, which holds less text,
+    # not to w1 because of its lower request count.
+    policy = _make()
+    w0, w1 = FakeWorker("w0"), FakeWorker("w1")
+    shared = "<|system|>" + "s" * 300
+    policy.select([w0], RouteRequest(shared + "<|user|>q0"))
+    for i in range(1, 3):
+        assert policy.select([w0, w1], RouteRequest(shared + f"<|user|>q{i}")).worker is w0
+    policy.select([w1], RouteRequest("<|system|>" + "t" * 300 + "<|user|>q"))
+    policy.select([w1], RouteRequest("<|system|>" + "u" * 300 + "<|user|>q"))
+    w0.in_flight, w1.in_flight = 3, 2
+    choice = policy.select([w0, w1], RouteRequest("<|system|>" + "v" * 300 + "<|user|>q"))
+    assert (choice.worker, choice.reason) == (w0, "cache_miss")
+
+
+def test_miss_between_equal_trees_goes_to_the_least_loaded() -> None:
+    policy = _make()
+    busy, idle = FakeWorker("busy", in_flight=5), FakeWorker("idle", in_flight=1)
+    assert policy.select([busy, idle], RouteRequest("<|user|>" + "n" * 60)).worker is idle
+
+
 def test_second_turn_stays_with_the_session_at_the_default_threshold() -> None:
     # turn 2 resends turn 1 (256 tokens) + the answer (32) + a new 256: ~47 % matched, above 0.3.
     policy = build_policy(PolicyConfig(policy="cache_aware"), rng=random.Random(0), clock=FakeClock())

@@ -1,0 +1,82 @@
+"""Queueing trace of one run: each sim's running/waiting gauges sampled on a thread while the bench runs.
+
+Summarised as what the table cannot show: how unevenly the replicas were loaded *at the same moment*
+(mean spread of running requests across replicas, worst moment) and how much queued.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+
+
+def _gauges(url: str) -> tuple[float, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=1.0) as resp:
+        text = resp.read().decode()
+    values = {RUNNING: 0.0, WAITING: 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values[RUNNING], values[WAITING]
+
+
+def policy_decisions(router_url: str) -> dict[str, float]:
+    """dpserve_policy_decisions_total by reason from a dpserve gateway's /metrics ({} for others)."""
+    try:
+        with urllib.request.urlopen(router_url + "/metrics", timeout=2.0) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("dpserve_policy_decisions_total{") and 'reason="' in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = out.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def summarize_samples(samples: list[list[tuple[float, float]]]) -> dict[str, Any]:
+    """Per sample time the list of (running, waiting) per replica → spread and queueing figures."""
+    busy = [s for s in samples if sum(r for r, _ in s) > 0]
+    if not busy:
+        return {"samples": 0}
+    spreads = [max(r for r, _ in s) - min(r for r, _ in s) for s in busy]
+    peaks = [max(r for r, _ in s) for s in busy]
+    return {
+        "samples": len(busy),
+        "running_spread_mean": sum(spreads) / len(busy),
+        "running_spread_max": max(spreads),
+        "running_peak_mean": sum(peaks) / len(busy),
+        "waiting_mean": sum(sum(w for _, w in s) for s in busy) / len(busy),
+    }
+
+
+@contextmanager
+def sampled(workers: Sequence[str], interval_s: float, out: dict[str, Any]) -> Iterator[None]:
+    """Sample `workers`' gauges every `interval_s` until the block ends; the summary lands in `out`."""
+    samples: list[list[tuple[float, float]]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                samples.append([_gauges(w) for w in workers])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=loop, name="gauge-sampler", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        out.update(summarize_samples(samples))
+        out["timeline"] = [[r for r, _ in s] for s in samples]
