@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -82,3 +84,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration/gateway" in str(item.path):
             item.add_marker(pytest.mark.timeout(60))
+
+
+async def wait_router_ready(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 20.0) -> None:
+    """Poll a `dpserve router` process's /readiness until 200; fail if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as client:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, "router exited early"
+            try:
+                async with client.get(url + "/readiness") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError("router not ready")

@@ -8,32 +8,16 @@ import os
 import shutil
 import signal
 import sys
-import time
 
 import aiohttp
 import orjson
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.gateway.conftest import chat
+from tests.integration.gateway.conftest import chat, wait_router_ready
 
 CHAT = "/v1/chat/completions"
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-
-
-async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as client:
-        while time.monotonic() < deadline:
-            assert proc.returncode is None, "router exited early"
-            try:
-                async with client.get(url + "/readiness") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("router not ready")
 
 
 async def _curl(*args: str) -> tuple[str, bytes]:
@@ -103,7 +87,7 @@ async def test_sigterm_closes_idle_connections_refuses_new_ones_and_finishes_str
         "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(url, proc)
+        await wait_router_ready(url, proc)
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         body = orjson.dumps(chat("s", stream=True))

@@ -7,26 +7,9 @@ import asyncio
 import os
 import signal
 import sys
-import time
-
-import aiohttp
 
 from tests.conftest import free_port
-from tests.integration.gateway.conftest import chat
-
-
-async def _wait_ready(client: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.returncode is None, "router exited early"
-        try:
-            async with client.get(url + "/readiness") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise TimeoutError("router not ready")
+from tests.integration.gateway.conftest import chat, wait_router_ready
 
 
 async def test_sigterm_finishes_in_flight_stream_then_exits(fake_workers, client) -> None:
@@ -37,7 +20,7 @@ async def test_sigterm_finishes_in_flight_stream_then_exits(fake_workers, client
         "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(client, url, proc)
+        await wait_router_ready(url, proc)
         async with client.post(url + "/v1/chat/completions", json=chat(stream=True)) as resp:
             first = await resp.content.readany()
             os.kill(proc.pid, signal.SIGTERM)
