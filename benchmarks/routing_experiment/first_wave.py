@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 from fleet import HOST, free_port, router, sim_fleet
-from run import MODEL, dpserve_router, sglang_router
+from run import MODEL, router_argv
 
 from dpserve.bench.benchmark import build_arrivals, build_conversations, make_text
 from dpserve.bench.config import BenchConfig
@@ -102,10 +102,7 @@ def one_run(name: str, config: BenchConfig, args: argparse.Namespace, tag: str) 
     with sim_fleet(args.replicas, sim_args, log_dir) as workers:
         port = free_port()
         url = f"http://{HOST}:{port}"
-        sglang_policy = name.removeprefix("sglang:")
-        argv = sglang_router(port, sglang_policy, workers) if sglang_policy != name else \
-            dpserve_router(port, name, workers)
-        with router(argv, url, "/readiness", log_dir / "router.log"):
+        with router(router_argv(name, port, workers), url, "/readiness", log_dir / "router.log"):
             time.sleep(args.settle_s)  # as run.py: every router gets the same wait
             return asyncio.run(run_requests(url, config))
 

@@ -70,6 +70,14 @@ def sglang_router(port: int, policy: str, workers: list[str]) -> list[str]:
             "--prometheus-port", str(free_port())]  # its default port stays taken between runs
 
 
+def router_argv(router_name: str, port: int, workers: list[str]) -> list[str]:
+    """`sglang:POLICY` → SGLang's router with POLICY; any other name → `dpserve router --policy NAME`."""
+    sglang_policy = router_name.removeprefix("sglang:")
+    if sglang_policy != router_name:
+        return sglang_router(port, sglang_policy, workers)
+    return dpserve_router(port, router_name, workers)
+
+
 def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed: int) -> dict[str, Any]:
     argv = [sys.executable, "-m", "dpserve", "bench", "--url", url, "--model", MODEL, "--seed", str(seed),
             "--ignore-eos", "--metrics-urls", *workers, "--output-json", str(out), *scenario.bench_args]
@@ -87,10 +95,7 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
     with sim_fleet(args.replicas, sim_args, log_dir) as workers:
         port = free_port()
         url = f"http://{HOST}:{port}"
-        sglang_policy = router_name.removeprefix("sglang:")
-        argv = sglang_router(port, sglang_policy, workers) if sglang_policy != router_name else \
-            dpserve_router(port, router_name, workers)
-        with router(argv, url, "/readiness", log_dir / "router.log"):
+        with router(router_argv(router_name, port, workers), url, "/readiness", log_dir / "router.log"):
             # SGLang's router registers workers in the background, so it needs the wait; every router
             # gets the same one, so each bench starts the same time after its fleet (CPU settled).
             time.sleep(args.sglang_settle_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from dpserve.config import build_config
 from dpserve.gateway.app import GATEWAY_KEY, Gateway, build_app
 from dpserve.gateway.config import GatewayConfig
 from dpserve.http_server import bind_socket
+from tests.conftest import free_port
 from tests.integration.gateway.fake_worker import FakeWorker
 
 # Short intervals so every scenario settles in well under a second or two.
@@ -100,3 +102,29 @@ async def wait_router_ready(url: str, proc: asyncio.subprocess.Process, timeout_
                 pass
             await asyncio.sleep(0.05)
     raise TimeoutError("router not ready")
+
+
+async def start_router_process(*worker_urls: str) -> tuple[asyncio.subprocess.Process, str]:
+    """`dpserve router` in its own process group in front of `worker_urls`, ready; (process, base URL).
+
+    A 5 s shutdown grace, so SIGTERM tests see in-flight streams finish. The caller stops it."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dpserve", "router", "--port", str(port), "--worker-urls", *worker_urls,
+        "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_router_ready(url, proc)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, url
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Poll `condition` every 10 ms until it holds; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)

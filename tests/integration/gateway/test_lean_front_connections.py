@@ -8,7 +8,7 @@ import socket
 
 import orjson
 
-from tests.integration.gateway.conftest import chat
+from tests.integration.gateway.conftest import chat, eventually
 
 
 def _request(method: str, path: str, body: bytes = b"", extra: str = "") -> bytes:
@@ -79,11 +79,7 @@ async def test_a_client_that_leaves_mid_request_releases_its_load(fake_workers, 
     writer.write(_request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
     worker = gw.state.registry.get("w0")
     assert worker is not None
-    for _ in range(200):
-        if worker.in_flight == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert worker.in_flight == 1
+    await eventually(lambda: worker.in_flight == 1)
     writer.close()
     for _ in range(200):
         if worker.in_flight == 0 and w.stats.cancelled == 1:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.gateway.conftest import RunningGateway, chat
+from tests.integration.gateway.conftest import RunningGateway, chat, eventually
 
 CHAT = "/v1/chat/completions"
 _COMPARED = ("content-type", "retry-after", "x-dpserve-worker", "cache-control")
@@ -94,10 +94,7 @@ async def test_shedding_matches_aiohttp(fake_workers, gateway) -> None:  # type:
     held = asyncio.create_task(_ask(gw, orjson.dumps(chat("hold")), "", via_aiohttp=False))
     worker = gw.state.registry.get("w0")
     assert worker is not None
-    for _ in range(200):
-        if worker.in_flight == 1:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: worker.in_flight == 1)
     status, content = await _same_on_both(gw, orjson.dumps(chat("shed")))
     assert status == 429 and content["error"]["type"] == "rate_limit_error"
     held.cancel()

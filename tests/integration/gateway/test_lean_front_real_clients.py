@@ -7,14 +7,12 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
 
 import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import free_port
-from tests.integration.gateway.conftest import chat, wait_router_ready
+from tests.integration.gateway.conftest import chat, start_router_process
 
 CHAT = "/v1/chat/completions"
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -81,13 +79,9 @@ async def test_many_concurrent_connections(fake_workers, gateway) -> None:  # ty
 
 async def test_sigterm_closes_idle_connections_refuses_new_ones_and_finishes_streams(fake_workers) -> None:  # type: ignore[no-untyped-def]
     [w] = await fake_workers(1, chunks=40, chunk_delay_s=0.02)
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dpserve", "router", "--port", str(port), "--worker-urls", w.url,
-        "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = await start_router_process(w.url)
+    port = int(url.rsplit(":", 1)[1])
     try:
-        await wait_router_ready(url, proc)
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         body = orjson.dumps(chat("s", stream=True))

@@ -8,19 +8,13 @@ import os
 import signal
 import sys
 
-from tests.conftest import free_port
-from tests.integration.gateway.conftest import chat, wait_router_ready
+from tests.integration.gateway.conftest import chat, start_router_process
 
 
 async def test_sigterm_finishes_in_flight_stream_then_exits(fake_workers, client) -> None:
     [w] = await fake_workers(1, chunks=30, chunk_delay_s=0.02)
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dpserve", "router", "--port", str(port), "--worker-urls", w.url,
-        "--shutdown-grace-s", "5", "--log-level", "warning", start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = await start_router_process(w.url)
     try:
-        await wait_router_ready(url, proc)
         async with client.post(url + "/v1/chat/completions", json=chat(stream=True)) as resp:
             first = await resp.content.readany()
             os.kill(proc.pid, signal.SIGTERM)
