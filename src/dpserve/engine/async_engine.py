@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, Literal
 
 from dpserve.engine.config import EngineConfig
 from dpserve.engine.core_process import engine_core_main
@@ -56,19 +56,25 @@ class AsyncEngine:
         self._ready: asyncio.Future[EngineStats] | None = None
         self._streams: dict[str, asyncio.Queue[TokenDelta]] = {}
         self._stats = EngineStats()
-        self._dead = False
-        self.core_died = False  # the core died while serving (not stopped by us)
+        # stopped → starting → serving → died (the core exited on its own) or stopped (by stop())
+        self._state: Literal["stopped", "starting", "serving", "died"] = "stopped"
+
+    @property
+    def core_died(self) -> bool:
+        """The core exited while serving, not because we stopped it."""
+        return self._state == "died"
 
     async def start(self) -> None:
         """Spawn the core, wait until it has loaded the model; EngineCoreError if it cannot."""
         self._loop = asyncio.get_running_loop()
+        self._state = "starting"
         ctx = multiprocessing.get_context("spawn")
         commands_r, self._commands = ctx.Pipe(duplex=False)
         self._outputs, outputs_w = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=engine_core_main, name="dpserve-engine-core", daemon=True,
             args=(self.config, self.model_dir, self.tokenizer.eos_token_ids, commands_r, outputs_w,
-                  logging.getLogger().getEffectiveLevel(), multiprocessing.current_process().pid))
+                  logging.getLogger().getEffectiveLevel(), os.getpid()))
         self._process.start()
         commands_r.close()  # the child holds these ends now; closing ours makes its death an EOF here
         outputs_w.close()
@@ -83,6 +89,8 @@ class AsyncEngine:
         if process is None:
             return
         self._process = None
+        if self._state != "died":  # "died" stays: the command's exit status reports it
+            self._state = "stopped"  # from here on, the core's exit is expected
         self._send_queue.put(("stop",))
         self._send_queue.put(None)  # ends the sender thread after "stop" is written
         await asyncio.to_thread(process.join, _STOP_GRACE_S)
@@ -101,7 +109,7 @@ class AsyncEngine:
         return self._stats  # the snapshot the core sent with its last message
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        if self._process is None or self._dead:
+        if self._state != "serving":
             raise EngineCoreError("the engine core is not running")
         check_prompt(request.prompt_token_ids, self.max_model_len, self.vocab_size)  # ValueError → 400
         if request.request_id in self._streams:
@@ -154,20 +162,20 @@ class AsyncEngine:
         elif kind == "stats":
             self._stats = message[1]
         elif kind == "ready" and self._ready is not None and not self._ready.done():
+            self._state = "serving"
             self._ready.set_result(message[1])
         elif kind == "failed" and self._ready is not None and not self._ready.done():
             self._ready.set_exception(EngineCoreError(f"the engine core failed to start: {message[1]}"))
 
     def _on_core_exit(self) -> None:
         self._close_outputs()
-        self._dead = True
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(EngineCoreError("the engine core exited while starting"))
-        elif self._process is not None:  # died while serving: take the replica down with it, as
-            # vLLM's API server does, so its supervisor restarts it rather than routing to a zombie
+        elif self._state == "serving":  # died on its own: take the replica down with it, as vLLM's
+            # API server does, so its supervisor restarts it rather than routing to a zombie
+            self._state = "died"
             logger.error("the engine core process died (exit code %s); failing open requests and "
-                         "shutting down", self._process.exitcode)
-            self.core_died = True
+                         "shutting down", self._process.exitcode if self._process else None)
             os.kill(os.getpid(), signal.SIGTERM)
         self._fail_all()
 
