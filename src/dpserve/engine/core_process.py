@@ -16,11 +16,9 @@ Wire format (pickled tuples over two one-way pipes):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,14 +26,10 @@ from typing import Any
 
 from dpserve.engine.config import EngineConfig
 from dpserve.log import setup_logging
+from dpserve.parent_death import die_with_parent, load_libc
 from dpserve.serving.engine_client import SamplingParams
 
 logger = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-DeltaTuple = tuple[str, list[int], str | None, int, int]
-
 
 def default_num_threads() -> int:
     """Every CPU this process may use. The HTTP side lives in another process and needs little CPU
@@ -48,7 +42,9 @@ def default_num_threads() -> int:
 def engine_core_main(config: EngineConfig, model_dir: Path, eos_token_ids: Sequence[int],
                      commands: Connection, outputs: Connection, log_level: int, parent_pid: int) -> None:
     """Entry point of the spawned process: build the engine, say "ready", then serve commands."""
-    _die_with_parent(parent_pid)
+    # SIGKILL if the parent dies without closing the pipes cleanly (belt and braces: the pipe's EOF
+    # already ends the loop, but not while a long prefill step runs)
+    die_with_parent(load_libc(), signal.SIGKILL, parent_pid)
     # Ctrl-C and the launcher's SIGTERM reach the whole process group; the HTTP process decides
     # when we stop (after draining), so neither may kill us first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -118,14 +114,3 @@ class EngineCoreLoop:
         except ValueError:
             logger.exception("request %s rejected by the engine", request_id)
             self.outputs.send(("step", [(request_id, [], "abort", 0, 0)], self.engine.stats()))
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL us if the parent dies without closing the pipe cleanly (belt and braces: the pipe's
-    EOF already ends the loop, but not while a long prefill step runs)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)

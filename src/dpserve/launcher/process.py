@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import sys
 from collections.abc import Callable, Mapping, Sequence
 
-_PR_SET_PDEATHSIG = 1
+from dpserve.parent_death import die_with_parent, load_libc
+
 _STREAM_LIMIT = 1 << 20  # longest log line read as one line
 
 
@@ -23,14 +22,11 @@ def _make_preexec(cpu_cores: Sequence[int], death_signal: int) -> Callable[[], N
     """The function run in the forked child. Everything it needs is prepared here, in the parent:
     after fork only async-signal-safe work is wise (no imports, no dlopen)."""
     parent_pid = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    libc = load_libc()
     cores = set(cpu_cores)
 
     def preexec() -> None:
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-            if os.getppid() != parent_pid:  # we died before prctl took effect
-                os._exit(1)
+        die_with_parent(libc, death_signal, parent_pid)
         if cores:
             os.sched_setaffinity(0, cores)
 
