@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import BackgroundTasks
 from dpserve.errors import HTTPError, error_middleware
 from dpserve.gateway.admission import Admission, build_admission
 from dpserve.gateway.aliases import ModelAliases, parse_aliases
@@ -65,7 +65,7 @@ class Gateway:
         self._proxy: Proxy | None = None
         self._upstream: UpstreamPool | None = None
         self._models: ModelDiscovery | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     @property
     def proxy(self) -> Proxy:
@@ -114,8 +114,7 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.admission.stop()
-        for task in list(self._tasks):
-            await cancel_and_wait(task)
+        await self._background.cancel_all()
         if self._poller is not None:
             await self._poller.stop()
         if self._health is not None:
@@ -153,9 +152,7 @@ class Gateway:
         if healthy:
             if self._models is not None:  # a restarted replica may serve another model now
                 self._models.refresh_soon(worker)
-            task = asyncio.get_running_loop().create_task(self._prewarm(worker))
-            self._tasks.add(task)  # a reference, so the task is not collected mid-flight
-            task.add_done_callback(self._tasks.discard)
+            self._background.spawn(self._prewarm(worker))
             self.admission.on_capacity_freed()
 
     async def _prewarm(self, worker: Worker) -> None:

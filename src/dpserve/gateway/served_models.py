@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from dpserve.aio import BackgroundTasks
 from dpserve.gateway.aliases import ModelAliases
 from dpserve.gateway.worker import Worker
 
@@ -35,7 +36,7 @@ class ModelDiscovery:
     def __init__(self, http: aiohttp.ClientSession, timeout_s: float) -> None:
         self._http = http
         self._timeout_s = timeout_s
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     async def refresh(self, worker: Worker) -> None:
         cards = await fetch_model_cards(self._http, worker.url, self._timeout_s)
@@ -49,14 +50,10 @@ class ModelDiscovery:
 
     def refresh_soon(self, worker: Worker) -> None:
         """From sync callbacks (health transitions): refresh in the background."""
-        task = asyncio.get_running_loop().create_task(self.refresh(worker))
-        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(self.refresh(worker))
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_all()
 
 
 def model_list(workers: list[Worker], aliases: ModelAliases) -> list[dict[str, Any]]:

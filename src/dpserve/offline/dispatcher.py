@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from dpserve.aio import BackgroundTasks
 from dpserve.offline.assignment import Assigner, WorkItem
 from dpserve.offline.client import Outcome
 from dpserve.offline.progress import ProgressState
@@ -50,13 +51,11 @@ class Dispatcher:
         self._settings = settings
         self._changed = asyncio.Condition()
         self._in_flight = 0
-        self._notifiers: set[asyncio.Task[None]] = set()
+        self._notifiers = BackgroundTasks()
 
     def notify(self) -> None:
         """Something changed (replica up, window moved): idle slots look for work again."""
-        task = asyncio.get_running_loop().create_task(self._notify_all())
-        self._notifiers.add(task)
-        task.add_done_callback(self._notifiers.discard)
+        self._notifiers.spawn(self._notify_all())
 
     async def _notify_all(self) -> None:
         async with self._changed:

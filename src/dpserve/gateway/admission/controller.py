@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import BackgroundTasks, cancel_and_wait
 from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.admission.contract import AdmissionContext, CapacityView
 from dpserve.gateway.admission.gate import CapacityGate
@@ -55,7 +55,7 @@ class Admission:
         self._gate = (CapacityGate(capacity, queue_size=config.queue_size, drain=self._drain, clock=clock)
                       if config.max_inflight_per_worker is not None else None)
         self._last_estimate: WaitEstimate | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self._pumper: asyncio.Task[None] | None = None
 
     def worker_cap(self, weight: float = 1.0) -> int | None:
@@ -75,8 +75,7 @@ class Admission:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._pumper)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait_all()  # releases must reach the store before it closes
         await self._store.stop()
 
     def on_capacity_freed(self) -> None:
@@ -190,9 +189,7 @@ class Admission:
                                             prompt_tokens + completion_tokens))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(_quietly(coro))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(_quietly(coro))
 
     async def _pump_forever(self) -> None:
         while True:
