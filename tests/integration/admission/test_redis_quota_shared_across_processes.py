@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpserve.gateway.admission import AdmissionConfig, AdmissionContext, build_admission
+from dpserve.gateway.admission import Admission, AdmissionConfig, AdmissionContext, build_admission
 from dpserve.gateway.admission.rejection import Rejection
 
 from .quota_client import AlwaysRoom
@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def _two_gateways(redis_server: RedisServer, keys_file: Path) -> tuple[Admission, Admission]:
+    """Two started Admissions sharing one Redis, as two gateway processes would (callers stop them)."""
+    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
+    first, second = (build_admission(cfg, AlwaysRoom()) for _ in range(2))
+    await first.start()
+    await second.start()
+    return first, second
 
 
 def test_two_processes_share_requests_per_minute(redis_server: RedisServer, keys_file: Path) -> None:
@@ -41,10 +50,7 @@ def test_two_processes_share_requests_per_minute(redis_server: RedisServer, keys
 
 async def test_tenant_at_limit_does_not_slow_other_tenants(redis_server: RedisServer,
                                                            keys_file: Path) -> None:
-    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
-    first, second = (build_admission(cfg, AlwaysRoom()) for _ in range(2))
-    await first.start()
-    await second.start()
+    first, second = await _two_gateways(redis_server, keys_file)
     busy_admitted = 0
     for i in range(20):
         gate = first if i % 2 else second
@@ -64,10 +70,7 @@ async def test_tenant_at_limit_does_not_slow_other_tenants(redis_server: RedisSe
 
 async def test_concurrency_slots_are_cluster_wide_and_released(redis_server: RedisServer,
                                                                keys_file: Path) -> None:
-    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
-    first, second = (build_admission(cfg, AlwaysRoom()) for _ in range(2))
-    await first.start()
-    await second.start()
+    first, second = await _two_gateways(redis_server, keys_file)
     held = [await first.admit(_auth("k-busy"), CTX) for _ in range(2)]
     held.append(await second.admit(_auth("k-busy"), CTX))
     with pytest.raises(Rejection, match=r"max_concurrency limit \(3\)"):
@@ -80,10 +83,7 @@ async def test_concurrency_slots_are_cluster_wide_and_released(redis_server: Red
 
 async def test_tokens_per_minute_charged_across_gateways(redis_server: RedisServer,
                                                          keys_file: Path) -> None:
-    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
-    first, second = (build_admission(cfg, AlwaysRoom()) for _ in range(2))
-    await first.start()
-    await second.start()
+    first, second = await _two_gateways(redis_server, keys_file)
     (await first.admit(_auth("k-tokens"), CTX)).release(80, 70)  # 150 > 100 per minute
     await first.stop()
     with pytest.raises(Rejection, match="tokens_per_minute") as info:

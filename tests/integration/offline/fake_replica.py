@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +61,19 @@ async def start_fake(replica: FakeReplica) -> tuple[web.AppRunner, str]:
     await site.start()
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def running_fakes(*replicas: FakeReplica) -> AsyncIterator[list[str]]:
+    """Serve every replica (as start_fake) for the block; yields their base URLs, cleans up after."""
+    started: list[web.AppRunner] = []
+    try:
+        urls = []
+        for replica in replicas:
+            runner, url = await start_fake(replica)
+            started.append(runner)
+            urls.append(url)
+        yield urls
+    finally:
+        for runner in started:
+            await runner.cleanup()
