@@ -59,6 +59,10 @@ def _init(spec: str) -> None:
     _tokenizer = load_tokenizer(spec)
 
 
+def _ready() -> bool:
+    return _tokenizer is not None
+
+
 def _compute(endpoint: str, body: Mapping[str, Any], block_size: int) -> tuple[tuple[int, ...], int] | None:
     assert _tokenizer is not None, "worker not initialised"
     return block_keys_for(_tokenizer, endpoint, body, block_size)
@@ -71,13 +75,19 @@ class PromptKeyer:
         self.tokenizer_spec = tokenizer_spec
         self._pool: ProcessPoolExecutor | None = None
 
+    def start(self) -> None:
+        """Spawn the worker and load the tokenizer now (a second or so), not on a request's path."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init, initargs=(self.tokenizer_spec,))
+            self._pool.submit(_ready)
+
     async def keys(self, endpoint: str, body: Mapping[str, Any],
                    block_size: int) -> tuple[tuple[int, ...], int] | None:
         """None when the body cannot be tokenised (the replica answers the client) or the worker
         broke (it is restarted on the next request)."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init, initargs=(self.tokenizer_spec,))
+        self.start()
+        assert self._pool is not None
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, _compute, endpoint, dict(body), block_size)

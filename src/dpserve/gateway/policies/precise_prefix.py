@@ -45,8 +45,11 @@ class PrecisePrefixPolicy(Policy):
         self._keyer = PromptKeyer(config.kv_events_tokenizer) if config.kv_events_tokenizer else None
 
     async def prepare(self, request: RouteRequest) -> RouteRequest:
+        if self._keyer is None:
+            return request
         block_size = self.index.block_size
-        if self._keyer is None or block_size is None or request.body is None:
+        if block_size is None or request.body is None:  # no event seen yet: route by the tree
+            self._keyer.start()
             return request
         result = await self._keyer.keys(request.endpoint, request.body, block_size)
         return request if result is None else dataclasses.replace(request, block_keys=result[0])
