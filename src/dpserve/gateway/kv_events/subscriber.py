@@ -102,8 +102,9 @@ class ReplicaSubscription:
         if seq < self.next_seq:
             return  # already applied (a replay covered it)
         self.stats.gaps += 1
-        await self._resync(self.next_seq, cleared=False)
-        if seq == self.next_seq:
+        expected = self.next_seq
+        await self._resync(expected, cleared=False)
+        if self.next_seq is None or seq == self.next_seq:  # None: the state was already cleared
             self._accept(seq, payload)
         elif seq > self.next_seq:  # still missing: rebuild from here on
             self._lose_state(f"batches {self.next_seq}..{seq - 1} are lost")
