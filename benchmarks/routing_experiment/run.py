@@ -3,6 +3,12 @@ front of the same fresh fleet of `dpserve sim` replicas, on a shared-prefix and 
 
     .venv/bin/python benchmarks/routing_experiment/run.py --out-dir benchmarks/routing_experiment/results
 
+The sims publish KV events (issue 17) and every dpserve router is told where (precise_prefix routes
+on them; the other policies ignore them). A router named `2x:NAME` (e.g. `2x:precise_prefix`,
+`2x:sglang:cache_aware`, via --two-gateways) is two such routers in front of the same fleet with
+the traffic split between them request by request (a `dpserve router --policy round_robin` in
+front of both, as a load balancer in front of gateway replicas would).
+
 Writes results.json, results.md (the table) and routing.png into --out-dir. Every process listens on
 127.0.0.1 and is stopped before the next run; each run gets a fresh fleet, so caches start empty.
 """
@@ -15,16 +21,18 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet import HOST, free_port, router, sim_fleet
+from fleet import HOST, free_port, kv_events_spec, router, sim_fleet
 from queue_trace import policy_decisions, sampled
 from tables import markdown_table, median_rows, summarize
 
-SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")
+SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")  # --sglang-python overrides
+TWO_GATEWAYS = "2x:"
 MODEL = "smollm2-135m"
 BENCH_TIMEOUT_S = 900
 
@@ -56,12 +64,17 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
              str(args.turns), "--input-len", "256", "--output-len", str(args.output_len),
              "--concurrency", str(args.num_sessions // 2))
     return [Scenario("shared-prefix", shared, None),
-            Scenario("multi-turn", multi, ("round_robin", "consistent_hash", "cache_aware"))]
+            Scenario("multi-turn", multi,
+                     ("round_robin", "consistent_hash", "cache_aware", "precise_prefix"))]
 
 
 def dpserve_router(port: int, policy: str, workers: list[str]) -> list[str]:
-    return [sys.executable, "-m", "dpserve", "router", "--host", HOST, "--port", str(port),
+    argv = [sys.executable, "-m", "dpserve", "router", "--host", HOST, "--port", str(port),
             "--policy", policy, "--worker-urls", *workers]
+    specs = [kv_events_spec(w) for w in workers]
+    if all(specs):
+        argv += ["--kv-events-tokenizer", "sim", "--worker-kv-events", *(s for s in specs if s)]
+    return argv
 
 
 def sglang_router(port: int, policy: str, workers: list[str]) -> list[str]:
@@ -78,6 +91,26 @@ def router_argv(router_name: str, port: int, workers: list[str]) -> list[str]:
     return dpserve_router(port, router_name, workers)
 
 
+@contextmanager
+def gateways(router_name: str, workers: list[str], log_dir: Path) -> Iterator[str]:
+    """One router, or (`2x:NAME`) two behind a round-robin front; yields the URL the bench calls."""
+    inner = router_name.removeprefix(TWO_GATEWAYS)
+    with ExitStack() as stack:
+        urls = []
+        for i in range(2 if inner != router_name else 1):
+            port = free_port()
+            url = f"http://{HOST}:{port}"
+            urls.append(stack.enter_context(router(router_argv(inner, port, workers), url, "/readiness",
+                                                   log_dir / f"router{i}.log")))
+        if len(urls) == 1:
+            yield urls[0]
+            return
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        yield stack.enter_context(router(dpserve_router(port, "round_robin", urls), url, "/readiness",
+                                         log_dir / "front.log"))
+
+
 def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed: int) -> dict[str, Any]:
     argv = [sys.executable, "-m", "dpserve", "bench", "--url", url, "--model", MODEL, "--seed", str(seed),
             "--ignore-eos", "--metrics-urls", *workers, "--output-json", str(out), *scenario.bench_args]
@@ -92,19 +125,19 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
     log_dir = (args.log_dir or args.out_dir / "logs") / tag
     sim_args = ["--time-scale", str(args.time_scale), "--kv-cache-tokens", str(args.kv_cache_tokens),
                 "--max-model-len", str(args.max_model_len), "--log-level", "warning"]
-    with sim_fleet(args.replicas, sim_args, log_dir) as workers:
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        with router(router_argv(router_name, port, workers), url, "/readiness", log_dir / "router.log"):
-            # SGLang's router registers workers in the background, so it needs the wait; every router
-            # gets the same one, so each bench starts the same time after its fleet (CPU settled).
-            time.sleep(args.sglang_settle_s)
-            queueing: dict[str, Any] = {}
-            interval = args.trace_interval_s
-            with sampled(workers, interval, queueing) if interval else nullcontext():
-                report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
-            if interval:
-                report["queueing"] = queueing
+    kv_dir = log_dir / "kv" if args.kv_events else None
+    with sim_fleet(args.replicas, sim_args, log_dir, kv_dir) as workers, \
+            gateways(router_name, workers, log_dir) as url:
+        # SGLang's router registers workers in the background, so it needs the wait; every router
+        # gets the same one, so each bench starts the same time after its fleet (CPU settled).
+        time.sleep(args.sglang_settle_s)
+        queueing: dict[str, Any] = {}
+        interval = args.trace_interval_s
+        with sampled(workers, interval, queueing) if interval else nullcontext():
+            report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
+        if interval:
+            report["queueing"] = queueing
+        if not router_name.startswith(TWO_GATEWAYS):
             report["decisions"] = policy_decisions(url)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
@@ -137,6 +170,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
     p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
     p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
+    p.add_argument("--sglang-python", type=Path, default=SGLANG_PYTHON,
+                   help="python of the venv where sglang-router is installed")
+    p.add_argument("--no-kv-events", dest="kv_events", action="store_false",
+                   help="sims publish no KV events (precise_prefix then routes like cache_aware)")
+    p.add_argument("--two-gateways", nargs="*", default=[],
+                   help="routers to also run as two gateways splitting the traffic (e.g. precise_prefix "
+                        "cache_aware sglang:cache_aware)")
     p.add_argument("--sglang-policies", nargs="*", default=["cache_aware"],
                    help="SGLang router policies to run (e.g. round_robin too, to measure router overhead)")
     p.add_argument("--sglang-settle-s", type=float, default=3.0,
@@ -151,6 +191,8 @@ def main() -> int:
     args = parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     all_policies = args.policies if args.policies is not None else gateway_policies()
+    global SGLANG_PYTHON
+    SGLANG_PYTHON = args.sglang_python
     use_sglang = not args.no_sglang and SGLANG_PYTHON.exists()
     results = []
     for scenario in scenarios(args):
@@ -159,6 +201,8 @@ def main() -> int:
         routers = [p for p in (scenario.policies or all_policies) if p in all_policies]
         if use_sglang and scenario.with_sglang:
             routers += [f"sglang:{p}" for p in args.sglang_policies]
+        routers += [TWO_GATEWAYS + r for r in args.two_gateways
+                    if use_sglang or not r.startswith("sglang:")]
         for repeat in range(args.repeats):
             for name in routers:
                 print(f"== {scenario.name} / {name} / run {repeat + 1} of {args.repeats}", flush=True)

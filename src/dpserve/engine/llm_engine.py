@@ -14,6 +14,7 @@ from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.prompt_limits import check_prompt
 from dpserve.engine.scheduler import Scheduler
 from dpserve.engine.sequence import Sequence
+from dpserve.kv_events.publisher import make_publisher
 from dpserve.serving.engine_client import EngineStats, SamplingParams, TokenDelta
 
 
@@ -24,7 +25,9 @@ class LLMEngine:
         self.config = config
         args = LlamaArgs.from_model_dir(model_dir)
         self.max_model_len = config.resolved_max_model_len(args.max_position_embeddings)
-        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.kv_events = make_publisher(config.kv_events)
+        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching,
+                                          record_events=self.kv_events is not None)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens,
                                    max_model_len=self.max_model_len, eos_token_ids=eos_token_ids)
@@ -34,6 +37,13 @@ class LLMEngine:
         self._arrivals = itertools.count()
         self._sequences: dict[str, Sequence] = {}
         self.num_prefill_tokens_computed = 0  # prompt tokens the model actually ran (cache misses)
+        self._publish_kv_events()  # the empty cache of a (re)started engine
+
+    def _publish_kv_events(self) -> None:
+        if self.kv_events is not None:
+            events = self.block_manager.take_events()
+            if events:
+                self.kv_events.publish(events)
 
     @property
     def has_work(self) -> bool:
@@ -77,6 +87,7 @@ class LLMEngine:
             if seq.is_finished:
                 self._sequences.pop(seq.request_id, None)
                 self.runner.release(seq)
+        self._publish_kv_events()
         return outputs
 
     def stats(self) -> EngineStats:

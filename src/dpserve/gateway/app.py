@@ -23,6 +23,8 @@ from dpserve.gateway.config import GatewayConfig
 from dpserve.gateway.exchange import AiohttpSink
 from dpserve.gateway.front_server import FrontServer
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint, endpoint_from_json, parse_endpoint_spec
+from dpserve.gateway.kv_events.feed import KvEventFeed
 from dpserve.gateway.loads import LoadPoller
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.policies import build_policy
@@ -66,6 +68,7 @@ class Gateway:
         self._upstream: UpstreamPool | None = None
         self._models: ModelDiscovery | None = None
         self._background = BackgroundTasks()
+        self.kv_feed = KvEventFeed(self.policy) if self.policy.wants_kv_events else None
 
     @property
     def proxy(self) -> Proxy:
@@ -102,7 +105,9 @@ class Gateway:
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock)
         for i, url in enumerate(self.config.worker_urls):
-            self.registry.add(url, self.config.weight_of(i))
+            worker = self.registry.add(url, self.config.weight_of(i))
+            if self.config.worker_kv_events:
+                self._subscribe(worker, parse_endpoint_spec(self.config.worker_kv_events[i]))
         self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
         up = [w for w in self.registry.all() if w.healthy]
@@ -114,6 +119,9 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.admission.stop()
+        if self.kv_feed is not None:
+            await self.kv_feed.stop()
+        await self.policy.close()
         await self._background.cancel_all()
         if self._poller is not None:
             await self._poller.stop()
@@ -126,11 +134,12 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
 
-    async def add_worker(self, url: str, weight: float) -> Worker:
+    async def add_worker(self, url: str, weight: float, kv_events: KvEventsEndpoint | None = None) -> Worker:
         try:
             worker = self.registry.add(url, weight)
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
+        self._subscribe(worker, kv_events)
         if await self.health.probe(worker) and self._models is not None:
             await asyncio.gather(self._models.refresh(worker), self._prewarm(worker))
         return worker
@@ -142,7 +151,14 @@ class Gateway:
             await self._models.refresh_unknown(healthy)
         return model_list(healthy, self.aliases)
 
+    def _subscribe(self, worker: Worker, kv_events: KvEventsEndpoint | None) -> None:
+        """Feed the policy the worker's KV events (when it wants them and the worker publishes)."""
+        if self.kv_feed is not None and kv_events is not None:
+            self.kv_feed.add(worker.id, kv_events)
+
     async def remove_worker(self, worker: Worker) -> None:
+        if self.kv_feed is not None:
+            await self.kv_feed.remove(worker.id)
         await self.registry.drain(worker, self.config.drain_timeout_s)
         self.health.forget(worker.id)
         if self._upstream is not None:
@@ -220,7 +236,13 @@ async def _add_worker(request: web.Request) -> web.Response:
     weight = body.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise HTTPError(400, "'weight' must be a number > 0", param="weight")
-    worker = await gw.add_worker(url, float(weight))
+    kv_events = None
+    if body.get("kv_events") is not None:
+        try:
+            kv_events = endpoint_from_json(body["kv_events"])
+        except ValueError as exc:
+            raise HTTPError(400, f"'kv_events': {exc}", param="kv_events") from exc
+    worker = await gw.add_worker(url, float(weight), kv_events)
     return _json(worker.to_json(), status=201)
 
 
@@ -243,7 +265,8 @@ async def _get_loads(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     gw = _gw(request)
-    text = gw.metrics.render(gw.registry.all(), gw.policy.gauges()) + gw.admission.metrics_text()
+    gauges = {**gw.policy.gauges(), **(gw.kv_feed.gauges() if gw.kv_feed is not None else {})}
+    text = gw.metrics.render(gw.registry.all(), gauges) + gw.admission.metrics_text()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

@@ -89,6 +89,10 @@ class GatewayConfig:
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
     admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
                                    metavar="KEY")
+    worker_kv_events: tuple[str, ...] = option(
+        (), "where each of --worker-urls publishes KV events (policy precise_prefix), in order: "
+            "PUB_ENDPOINT[,REPLAY_ENDPOINT] (e.g. tcp://127.0.0.1:5557,tcp://127.0.0.1:5558, as set "
+            "by the replica's --kv-events-config), or - for none", metavar="SPEC")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)
@@ -113,6 +117,15 @@ class GatewayConfig:
             parse_aliases(self.model_aliases)
         except ValueError as exc:
             raise ConfigError(f"--model-aliases: {exc}") from exc
+        require(not self.worker_kv_events or len(self.worker_kv_events) == len(self.worker_urls),
+                "--worker-kv-events needs one entry per --worker-urls entry (- for none)")
+        from dpserve.gateway.kv_events.endpoint import parse_endpoint_spec
+
+        for spec in self.worker_kv_events:
+            try:
+                parse_endpoint_spec(spec)
+            except ValueError as exc:
+                raise ConfigError(f"--worker-kv-events: {exc}") from exc
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
 

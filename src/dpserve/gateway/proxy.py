@@ -91,6 +91,9 @@ class Proxy:
         parsed = parse_request(path, raw, headers)
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
+        route = await self._policy.prepare(parsed.route)  # e.g. tokenised off the loop
+        if route is not parsed.route:
+            parsed = dataclasses.replace(parsed, route=route)
         ticket = await self._admission.admit(headers,
                                              AdmissionContext(parsed.prompt_chars, parsed.max_tokens))
         # No await between admit() and the in-flight increment inside _with_retries (admission relies on it).

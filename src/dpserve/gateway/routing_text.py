@@ -91,6 +91,6 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
     session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     model = body.get("model")
-    return ParsedRequest(RouteRequest(text, session), body.get("stream") is True, len(text),
+    return ParsedRequest(RouteRequest(text, session, path, body), body.get("stream") is True, len(text),
                          max_tokens if isinstance(max_tokens, int) else None,
                          model if isinstance(model, str) and model else None)

@@ -43,6 +43,10 @@ class LaunchConfig:
                                   help="per-replica log files (default: a new directory under the "
                                        "dpserve cache, printed at start)")
     echo_replica_logs: bool = option(True, "copy replica output to our stderr, prefixed with its id")
+    kv_events: bool = option(
+        True, "replicas whose engine supports it (builtin, sim, vllm) publish KV-cache events "
+              "(vLLM's --kv-events-config: ipc PUB socket, replay on a free loopback port) and the "
+              "gateway is told where; policy precise_prefix routes on them")
 
     def __post_init__(self) -> None:
         require(self.dp_size >= 1, f"--dp-size must be >= 1, got {self.dp_size}")
@@ -71,8 +75,10 @@ class LaunchConfig:
 class ServeConfig:
     """Replicas (LaunchConfig) behind the in-process gateway (GatewayConfig, on its --host/--port).
 
-    The gateway's --worker-urls/--worker-weights are left out: its workers are the replicas.
+    The gateway's --worker-urls/--worker-weights/--worker-kv-events are left out: its workers are
+    the replicas (and where they publish KV events).
     """
 
     launch: LaunchConfig = nested(LaunchConfig)
-    gateway: GatewayConfig = nested(GatewayConfig, exclude=("worker_urls", "worker_weights"))
+    gateway: GatewayConfig = nested(GatewayConfig,
+                                    exclude=("worker_urls", "worker_weights", "worker_kv_events"))

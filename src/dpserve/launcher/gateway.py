@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from dpserve.launcher.backends import get_backend
 from dpserve.launcher.config import ServeConfig
+from dpserve.launcher.plan import resolve_model_path
 from dpserve.launcher.service import GatewaySite
 
 
@@ -11,4 +15,9 @@ def build_gateway_site(config: ServeConfig) -> GatewaySite:
     from dpserve.gateway.app import build_app
 
     gw = config.gateway
+    launch = config.launch
+    backend = get_backend(launch.backend)
+    if gw.routing.kv_events_tokenizer is None and launch.kv_events and backend.publishes_kv_events:
+        tokenizer = backend.kv_events_tokenizer(launch.model, resolve_model_path(launch.model, backend))
+        gw = dataclasses.replace(gw, routing=dataclasses.replace(gw.routing, kv_events_tokenizer=tokenizer))
     return GatewaySite(build_app(gw), gw.host, gw.port, drain_s=gw.shutdown_grace_s, admin_key=gw.admin_key)

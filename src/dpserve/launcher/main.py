@@ -12,11 +12,11 @@ from pathlib import Path
 
 from dpserve.config import ConfigError
 from dpserve.http_server import bind_socket, install_uvloop
-from dpserve.launcher.backends import Backend
+from dpserve.launcher.backends import Backend, get_backend
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
 from dpserve.launcher.plan import build_plan
-from dpserve.launcher.ports import PortAllocator
+from dpserve.launcher.ports import PortAllocator, default_lock_dir
 from dpserve.launcher.service import ServeService
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,10 @@ def serve(config: ServeConfig) -> int:
     check_gateway_port(config.gateway.host, config.gateway.port)
     ports = PortAllocator(launch.replica_host)
     try:
-        plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])
+        replica_ports = [ports.reserve() for _ in range(launch.dp_size)]
+        kv_ports = ([ports.reserve() for _ in range(launch.dp_size)]
+                    if launch.kv_events and get_backend(launch.backend).publishes_kv_events else None)
+        plan = build_plan(launch, replica_ports, kv_event_ports=kv_ports, socket_dir=default_lock_dir())
         check_backend_installed(plan.backend)
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)

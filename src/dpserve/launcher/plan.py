@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from dpserve.config import ConfigError
 from dpserve.launcher.backends import Backend, ReplicaSpec, get_backend
 from dpserve.launcher.config import LaunchConfig
+from dpserve.launcher.kv_events import replica_kv_events
 from dpserve.launcher.placement import (
     Placement,
     PlacementError,
@@ -79,8 +81,11 @@ def resolve_model_path(model: str, backend: Backend) -> str:
 
 
 def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str] | None = None,
-               cpu_cores: Sequence[int] | None = None) -> LaunchPlan:
-    """Specs for every replica; `ports` must hold one reserved port per replica."""
+               cpu_cores: Sequence[int] | None = None, kv_event_ports: Sequence[int] | None = None,
+               socket_dir: Path | None = None) -> LaunchPlan:
+    """Specs for every replica; `ports` must hold one reserved port per replica, and so must
+    `kv_event_ports` (replay sockets) when given: then each replica publishes KV events (its ipc
+    PUB socket in `socket_dir`)."""
     backend = get_backend(config.backend)
     try:
         placements = compute_placements(
@@ -94,4 +99,14 @@ def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str
                     host=config.replica_host, port=port, tp_size=config.tp_size, placement=p,
                     engine_args=config.engine_argv)
         for p, port in zip(placements, ports, strict=True))
+    if kv_event_ports is not None:
+        specs = tuple(_with_kv_events(spec, config.replica_host, kv_port, socket_dir or Path("."))
+                      for spec, kv_port in zip(specs, kv_event_ports, strict=True))
     return LaunchPlan(backend, specs)
+
+
+def _with_kv_events(spec: ReplicaSpec, host: str, replay_port: int, socket_dir: Path) -> ReplicaSpec:
+    """The flag goes before --engine-args, so a --kv-events-config there still wins."""
+    flag, endpoint = replica_kv_events(host, replay_port, socket_dir)
+    return dataclasses.replace(spec, engine_args=("--kv-events-config", flag, *spec.engine_args),
+                               kv_events=endpoint)

@@ -16,7 +16,7 @@ from dpserve.protocol import (
     parse_chat_request,
     parse_completion_request,
 )
-from dpserve.serving.engine_client import EngineClient, SamplingParams
+from dpserve.serving.engine_client import EngineClient, SamplingParams, Tokenizer
 
 Kind = Literal["chat", "completion"]
 
@@ -51,7 +51,7 @@ def prepare(kind: Kind, body: Any, client: EngineClient, served_model_name: str)
     if fields.model is not None and fields.model != served_model_name:
         raise HTTPError(404, f"The model `{fields.model}` does not exist; this replica serves "
                         f"`{served_model_name}`", code="model_not_found", param="model")
-    prompt_ids = _prompt_token_ids(parsed, client)
+    prompt_ids = prompt_token_ids(parsed, client.tokenizer)
     prompt_param = "messages" if kind == "chat" else "prompt"
     max_tokens = _checked_max_tokens(fields, len(prompt_ids), client.max_model_len, prompt_param)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
@@ -70,8 +70,9 @@ def prepare(kind: Kind, body: Any, client: EngineClient, served_model_name: str)
     )
 
 
-def _prompt_token_ids(parsed: ChatCompletionRequest | CompletionRequest, client: EngineClient) -> list[int]:
-    tokenizer = client.tokenizer
+def prompt_token_ids(parsed: ChatCompletionRequest | CompletionRequest, tokenizer: Tokenizer) -> list[int]:
+    """The prompt's token ids as the engine gets them (chat template applied); the gateway's
+    precise_prefix policy calls this too, so its block keys are the engine's."""
     if isinstance(parsed, ChatCompletionRequest):
         try:
             return list(tokenizer.apply_chat_template(parsed.messages))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, nested, option, require
+from dpserve.kv_events.config import FLAG_HELP as KV_EVENTS_HELP
+from dpserve.kv_events.config import KVEventsConfig, parse_kv_events_config
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class SimEngineConfig:
         "from [N/2, 3N/2] unless max_tokens comes first or ignore_eos is set; 0 = never EOS")
     seed: int = option(0, "seed for requests that give no seed and sample (temperature > 0)")
     time: TimeModelConfig = nested(TimeModelConfig)
+    kv_events_config: str | None = option(None, KV_EVENTS_HELP, metavar="JSON")
 
     def __post_init__(self) -> None:
         require(self.max_model_len >= 2, "--max-model-len must be >= 2")
@@ -72,10 +75,15 @@ class SimEngineConfig:
                 f"--kv-cache-tokens ({self.kv_cache_tokens}) must hold one request of "
                 f"--max-model-len ({self.max_model_len}) tokens")
         require(self.natural_output_len >= 0, "--natural-output-len must be >= 0")
+        parse_kv_events_config(self.kv_events_config)
 
     @property
     def num_blocks(self) -> int:
         return self.kv_cache_tokens // self.block_size
+
+    @property
+    def kv_events(self) -> KVEventsConfig | None:
+        return parse_kv_events_config(self.kv_events_config)
 
 
 @dataclass(frozen=True)

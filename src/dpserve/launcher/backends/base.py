@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dpserve.launcher.placement import Placement
+
+if TYPE_CHECKING:
+    from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class ReplicaSpec:
     placement: Placement
     engine_args: tuple[str, ...] = ()  # extra engine flags, already shlex-split
     python: str = field(default=sys.executable)
+    kv_events: KvEventsEndpoint | None = None  # where it publishes KV events (its --kv-events-config)
 
     @property
     def url(self) -> str:
@@ -45,6 +50,12 @@ class Backend(ABC):
     resolves_model_locally: bool = False
     #: Python package the replica runs from (checked before launching), None for our own commands.
     requires_module: str | None = None
+    #: True when the engine takes vLLM's --kv-events-config (serve then turns KV events on).
+    publishes_kv_events: bool = False
+
+    def kv_events_tokenizer(self, model: str, model_path: str) -> str:
+        """What the gateway loads to compute a request's KV block keys as this engine does."""
+        return model_path
 
     @abstractmethod
     def command(self, spec: ReplicaSpec) -> list[str]:

@@ -10,6 +10,8 @@ class BuiltinBackend(Backend):
     max_tp_size = 1  # the built-in engine runs a model on one device
     resolves_model_locally = True
 
+    publishes_kv_events = True
+
     def command(self, spec: ReplicaSpec) -> list[str]:
         argv = [spec.python, "-m", "dpserve", "engine", "--model", spec.model_path,
                 "--served-model-name", spec.model, "--host", spec.host, "--port", str(spec.port),

@@ -10,6 +10,8 @@ class VllmBackend(Backend):
     needs_model_path = True  # bundled names mean nothing to it
     requires_module = "vllm"
 
+    publishes_kv_events = True
+
     def command(self, spec: ReplicaSpec) -> list[str]:
         return [spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path,
                 "--served-model-name", spec.model, "--tensor-parallel-size", str(spec.tp_size),

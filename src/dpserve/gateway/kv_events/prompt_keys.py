@@ -1,0 +1,103 @@
+"""A request's KV block keys, computed as the replica computes them, in a worker process.
+
+Same parsing and tokenisation as the replica's server (`serving.prepare.prompt_token_ids`: chat
+template, then the tokenizer), same block size (learned from the replicas' events), same chained
+key (`kv_events.block_hash`), so a key in the index is a block the replica really holds. The work
+runs in one spawned process: a chat template (Jinja) and a long prompt's tokenisation hold the
+GIL for milliseconds, which a thread would take from the event loop; the round trip costs a
+fraction of that (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from dpserve.serving.engine_client import Tokenizer
+
+log = logging.getLogger(__name__)
+
+SIM_TOKENIZER = "sim"  # the simulator's tokenizer (`dpserve sim` replicas)
+_tokenizer: Tokenizer | None = None  # the worker process's own, built once by _init
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """`sim`, a bundled model name or an HF-format model directory → the replica's tokenizer."""
+    if spec == SIM_TOKENIZER:
+        from dpserve.sim.tokenizer import SimTokenizer
+
+        return SimTokenizer()
+    from dpserve.engine.tokenizer import HFTokenizer
+    from dpserve.model_store import resolve_model
+
+    return HFTokenizer(resolve_model(spec).path)
+
+
+def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
+                   block_size: int) -> tuple[tuple[int, ...], int] | None:
+    """(keys of the prompt's full blocks, prompt tokens); None for a body the replica would refuse."""
+    from dpserve.kv_events.block_hash import chain_keys
+    from dpserve.protocol import RequestError, parse_chat_request, parse_completion_request
+    from dpserve.serving.prepare import prompt_token_ids
+
+    try:
+        parsed = (parse_chat_request(body) if endpoint.endswith("/chat/completions")
+                  else parse_completion_request(body))
+        token_ids = prompt_token_ids(parsed, tokenizer)
+    except (RequestError, ValueError, TypeError, LookupError):
+        return None
+    return tuple(chain_keys(token_ids, block_size)), len(token_ids)
+
+
+def _init(spec: str) -> None:
+    global _tokenizer
+    _tokenizer = load_tokenizer(spec)
+
+
+def _ready() -> bool:
+    return _tokenizer is not None
+
+
+def _compute(endpoint: str, body: Mapping[str, Any], block_size: int) -> tuple[tuple[int, ...], int] | None:
+    assert _tokenizer is not None, "worker not initialised"
+    return block_keys_for(_tokenizer, endpoint, body, block_size)
+
+
+class PromptKeyer:
+    """Block keys of requests, one worker process; started lazily, `close()` ends it."""
+
+    def __init__(self, tokenizer_spec: str) -> None:
+        self.tokenizer_spec = tokenizer_spec
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the worker and load the tokenizer now (a second or so), not on a request's path."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init, initargs=(self.tokenizer_spec,))
+            self._pool.submit(_ready)
+
+    async def keys(self, endpoint: str, body: Mapping[str, Any],
+                   block_size: int) -> tuple[tuple[int, ...], int] | None:
+        """None when the body cannot be tokenised (the replica answers the client) or the worker
+        broke (it is restarted on the next request)."""
+        self.start()
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _compute, endpoint, dict(body), block_size)
+        except BrokenProcessPool:
+            log.warning("precise_prefix: the tokenizer process died (tokenizer %r); restarting it",
+                        self.tokenizer_spec)
+            self.close(wait=False)
+            return None
+
+    def close(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
