@@ -96,7 +96,8 @@ class SimEngine:
         s = self.scheduler
         return EngineStats(num_running=len(s.running), num_waiting=len(s.waiting),
                            kv_cache_usage=s.pool.usage, prefix_cache_queries=s.prefix_cache_queries,
-                           prefix_cache_hits=s.prefix_cache_hits, num_preemptions=s.num_preemptions)
+                           prefix_cache_hits=s.prefix_cache_hits, num_preemptions=s.num_preemptions,
+                           max_num_seqs=self.config.max_num_seqs)
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[TokenDelta, None]:
         seq = SimSequence(request.request_id, list(request.prompt_token_ids), request.sampling)
