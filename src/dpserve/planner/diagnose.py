@@ -9,6 +9,7 @@ uses, so both say the same words for the same fleet.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -34,14 +35,17 @@ async def list_workers(http: aiohttp.ClientSession, url: str, admin_key: str | N
     headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     try:
         async with http.get(url.rstrip("/") + "/workers", headers=headers) as resp:
-            if resp.status == 401:
-                raise ConfigError(f"{url}/workers needs the admin key: pass --admin-key or set "
-                                  f"{ADMIN_KEY_ENV}")
-            if resp.status != 200:
-                raise FleetUnreachable(f"{url}/workers answered HTTP {resp.status}")
-            body = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            status, text = resp.status, await resp.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise FleetUnreachable(f"cannot read {url}/workers: {exc or type(exc).__name__}") from exc
+    if status == 401:
+        raise ConfigError(f"{url}/workers needs the admin key: pass --admin-key or set {ADMIN_KEY_ENV}")
+    if status != 200:
+        raise FleetUnreachable(f"{url}/workers answered HTTP {status}")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise FleetUnreachable(f"{url}/workers did not answer JSON") from exc
     if not isinstance(body, list) or not all(isinstance(w, dict) and "url" in w for w in body):
         raise FleetUnreachable(f"{url}/workers is not a dpserve gateway's worker list")
     return body

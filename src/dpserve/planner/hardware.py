@@ -80,7 +80,8 @@ def get_gpu(name: str) -> GpuSpec:
     by_lower = {k.lower(): v for k, v in BUILTIN_GPUS.items()}
     spec = by_lower.get(name.lower())
     if spec is None:
-        close = difflib.get_close_matches(name, list(BUILTIN_GPUS), n=1)
+        close = [k for k in BUILTIN_GPUS if k.lower().startswith(name.lower())] or difflib.get_close_matches(
+            name, list(BUILTIN_GPUS), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise HardwareError(f"unknown GPU {name!r}{hint}; built in: {', '.join(BUILTIN_GPUS)}; "
                             "or describe yours with --gpu-spec FILE.yaml")

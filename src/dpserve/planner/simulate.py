@@ -29,7 +29,7 @@ from dpserve.planner.predict import Prediction, Setting
 from dpserve.planner.report import format_table
 from dpserve.planner.sim_profile import sim_flags
 
-MIN_WALL_STEP_S = 0.02
+MIN_WALL_STEP_S = 0.01
 LENGTH_RANGE = 0.5
 READY_TIMEOUT_S = 120.0
 
@@ -116,7 +116,7 @@ async def _drive(url: str, config: PlanConfig, s: Setting, scale: float) -> dict
 @contextlib.asynccontextmanager
 async def sim_fleet(engine_args: list[str], dp: int) -> AsyncIterator[str]:
     """`dpserve serve --backend sim --dp-size dp` inside this process; yields the gateway URL once
-    every replica is routable, stops everything on exit."""
+    every replica is routable, stops everything on exit. (Like `serve`, it prints its usage banner.)"""
     import shlex
 
     from dpserve.gateway.config import GatewayConfig
@@ -136,8 +136,8 @@ async def sim_fleet(engine_args: list[str], dp: int) -> AsyncIterator[str]:
             serve = ServeConfig(launch=launch, gateway=GatewayConfig(host=DEFAULT_HOST, port=gateway_port))
             plan = build_plan(launch, [ports.reserve() for _ in range(dp)])
             service = ServeService(launch, plan, build_gateway_site(serve), Path(logs))
-            task = asyncio.create_task(service.run())
             url = f"http://{DEFAULT_HOST}:{gateway_port}"
+            task = asyncio.create_task(service.run())
             try:
                 await _wait_routable(url, dp, task)
                 yield url
