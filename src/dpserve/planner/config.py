@@ -10,6 +10,12 @@ from typing import Literal
 from dpserve.config import DEFAULT_MODEL, option, require
 
 ADMIN_KEY_ENV = "DPSERVE_ADMIN_KEY"
+# Limits that keep one plan to seconds: layouts grow with the divisors of --num-gpus, and the
+# load model's queue arithmetic with the batch slots.
+MAX_GPUS = 4096
+MAX_GPUS_PER_NODE = 72  # an NVL72 rack is one NVLink domain
+MAX_NUM_SEQS = 16384
+MAX_SCRAPES = 1000
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,9 @@ class PlanConfig:
     gpu_spec: Path | None = option(None, metavar="FILE.yaml",
                                    help="your GPU instead of --gpu: name, memory_gb, hbm_gb_s, bf16_tflops, "
                                         "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie)")
-    num_gpus: int = option(8, "GPUs to lay out (every layout uses all of them)")
-    gpus_per_node: int = option(8, "GPUs per node: TP stays inside a node, PP and DP may cross")
+    num_gpus: int = option(8, f"GPUs to lay out, 1..{MAX_GPUS} (every layout uses all of them)")
+    gpus_per_node: int = option(8, f"GPUs per node, 1..{MAX_GPUS_PER_NODE}: TP stays inside a node, PP "
+                                   "and DP may cross")
     dtype: Literal["bf16", "fp8", "int4"] = option("bf16", "weight precision")
     kv_dtype: Literal["bf16", "fp8"] = option("bf16", "KV-cache precision")
     prompt_len: int | None = option(None, "prompt tokens per request (default 1024, or the workload file's)")
@@ -36,7 +43,8 @@ class PlanConfig:
                                              "(flags win)")
     ttft_slo_ms: float | None = option(None, "time-to-first-token objective, judged at p99")
     tpot_slo_ms: float | None = option(None, "time-per-output-token objective, judged at p99")
-    max_num_seqs: int = option(256, "the engine's running-batch cap per replica (vLLM's default)")
+    max_num_seqs: int = option(256, f"the engine's running-batch cap per replica (vLLM's default), "
+                                    f"1..{MAX_NUM_SEQS}")
     max_num_batched_tokens: int = option(8192, "the engine's token budget per step (chunked prefill)")
     as_json: bool = option(False, "print one JSON object instead of the table", flag="--json")
     simulate: bool = option(False, "also run the top layouts as `dpserve sim` fleets behind the gateway "
@@ -48,13 +56,15 @@ class PlanConfig:
                                   help="read a running gateway's /workers and its replicas' /metrics over "
                                        "--window-s and name the fleet's bottleneck (no plan is made)")
     window_s: float = option(10.0, "--diagnose: seconds to watch the fleet")
-    scrapes: int = option(5, "--diagnose: /metrics scrapes of each replica over the window")
+    scrapes: int = option(5, f"--diagnose: /metrics scrapes of each replica over the window, "
+                             f"2..{MAX_SCRAPES}")
     admin_key: str | None = option(None, f"--diagnose: bearer key for the gateway's /workers (default: "
                                          f"${ADMIN_KEY_ENV})")
 
     def __post_init__(self) -> None:
-        require(self.num_gpus >= 1, f"--num-gpus must be >= 1, got {self.num_gpus}")
-        require(self.gpus_per_node >= 1, f"--gpus-per-node must be >= 1, got {self.gpus_per_node}")
+        require(1 <= self.num_gpus <= MAX_GPUS, f"--num-gpus must be in 1..{MAX_GPUS}, got {self.num_gpus}")
+        require(1 <= self.gpus_per_node <= MAX_GPUS_PER_NODE,
+                f"--gpus-per-node must be in 1..{MAX_GPUS_PER_NODE}, got {self.gpus_per_node}")
         for name in ("prompt_len", "output_len", "concurrency"):
             value = getattr(self, name)
             require(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -65,12 +75,13 @@ class PlanConfig:
         for name in ("ttft_slo_ms", "tpot_slo_ms"):
             value = getattr(self, name)
             require(value is None or value > 0, f"--{name.replace('_', '-')} must be > 0, got {value}")
-        require(self.max_num_seqs >= 1, "--max-num-seqs must be >= 1")
+        require(1 <= self.max_num_seqs <= MAX_NUM_SEQS, f"--max-num-seqs must be in 1..{MAX_NUM_SEQS}")
         require(self.max_num_batched_tokens >= 1, "--max-num-batched-tokens must be >= 1")
         require(self.simulate_top >= 1 and self.simulate_requests >= 1,
                 "--simulate-top and --simulate-requests must be >= 1")
         require(self.time_scale > 0, "--time-scale must be > 0")
-        require(self.window_s > 0 and self.scrapes >= 2, "--window-s must be > 0 and --scrapes >= 2")
+        require(self.window_s > 0, "--window-s must be > 0")
+        require(2 <= self.scrapes <= MAX_SCRAPES, f"--scrapes must be in 2..{MAX_SCRAPES}")
         require(self.diagnose is None or self.diagnose.startswith(("http://", "https://")),
                 f"--diagnose must be an http(s):// URL, got {self.diagnose!r}")
 

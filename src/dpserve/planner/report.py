@@ -85,7 +85,7 @@ def _row(p: Prediction, mark: str) -> list[str]:
     return [mark + p.layout.label, "yes", _fmt(d["weights_gb_per_gpu"], 1), str(d["kv_tokens_per_replica"]),
             str(p.slots), _fmt(d["decode_step_ms"], 1), _fmt(d["prefill_ms"]),
             _fmt(d["batch_per_replica"], 1), _fmt(d["output_tok_s"]),
-            f"{_fmt(d['ttft_p50_ms'])}/{_fmt(d['ttft_p99_ms'])}",
+            "overloaded" if d["overloaded"] else f"{_fmt(d['ttft_p50_ms'])}/{_fmt(d['ttft_p99_ms'])}",
             f"{_fmt(d['tpot_p50_ms'], 1)}/{_fmt(d['tpot_p99_ms'], 1)}", "met" if p.slo_met else "MISSED",
             str(p.bound), _fmt(d["capacity_tok_s"])]
 

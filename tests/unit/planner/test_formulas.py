@@ -114,6 +114,18 @@ def test_prefill_chunks_and_pp_gives_one_prompt_no_speedup() -> None:
     assert f.prefill_s(_costs(pp=4), short, 0, 8192) >= f.prefill_s(c, short, 0, 8192) * 0.99
 
 
+def _erlang_c_full(c: int, a: float) -> float:
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    return b / (1 - a / c * (1 - b))
+
+
+@pytest.mark.parametrize(("c", "a"), [(256, 200.0), (256, 250.0), (5000, 4800.0), (100_000, 99_000.0)])
+def test_erlang_c_shortcut_matches_the_full_recursion(c: int, a: float) -> None:
+    assert f.erlang_c(c, a) == pytest.approx(_erlang_c_full(c, a), rel=1e-9)
+
+
 def test_erlang_c_and_wait_quantiles() -> None:
     assert f.erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = utilisation
     assert f.erlang_c(2, 1.0) == pytest.approx(1 / 3)

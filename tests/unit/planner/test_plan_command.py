@@ -51,7 +51,7 @@ def _exit_status(argv: list[str]) -> int:
 @pytest.mark.parametrize(("args", "message"), [
     (["--gpu", "H300"], "unknown GPU 'H300'"),
     (["--model", "llama-3.1-405b", "--num-gpus", "1"], "no layout of llama-3.1-405b fits"),
-    (["--num-gpus", "0"], "--num-gpus must be >= 1"),
+    (["--num-gpus", "0"], "--num-gpus must be in 1..4096"),
     (["--concurrency", "4", "--request-rate", "1"], "not both"),
     (["--model", "no-such-model"], "unknown model"),
     (["--dtype", "fp4"], "invalid choice"),

@@ -81,7 +81,7 @@ def test_deepseek_v3_dp_attention_has_about_tp_times_the_kv_room() -> None:
 
 def test_qwen3_tp_has_the_best_latency_and_pp_cuts_ttft_p99_when_dp_is_kv_starved() -> None:
     """Published (Qwen3-14B/32B): TP gave the best latency (~3× TTFT); PP cut TTFT p99 2.5-3× at high
-    concurrency through a larger total KV cache. Ours on H100: TP's TTFT is ~1.7× better (direction
+    concurrency through a larger total KV cache. Ours on H100: TP's TTFT is ~1.8× better (direction
     only); PP's cut is far larger than 3× because one H100 holds Qwen3-32B with room for just 10
     sequences of 1,280 tokens. Not reproduced: "DP added ~50% throughput at 120-180" — we predict
     DP ≈ TP ≈ PP within 10% for Qwen3-14B on 2 H100s at 150."""
