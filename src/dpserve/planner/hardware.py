@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from dpserve.config import read_yaml
 
 LinkKind = Literal["nvlink", "pcie"]
 
@@ -90,13 +90,9 @@ def get_gpu(name: str) -> GpuSpec:
 
 def load_gpu_spec(path: Path) -> GpuSpec:
     """A GpuSpec from YAML whose keys are GpuSpec's fields (name, memory_gb, hbm_gb_s, bf16_tflops,
-    link_gb_s required; fp8_tflops, link, link_latency_us optional)."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise HardwareError(f"cannot read --gpu-spec {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise HardwareError(f"--gpu-spec {path} is not valid YAML: {exc}") from exc
+    link_gb_s required; fp8_tflops, link, link_latency_us optional). An unreadable file or invalid
+    YAML raises ConfigError; bad content HardwareError."""
+    raw = read_yaml(path, "--gpu-spec")
     if not isinstance(raw, dict):
         raise HardwareError(f"--gpu-spec {path} must be a mapping of GPU fields")
     return _spec_from_mapping(raw, str(path))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dpserve.config import ConfigError
 from dpserve.planner.hardware import BUILTIN_GPUS, HardwareError, get_gpu, load_gpu_spec
 
 
@@ -38,5 +39,5 @@ def test_spec_file_round_trip_and_errors(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(HardwareError, match=message):
             load_gpu_spec(bad)
-    with pytest.raises(HardwareError, match="cannot read"):
+    with pytest.raises(ConfigError, match="cannot read --gpu-spec"):
         load_gpu_spec(tmp_path / "missing.yaml")
