@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dpserve.prometheus_text import Exposition, bucket_delta, histogram_quantile, mean, rate
+from dpserve.serving.metrics import MAX_NUM_SEQS
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -105,10 +106,13 @@ class Diagnosis:
 def window_from_scrapes(replica_id: str, scrapes: Sequence[tuple[float, Exposition]], *,
                         healthy: bool = True, max_num_seqs: int | None = None) -> ReplicaWindow:
     """A window from ≥1 timed scrapes of one replica's /metrics (oldest first): gauges averaged
-    over every scrape, counters and histograms from the first to the last."""
+    over every scrape, counters and histograms from the first to the last. `max_num_seqs` defaults
+    to what the replica publishes (`dpserve:max_num_seqs`; vLLM does not)."""
     if not scrapes:
         return ReplicaWindow(replica_id, healthy=healthy, max_num_seqs=max_num_seqs)
     (t0, first), (t1, last) = scrapes[0], scrapes[-1]
+    if max_num_seqs is None and last.get(MAX_NUM_SEQS) is not None:
+        max_num_seqs = int(last.get(MAX_NUM_SEQS) or 0) or None
     seconds = t1 - t0
     tpot = bucket_delta(first.buckets.get(TPOT), last.buckets.get(TPOT)) if len(scrapes) > 1 else ()
     ttft = bucket_delta(first.buckets.get(TTFT), last.buckets.get(TTFT)) if len(scrapes) > 1 else ()

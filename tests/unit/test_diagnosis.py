@@ -100,3 +100,12 @@ def test_window_from_scrapes_averages_gauges_and_rates_counters() -> None:
     one = window_from_scrapes("r0", [(0.0, first)])
     assert one.running == 2.0 and one.tpot_p50_s is None and one.preemptions_per_s == 0.0
     assert window_from_scrapes("r0", [], healthy=False).healthy is False
+
+
+def test_window_reads_the_published_max_num_seqs() -> None:
+    text = _scrape(4, 3, 0, 0, {"+Inf": 0}) + '\ndpserve:max_num_seqs{model_name="m"} 4'
+    scrapes = [(0.0, parse_exposition(text)), (1.0, parse_exposition(text))]
+    assert window_from_scrapes("r0", scrapes).max_num_seqs == 4
+    assert window_from_scrapes("r0", scrapes, max_num_seqs=9).max_num_seqs == 9  # the caller's wins
+    finding = diagnose_replica(window_from_scrapes("r0", scrapes))
+    assert finding.state is State.REPLICA_BOUND and "at max-num-seqs (4)" in finding.message

@@ -95,7 +95,8 @@ class LLMEngine:
         return EngineStats(num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
                            kv_cache_usage=bm.usage, prefix_cache_queries=bm.prefix_cache_queries,
                            prefix_cache_hits=bm.prefix_cache_hits,
-                           num_preemptions=self.scheduler.num_preemptions)
+                           num_preemptions=self.scheduler.num_preemptions,
+                           max_num_seqs=self.config.max_num_seqs)
 
     def generate(self, prompts: Seq[Seq[int]],
                  sampling: SamplingParams | Seq[SamplingParams]) -> list[list[int]]:

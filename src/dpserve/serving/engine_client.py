@@ -59,6 +59,7 @@ class EngineStats:
     prefix_cache_hits: int = 0  # cumulative prompt tokens found there
     num_preemptions: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    max_num_seqs: int | None = None  # the scheduler's running-batch cap, when the engine has one
 
 
 class Tokenizer(Protocol):

@@ -105,7 +105,8 @@ class SimEngine:
         s, bm = self.scheduler, self.block_manager
         return EngineStats(num_running=len(s.running), num_waiting=len(s.waiting),
                            kv_cache_usage=bm.usage, prefix_cache_queries=bm.prefix_cache_queries,
-                           prefix_cache_hits=bm.prefix_cache_hits, num_preemptions=s.num_preemptions)
+                           prefix_cache_hits=bm.prefix_cache_hits, num_preemptions=s.num_preemptions,
+                           max_num_seqs=self.config.max_num_seqs)
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[TokenDelta, None]:
         seq = Sequence(request.request_id, list(request.prompt_token_ids), request.sampling)
