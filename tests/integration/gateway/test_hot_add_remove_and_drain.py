@@ -78,5 +78,7 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
     async with client.delete(gw.url + "/workers/w2", headers=auth) as resp:
         assert resp.status == 204
     async with client.get(gw.url + "/get_loads") as resp:
+        assert resp.status == 401  # with an admin key, the fleet views need it too
+    async with client.get(gw.url + "/get_loads", headers=auth) as resp:
         loads = (await resp.json())["workers"]
     assert [x["id"] for x in loads] == ["w0", "w1"] and all("load" in x for x in loads)

@@ -1,5 +1,5 @@
-"""Real sockets through the lean front: one keep-alive connection mixing proxied and other routes
-(handed to aiohttp at a request boundary), pipelined requests, and a half-sent request."""
+"""Real sockets through the gateway's front: one keep-alive connection mixing proxied and other
+routes, pipelined requests, and a half-sent request."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ async def test_client_connections_have_tcp_nodelay(fake_workers, gateway) -> Non
     try:
         writer.write(_request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
         assert (await _read_response(reader))[0] == 200
-        [conn] = gw.runner.server.lean  # type: ignore[union-attr]
+        [conn] = gw.server.connections
         sock = conn.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:

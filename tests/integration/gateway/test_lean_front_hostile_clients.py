@@ -1,5 +1,5 @@
-"""Raw sockets against the lean front: HTTP/1.0, framing, limits, malformed input, upgrades, slow and
-vanishing clients. Every error is JSON with the right status, never a stack trace or a hang."""
+"""Raw sockets against the gateway's front: HTTP/1.0, framing, limits, malformed input, upgrades, slow
+and vanishing clients. Every error is JSON with the right status, never a stack trace or a hang."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from dpserve.gateway import app as gateway_app
 from tests.integration.gateway.conftest import RunningGateway, chat
 
 CHAT = "/v1/chat/completions"
@@ -104,7 +103,8 @@ async def test_chunked_request_body_and_expect_continue(gw: RunningGateway) -> N
     body = orjson.dumps(chat("chunked"))
     async with _Conn(gw) as (reader, writer):
         chunks = b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:])
-        writer.write(f"POST {CHAT} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+        head = f"POST {CHAT} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head.encode() + chunks)
         assert (await _read_response(reader))[0] == 200
         writer.write(f"POST {CHAT} HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode())
@@ -113,10 +113,9 @@ async def test_chunked_request_body_and_expect_continue(gw: RunningGateway) -> N
         assert (await _read_response(reader))[0] == 200
 
 
-async def test_body_over_the_limit_is_413_json(fake_workers, gateway, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(gateway_app, "MAX_BODY_BYTES", 1000)
+async def test_body_over_the_limit_is_413_json(fake_workers, gateway) -> None:  # type: ignore[no-untyped-def]
     [w] = await fake_workers(1)
-    gw = await gateway([w])
+    gw = await gateway([w], max_request_bytes=1024)
     async with _Conn(gw) as (reader, writer):
         writer.write(_request("POST", CHAT, orjson.dumps(chat("x" * 2000))))
         status, _, body = await _read_response(reader)
@@ -242,12 +241,12 @@ async def test_slow_partial_headers_then_close_leaves_nothing_behind(gw: Running
         await asyncio.sleep(0.1)
         writer.write(b"ngth: 100\r\n\r\n{\"mod")
         await asyncio.sleep(0.1)
-    server = gw.runner.server
+    server = gw.server
     for _ in range(100):
-        if not server.lean:  # type: ignore[union-attr]
+        if not server.connections:
             break
         await asyncio.sleep(0.02)
-    assert not server.lean  # type: ignore[union-attr]
+    assert not server.connections
     worker = gw.state.registry.get("w0")
     assert worker is not None and worker.in_flight == 0
 
@@ -270,11 +269,10 @@ _BODY = orjson.dumps(chat("z"))
     ("gzip", gzip.compress(_BODY)), ("GZIP", gzip.compress(_BODY)), ("deflate", zlib.compress(_BODY)),
     ("deflate", zlib.compress(_BODY, wbits=-zlib.MAX_WBITS)), ("identity", _BODY),
 ], ids=["gzip", "GZIP", "deflate", "raw-deflate", "identity"])
-async def test_compressed_request_bodies_are_inflated_on_both_fronts(gw: RunningGateway, coding: str,
-                                                                     data: bytes) -> None:
-    for via_aiohttp in (False, True):
+async def test_compressed_request_bodies_are_inflated(gw: RunningGateway, coding: str, data: bytes) -> None:
+    for other_route_first in (False, True):
         async with _Conn(gw) as (reader, writer):
-            if via_aiohttp:  # another route first: the connection is aiohttp's from then on
+            if other_route_first:
                 writer.write(_request("GET", "/health"))
                 await _read_response(reader)
             writer.write(_request("POST", CHAT, data, f"Content-Encoding: {coding}\r\n"))
@@ -288,10 +286,9 @@ async def test_compressed_request_bodies_are_inflated_on_both_fronts(gw: Running
     ("gzip", gzip.compress(b" " * 5000), 413),
 ], ids=["br", "two-codings", "not-gzip", "truncated", "deflate-bomb", "gzip-bomb"])
 async def test_bad_or_inflating_compressed_bodies_get_json_errors(
-        fake_workers, gateway, monkeypatch, coding: str, data: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(gateway_app, "MAX_BODY_BYTES", 4000)
+        fake_workers, gateway, coding: str, data: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
     [w] = await fake_workers(1)
-    gw = await gateway([w])
+    gw = await gateway([w], max_request_bytes=4000)
     async with _Conn(gw) as (reader, writer):
         writer.write(_request("POST", CHAT, data, f"Content-Encoding: {coding}\r\n"))
         got, headers, body = await _read_response(reader)

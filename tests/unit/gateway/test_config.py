@@ -7,7 +7,8 @@ import pytest
 from dpserve.config import ConfigError, parse_config
 from dpserve.errors import HTTPError
 from dpserve.gateway.config import GatewayConfig
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from dpserve.gateway.routing_text import parse_request
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH
 
 
 def test_flags_reach_nested_configs() -> None:
