@@ -42,10 +42,13 @@ def hop_count(headers: Mapping[str, str]) -> int:
 
 
 def _address(host: str) -> Address | None:
+    """The IP address `host` spells, IPv4-mapped IPv6 addresses as their IPv4 address; None for a name."""
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
 
 
 def _same_machine(ip: Address) -> bool:
@@ -53,9 +56,6 @@ def _same_machine(ip: Address) -> bool:
     to it (no packet is sent)."""
     if ip.is_loopback or ip.is_unspecified:
         return True
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        return _same_machine(mapped)
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
