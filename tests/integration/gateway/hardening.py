@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
+from dpserve.http_names import CHAT_PATH as CHAT
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
-CHAT = "/v1/chat/completions"
 # The gateway's /health must answer within this, whatever else it is doing (generous: CI is shared).
 HEALTH_TIMEOUT_S = 2.0
 
@@ -26,20 +27,27 @@ def request(method: str, path: str, body: bytes = b"", extra: str = "", version:
 Answer = tuple[int, dict[str, str], bytes]
 
 
-async def read_response(reader: asyncio.StreamReader, timeout_s: float = 10.0) -> Answer:
+async def read_response(reader: asyncio.StreamReader, timeout_s: float = 10.0,
+                        head_only: bool = False) -> Answer:
+    """One response: (status, headers lower-cased, body unchunked); interim 1xx answers skipped."""
     head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)).decode("latin-1")
     while head.startswith("HTTP/1.1 100 "):  # interim answers (100 Continue) before the final one
         head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)).decode("latin-1")
     status_line, *lines = head.strip().split("\r\n")
+    status = int(status_line.split()[1])
     headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines)}
+    if head_only or status == 204:
+        return status, headers, b""
     if headers.get("transfer-encoding") == "chunked":
         body = b""
         while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
             body += (await reader.readexactly(size + 2))[:-2]
         await reader.readexactly(2)
+    elif "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout_s)
     else:
-        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout_s)
-    return int(status_line.split()[1]), headers, body
+        body = await asyncio.wait_for(reader.read(), timeout_s)  # framed by the close
+    return status, headers, body
 
 
 async def ask(port: int, data: bytes, timeout_s: float = 10.0) -> Answer:
@@ -89,4 +97,4 @@ async def still_serving(port: int, auth: str = "") -> AsyncIterator[None]:
         await watcher  # raises if /health failed or was late
     assert slowest < HEALTH_TIMEOUT_S
     status, headers, body = await ask(port, request("POST", CHAT, orjson.dumps(chat("after")), auth))
-    assert status == 200 and "x-dpserve-worker" in headers, body
+    assert status == 200 and WORKER_HEADER in headers, body

@@ -10,6 +10,7 @@ import time
 import orjson
 import pytest
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 from tests.integration.gateway.hardening import CHAT, ask, error_of, read_response, request, still_serving
 
@@ -107,7 +108,7 @@ async def test_a_half_closed_client_gets_its_answer(fake_workers, gateway) -> No
         writer.write(request("POST", CHAT, orjson.dumps(chat("half"))))
         writer.write_eof()  # shutdown(SHUT_WR): nothing more will come
         status, headers, _ = await read_response(reader)
-        assert status == 200 and headers["x-dpserve-worker"] == "w0"
+        assert status == 200 and headers[WORKER_HEADER] == "w0"
         assert await asyncio.wait_for(reader.read(), 5) == b""  # then the gateway closes
         writer.close()
 

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpserve.gateway.loop_guard import MAX_HOPS
+from dpserve.http_names import SESSION_HEADER
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -85,7 +86,7 @@ def _dumps(value: Any) -> bytes:
 _header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 _hops = st.one_of(st.sampled_from(["0", "1", "3", "4"]), _header_text)
 _headers = st.fixed_dictionaries({}, optional={
-    "x-session-id": _header_text, "x-dpserve-hops": _hops,
+    SESSION_HEADER: _header_text, "x-dpserve-hops": _hops,
     "Authorization": _header_text, "Content-Type": _header_text, "x-request-id": _header_text,
     "Content-Encoding": st.sampled_from(["gzip", "identity", "deflate", "br", "gzip, gzip", ""]),
 })

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from dpserve.http_names import CHAT_PATH as CHAT
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import RunningGateway, chat, eventually
 
-CHAT = "/v1/chat/completions"
-_COMPARED = ("content-type", "retry-after", "x-dpserve-worker", "cache-control")
+_COMPARED = ("content-type", "retry-after", WORKER_HEADER, "cache-control")
 
 
 Answer = tuple[int, dict[str, str], Any]

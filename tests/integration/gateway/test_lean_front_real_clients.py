@@ -12,9 +12,10 @@ import aiohttp
 import orjson
 import pytest
 
+from dpserve.http_names import CHAT_PATH as CHAT
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat, start_router_process
 
-CHAT = "/v1/chat/completions"
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
@@ -66,7 +67,7 @@ async def test_many_concurrent_connections(fake_workers, gateway) -> None:  # ty
         async def one(i: int) -> tuple[int, str]:
             async with session.post(gw.url + CHAT, json=chat(f"n{i}", stream=i % 3 == 0)) as resp:
                 await resp.read()
-                return resp.status, resp.headers["x-dpserve-worker"]
+                return resp.status, resp.headers[WORKER_HEADER]
         results = await asyncio.gather(*(one(i) for i in range(300)))
     assert {s for s, _ in results} == {200} and {w for _, w in results} <= {"w0", "w1"}
     assert sum(w.stats.requests for w in workers) == 300
@@ -115,7 +116,7 @@ async def test_pooled_keep_alive_client_mixing_routes(fake_workers, gateway) -> 
                     return resp.status
             async with session.post(gw.url + CHAT, json=chat(f"p{i}", stream=i % 2 == 0)) as resp:
                 body = await resp.read()
-                assert resp.headers["x-dpserve-worker"] in ("w0", "w1")
+                assert resp.headers[WORKER_HEADER] in ("w0", "w1")
                 assert body.endswith(b"data: [DONE]\n\n") if i % 2 == 0 else orjson.loads(body)["choices"]
                 return resp.status
         statuses = await asyncio.gather(*(one(i) for i in range(200)))

@@ -13,6 +13,7 @@ from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.front import FrontProtocol
 from dpserve.gateway.routes import Request, Route, RouteTable
 from dpserve.gateway.server import GatewayServer
+from dpserve.http_names import WORKER_HEADER
 
 CHAT = b"/v1/chat/completions"
 
@@ -75,12 +76,12 @@ class Handler:
                 self.cancelled += 1
                 raise
         if body == b"stream":
-            await sink.start({"Content-Type": "text/event-stream", "x-dpserve-worker": "w1"})
+            await sink.start({"Content-Type": "text/event-stream", WORKER_HEADER: "w1"})
             for part in (b"data: 1\n\n", b"", b"data: 2\n\n"):
                 await sink.write(part)
             await sink.end()
             return
-        await sink.whole(200, {"Content-Type": "application/json", "x-dpserve-worker": "w0"}, b"ok:" + body)
+        await sink.whole(200, {"Content-Type": "application/json", WORKER_HEADER: "w0"}, b"ok:" + body)
 
 
 class StubGateway:

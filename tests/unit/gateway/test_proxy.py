@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from dpserve.errors import HTTPError
-from dpserve.http_names import CHAT_PATH, HOPS_HEADER, WORKER_HEADER
+from dpserve.http_names import CHAT_PATH, HOPS_HEADER, SESSION_HEADER, WORKER_HEADER
 from tests.unit.gateway.proxy_fakes import BROKEN, NO_HEAD, REFUSE, Answer, FakeSink, make_rig
 
 A, B = "http://a:1", "http://b:1"
@@ -107,11 +107,11 @@ async def test_retries_stop_at_the_request_deadline() -> None:
 
 async def test_the_tenants_key_stays_here_and_the_replica_gets_its_own_and_the_hop_count() -> None:
     rig = make_rig({A: [Answer()]}, replica_api_key="replica-secret")
-    headers = {"Authorization": "Bearer tenant-secret", "x-session-id": "s1", HOPS_HEADER: "1"}
+    headers = {"Authorization": "Bearer tenant-secret", SESSION_HEADER: "s1", HOPS_HEADER: "1"}
     await rig.proxy.handle(CHAT_PATH, headers, BODY, FakeSink())
     sent = rig.upstream.sent[0][3]
     assert sent["Authorization"] == "Bearer replica-secret" and "tenant-secret" not in str(sent)
-    assert sent[HOPS_HEADER] == "2" and sent["x-session-id"] == "s1"
+    assert sent[HOPS_HEADER] == "2" and sent[SESSION_HEADER] == "s1"
 
 
 @pytest.mark.parametrize("hops, status", [("4", 508), ("x", 400), ("99999", 400)])
