@@ -8,6 +8,7 @@ complete requests and refuses (through `_refuse`) what breaks a limit or the HTT
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from dpserve.gateway.front_request import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_H
 if TYPE_CHECKING:
     from dpserve.gateway.config import ClientLimits
     from dpserve.gateway.server import GatewayServer
+
+logger = logging.getLogger(__name__)
 
 # Parsed requests a connection may hold unanswered before the front stops reading from it.
 MAX_PIPELINED = 16
@@ -78,8 +81,9 @@ class RequestReading:
         refusal = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
         if isinstance(refusal, Refusal):
             self._refuse(refusal.error)
-        elif isinstance(exc, httptools.HttpParserCallbackError):
-            raise exc  # a bug in a callback, not the client's fault
+        elif isinstance(exc, httptools.HttpParserCallbackError):  # a bug here, not the client's fault
+            logger.error("unexpected error reading a request", exc_info=exc.__context__ or exc)
+            self._refuse(HTTPError(500, "internal gateway error"))
         elif isinstance(exc, httptools.HttpParserUpgrade):
             if self._queue:
                 self._release(self._queue.pop())  # the offer not declined: its body was not read

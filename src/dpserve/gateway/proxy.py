@@ -39,6 +39,7 @@ from dpserve.gateway.worker import Worker
 from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
 
 logger = logging.getLogger(__name__)
+_SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
 
 
 @dataclass(slots=True)
@@ -51,7 +52,7 @@ class _Attempt:
     resp: UpstreamResponse | None = None
     body_done: bool = False
 
-    def settle(self, happened: Happened, status: int | None = None) -> Decision:
+    def settle(self, happened: str, status: int | None = None) -> Decision:
         self.decision = decide(happened, status)
         return self.decision
 
@@ -192,7 +193,7 @@ class Proxy:
                 self._health.report_refused(worker)  # out of rotation now, not at the next probe
             _record_verdict(worker, decision.verdict)
             self._policy.on_request_finished(worker, request.parsed.route,
-                                             decision.verdict is not Verdict.FAILURE)
+                                             decision.verdict != _FAILURE)
             self._registry.notify_finished()
             self._admission.on_capacity_freed()
 
@@ -238,7 +239,7 @@ class Proxy:
         att.body_done = True
         return body
 
-    def _fail(self, att: _Attempt, happened: Happened, status: int, message: str,
+    def _fail(self, att: _Attempt, happened: str, status: int, message: str,
               headers: dict[str, str] | None = None, upstream_status: int | None = None) -> _Failure:
         decision = att.settle(happened, upstream_status)
         self._metrics.requests[(att.worker.id, str(status))] += 1
@@ -338,10 +339,10 @@ def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, par
                         code="model_not_found", param="model")
 
 
-def _record_verdict(worker: Worker, verdict: Verdict) -> None:
-    if verdict is Verdict.SUCCESS:
+def _record_verdict(worker: Worker, verdict: str) -> None:
+    if verdict == _SUCCESS:
         worker.breaker.record_success()
-    elif verdict is Verdict.FAILURE:
+    elif verdict == _FAILURE:
         worker.breaker.record_failure()
     else:
         worker.breaker.record_neutral()

@@ -9,6 +9,7 @@ import logging
 import orjson
 import pytest
 
+from dpserve.gateway.front import FrontProtocol
 from tests.unit.gateway.front_fakes import Handler, connect, make_server, open_front, post, responses, settle
 
 
@@ -171,20 +172,16 @@ async def test_unknown_routes_are_404_and_other_methods_405_with_allow() -> None
     assert b3 == b"ok:after"
 
 
-async def test_a_bug_in_any_handler_is_a_json_500_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    proto, transport, _ = await open_front(Handler())
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/admin"])
+async def test_a_bug_in_any_handler_is_a_json_500_logged_once(path: bytes,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    proto, transport = connect(make_server(Handler()), ("127.0.0.1", 4000))
     with caplog.at_level(logging.ERROR, logger="dpserve.gateway.front"):
-        proto.data_received(post(b"boom", b"/admin"))  # not a proxied route: same shape
+        proto.data_received(post(b"boom", path) + post(b"after", path))
         await settle()
-    [(status, headers, body)] = responses(transport.out)
-    assert status.startswith(b"HTTP/1.1 403")  # /admin from a non-loopback peer without a key
-    proto2, transport2, _ = await open_front(Handler())
-    with caplog.at_level(logging.ERROR, logger="dpserve.gateway.front"):
-        proto2.data_received(post(b"boom"))
-        await settle()
-    [(status, headers, body)] = responses(transport2.out)
+    (status, headers, body), (_, _, after) = responses(transport.out)
     assert status.startswith(b"HTTP/1.1 500") and headers[b"content-type"] == b"application/json"
-    assert _error(body)["type"] == "internal_error"
+    assert _error(body)["type"] == "internal_error" and after == b"ok:after"
     assert [r.exc_info is not None for r in caplog.records] == [True]
 
 
@@ -199,3 +196,17 @@ async def test_admin_routes_without_an_admin_key_answer_loopback_peers_only() ->
     [(status, _, body)] = responses(remote_out.out)
     assert status.startswith(b"HTTP/1.1 403") and _error(body)["code"] == "admin_loopback_only"
     assert responses(local_out.out)[0][2] == b"ok:add"
+
+
+async def test_a_bug_while_reading_a_request_is_a_json_500_too(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    def broken(self: FrontProtocol, url: bytes) -> None:
+        raise RuntimeError("a bug in a parser callback")
+    monkeypatch.setattr(FrontProtocol, "on_url", broken)
+    proto, transport, _ = await open_front(Handler())
+    with caplog.at_level(logging.ERROR, logger="dpserve.gateway.front_reading"):
+        proto.data_received(post(b"x"))
+        await settle()
+    [(status, _, body)] = responses(transport.out)
+    assert status.startswith(b"HTTP/1.1 500") and _error(body)["type"] == "internal_error"
+    assert transport.closing and [r.exc_info is not None for r in caplog.records] == [True]

@@ -6,7 +6,15 @@ import random
 
 import pytest
 
-from dpserve.gateway.retry import Decision, Happened, Verdict, backoff_s, decide, is_replica_failure
+from dpserve.gateway.retry import (
+    HAPPENINGS,
+    Decision,
+    Happened,
+    Verdict,
+    backoff_s,
+    decide,
+    is_replica_failure,
+)
 
 F, S, N = Verdict.FAILURE, Verdict.SUCCESS, Verdict.NEUTRAL
 
@@ -34,14 +42,19 @@ F, S, N = Verdict.FAILURE, Verdict.SUCCESS, Verdict.NEUTRAL
     # the client left: no verdict on the replica
     (Happened.CLIENT_GONE, None, Decision(False, N, False, "client_gone")),
 ])
-def test_decide(happened: Happened, status: int | None, expected: Decision) -> None:
+def test_decide(happened: str, status: int | None, expected: Decision) -> None:
     assert decide(happened, status) == expected
+    assert decide(happened, status) is decide(happened, status)  # remembered, not recomputed
 
 
-def test_every_outcome_has_a_rule() -> None:
-    for happened in Happened:
-        decision = decide(happened, 200 if happened is Happened.ANSWERED else None)
-        assert decision.reason and isinstance(decision.verdict, Verdict)
+def test_every_outcome_has_a_rule_and_nothing_else_does() -> None:
+    for happened in HAPPENINGS:
+        decision = decide(happened, 200 if happened == Happened.ANSWERED else None)
+        assert decision.reason and decision.verdict in (Verdict.SUCCESS, Verdict.FAILURE, Verdict.NEUTRAL)
+    with pytest.raises(ValueError):
+        decide("something else")
+    with pytest.raises(ValueError):
+        decide(Happened.ANSWERED)  # needs the status
 
 
 def test_replica_failures_are_5xx_408_429_never_a_clients_4xx() -> None:
