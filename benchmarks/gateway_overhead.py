@@ -166,26 +166,27 @@ async def measure(url: str, args: argparse.Namespace, pid: int) -> dict[str, flo
     return out
 
 
-async def gateway_cpu(url: str, pid: int, seconds: float) -> dict[str, float]:
-    """The gateway alone under a c=64 closed loop for `seconds`: CPU µs per request (user, system)."""
+async def gateway_cpu(url: str, pid: int, seconds: float, concurrency: int = 64) -> dict[str, float]:
+    """The gateway alone under a closed loop for `seconds`: CPU µs per request (user, system),
+    req/s and the latency p50/p99 the load generator saw."""
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as s:
-        await _closed_loop(1000, 64, lambda i: _one(s, url, i))  # warm-up: pools, caches
+        await _closed_loop(1000, concurrency, lambda i: _one(s, url, i))  # warm-up: pools, caches
         stop_at = time.perf_counter() + seconds
-        done = 0
+        latencies: list[float] = []
 
         async def worker() -> None:
-            nonlocal done
             while time.perf_counter() < stop_at:
-                await _one(s, url, done)
-                done += 1
+                latencies.append(await _one(s, url, len(latencies)))
         user0, sys0 = _cpu_split_s(pid)
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(64)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
         user1, sys1 = _cpu_split_s(pid)
+    done = len(latencies)
     return {"cpu_us": (user1 + sys1 - user0 - sys0) / done * 1e6, "user_us": (user1 - user0) / done * 1e6,
-            "rps": done / wall}
+            "rps": done / wall, "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": _pct(latencies, 0.99) * 1e3}
 
 
 def _cpu_split_s(pid: int) -> tuple[float, float]:
@@ -207,18 +208,23 @@ def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
                    "--log-level", "warning", "--worker-urls", *urls]
             proc = _start(cmd, f"http://127.0.0.1:{port}/health", env)
             try:
-                r = asyncio.run(gateway_cpu(f"http://127.0.0.1:{port}", proc.pid, args.seconds))
+                r = asyncio.run(gateway_cpu(f"http://127.0.0.1:{port}", proc.pid, args.seconds,
+                                            args.concurrency))
             finally:
                 _stop(proc)
             results[name].append(r)
             print(f"run {run} {name}: {r['cpu_us']:.0f} µs/req ({r['user_us']:.0f} user), "
-                  f"{r['rps']:.0f} req/s", flush=True)
-    print("| gateway | cpu µs/req (user) median | range | req/s range |\n| --- | --- | --- | --- |")
+                  f"{r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms", flush=True)
+    print(f"c={args.concurrency}\n| gateway | cpu µs/req (user) median | range | req/s median (range) "
+          "| p50 ms median | p99 ms median (range) |\n| --- | --- | --- | --- | --- | --- |")
     for name, rs in results.items():
         cpu = sorted(r["cpu_us"] for r in rs)
         rps = sorted(r["rps"] for r in rs)
+        p99 = sorted(r["p99_ms"] for r in rs)
         print(f"| {name} | {statistics.median(cpu):.0f} ({statistics.median(r['user_us'] for r in rs):.0f}) "
-              f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {rps[0]:,.0f}–{rps[-1]:,.0f} |")
+              f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {statistics.median(rps):,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) "
+              f"| {statistics.median(r['p50_ms'] for r in rs):.2f} "
+              f"| {statistics.median(p99):.2f} ({p99[0]:.2f}–{p99[-1]:.2f}) |")
 
 
 # ---- processes -----------------------------------------------------------------------------------
@@ -291,6 +297,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
                     help="with --cpu-runs: a dpserve source tree (put on PYTHONPATH) to alternate with")
     ap.add_argument("--seconds", type=float, default=5.0, help="with --cpu-runs: length of each run")
+    ap.add_argument("--concurrency", type=int, default=64, help="with --cpu-runs: requests in flight")
     ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_replicas:

@@ -1,4 +1,5 @@
-"""Run an aiohttp app on uvloop until SIGINT/SIGTERM, with a graceful shutdown window."""
+"""Run a server (an aiohttp app, or the gateway's own) on uvloop until SIGINT/SIGTERM, with a
+graceful shutdown window."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -32,24 +34,49 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_app(app: web.Application, host: str, port: int, *, shutdown_grace_s: float = 5.0,
+class Server(Protocol):
+    """What `serve_app` runs: the gateway's `GatewayServer`, or an aiohttp app (`AiohttpServer`)."""
+
+    async def start(self, sock: socket.socket) -> None:
+        """Start (startup work first), then accept connections on `sock`."""
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting, give in-flight requests `grace_s` to finish, then clean up."""
+
+
+class AiohttpServer:
+    """An aiohttp app as a `Server` (the replicas' servers)."""
+
+    def __init__(self, app: web.Application, shutdown_grace_s: float) -> None:
+        # The runner's shutdown_timeout gives in-flight requests the grace to finish.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace_s,
+                                     handle_signals=False)
+
+    async def start(self, sock: socket.socket) -> None:
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    async def stop(self, grace_s: float) -> None:
+        await self._runner.cleanup()
+
+
+async def serve_app(app: web.Application | Server, host: str, port: int, *, shutdown_grace_s: float = 5.0,
                     on_ready: Callable[[int], Awaitable[None] | None] | None = None,
                     stop_event: asyncio.Event | None = None) -> None:
-    """Serve `app` on host:port until SIGINT/SIGTERM (or `stop_event`), then shut down cleanly.
-
-    The runner's shutdown_timeout gives in-flight requests `shutdown_grace_s` to finish.
-    """
+    """Serve `app` on host:port until SIGINT/SIGTERM (or `stop_event`), then shut down cleanly,
+    giving in-flight requests `shutdown_grace_s` to finish."""
     # Bind before setup: startup hooks may load a model, which is wasted if the port is taken.
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc} "
                           "(choose another --port)") from exc
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_grace_s,
-                           handle_signals=False)
-    await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
+    server = AiohttpServer(app, shutdown_grace_s) if isinstance(app, web.Application) else app
+    try:
+        await server.start(sock)
+    except BaseException:
+        sock.close()
+        raise
     bound_port = sock.getsockname()[1]
     logger.info("listening on http://%s:%d", host, bound_port)
     stop = stop_event or asyncio.Event()
@@ -64,10 +91,10 @@ async def serve_app(app: web.Application, host: str, port: int, *, shutdown_grac
         await stop.wait()
     finally:
         logger.info("shutting down")
-        await runner.cleanup()
+        await server.stop(shutdown_grace_s)
 
 
-def run_app(app: web.Application, host: str, port: int, *, shutdown_grace_s: float = 5.0) -> None:
+def run_app(app: web.Application | Server, host: str, port: int, *, shutdown_grace_s: float = 5.0) -> None:
     """Blocking entry point for commands: uvloop + serve_app."""
     install_uvloop()
     asyncio.run(serve_app(app, host, port, shutdown_grace_s=shutdown_grace_s))

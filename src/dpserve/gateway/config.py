@@ -72,6 +72,39 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """What clients may make the gateway hold. Memory for requests stays under about
+    max_buffered_request_bytes × 2 (a body is joined once) + max_connections × 64 KiB (request heads):
+    ~1 GiB with the defaults, whatever clients send (README, Security)."""
+
+    max_request_bytes: int = option(
+        16 * 1024 * 1024, "largest request body, after gzip/deflate decoding (413 beyond; an announced "
+                          "Content-Length over it is refused before the body is read). 16 MiB holds a "
+                          "1M-token prompt as text or as token ids, or a few base64 images")
+    max_buffered_request_bytes: int = option(
+        256 * 1024 * 1024, "request body bytes all connections together may hold at once, while they "
+                           "arrive and while their requests are served (503 + Retry-After beyond)")
+    max_connections: int = option(
+        4096, "client connections held at once (each may hold a 64 KiB request head); more are "
+              "answered 503 and closed")
+    header_timeout_s: float = option(
+        10.0, "a request's headers must arrive within this many seconds of its first byte (408 and close)")
+    body_timeout_s: float = option(
+        60.0, "a request's body must arrive within this many seconds after its headers (408 and close)")
+    keepalive_timeout_s: float = option(
+        75.0, "an idle client connection (between requests) is closed after this many seconds")
+
+    def __post_init__(self) -> None:
+        require(self.max_request_bytes >= 1024, "--max-request-bytes must be >= 1024")
+        require(self.max_buffered_request_bytes >= self.max_request_bytes,
+                "--max-buffered-request-bytes must be >= --max-request-bytes")
+        require(self.max_connections >= 1, "--max-connections must be >= 1")
+        require(self.header_timeout_s > 0, "--header-timeout-s must be > 0")
+        require(self.body_timeout_s > 0, "--body-timeout-s must be > 0")
+        require(self.keepalive_timeout_s > 0, "--keepalive-timeout-s must be > 0")
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """`dpserve router`: where it listens, which replicas, and how it routes and recovers."""
 
@@ -87,8 +120,13 @@ class GatewayConfig:
     model_aliases: tuple[str, ...] = option(
         (), "client-facing model names, ALIAS=SERVED_NAME each: routed to the replicas serving "
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
-    admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
-                                   metavar="KEY")
+    admin_key: str | None = option(
+        None, "require `Authorization: Bearer KEY` on POST/DELETE /workers and on GET /workers, "
+              "/get_loads, /metrics. Without it, workers can be changed only from this host "
+              "(loopback), and not at all when --api-keys is set", metavar="KEY")
+    replica_api_key: str | None = option(
+        None, "sent to every replica as `Authorization: Bearer KEY` (vLLM's --api-key); a client's own "
+              "Authorization is never forwarded", metavar="KEY")
     worker_kv_events: tuple[str, ...] = option(
         (), "where each of --worker-urls publishes KV events (policy precise_prefix), in order: "
             "PUB_ENDPOINT[,REPLAY_ENDPOINT] (e.g. tcp://127.0.0.1:5557,tcp://127.0.0.1:5558, as set "
@@ -98,6 +136,7 @@ class GatewayConfig:
     breaker: BreakerConfig = nested(BreakerConfig)
     retry: RetryConfig = nested(RetryConfig)
     admission: AdmissionConfig = nested(AdmissionConfig)
+    limits: ClientLimits = nested(ClientLimits)
 
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}")

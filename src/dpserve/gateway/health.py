@@ -12,6 +12,7 @@ import aiohttp
 from dpserve.aio import cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
+from dpserve.http_names import HEALTH_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class HealthChecker:
     async def _get_health(self, worker: Worker) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.config.health_check_timeout_s)
         try:
-            async with self.http.get(worker.url + "/health", timeout=timeout) as resp:
+            async with self.http.get(worker.url + HEALTH_PATH, timeout=timeout) as resp:
                 await resp.read()
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):

@@ -16,6 +16,7 @@ from typing import Protocol
 import aiohttp
 
 from dpserve.aio import cancel_and_wait
+from dpserve.http_names import METRICS_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class LoadPoller:
 
     async def _poll(self, worker: PolledWorker) -> None:
         try:
-            async with self._http.get(worker.url + "/metrics", timeout=self._timeout) as resp:
+            async with self._http.get(worker.url + METRICS_PATH, timeout=self._timeout) as resp:
                 if resp.status != 200:
                     return
                 in_flight_at_poll = worker.in_flight  # the count that the gauges reflect

@@ -2,7 +2,11 @@
 
 The in-flight count of a worker rises right after the choice and falls in a `finally` when the
 response has ended, failed, or the client went away (the handler is then cancelled, which closes
-the upstream connection, so the replica stops generating).
+the upstream connection, so the replica stops generating). What each try came to is reported to
+`retry.decide`, which alone says whether to retry and what the replica's breaker and health hear.
+
+The tenant's `Authorization` never goes to a replica (it is the gateway's key, and a replica
+added by someone else would collect it); `--replica-api-key` is sent instead when set.
 """
 
 from __future__ import annotations
@@ -23,30 +27,34 @@ from dpserve.gateway.aliases import ModelAliases, StreamRenamer
 from dpserve.gateway.config import RetryConfig
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.loop_guard import hop_count
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.policies.base import Policy, RouteRequest
 from dpserve.gateway.registry import WorkerRegistry
-from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
+from dpserve.gateway.retry import Decision, Happened, Verdict, backoff_s, decide
 from dpserve.gateway.routing_text import ParsedRequest, parse_request
 from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
+from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
 
 logger = logging.getLogger(__name__)
-
-WORKER_HEADER = "x-dpserve-worker"
-_FORWARDED_HEADERS = ("Authorization", "X-Request-Id", "X-Session-Id")
+_SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
 
 
 @dataclass(slots=True)
 class _Attempt:
-    """One try on one worker: the breaker verdict, the upstream response and whether its body was
-    fully read (then its connection goes back to the pool, else it is closed)."""
+    """One try on one worker: what `decide` said about it, the upstream response and whether its
+    body was fully read (then its connection goes back to the pool, else it is closed)."""
 
     worker: Worker
-    verdict: str = "neutral"  # success | failure | neutral (client left, no verdict)
+    decision: Decision | None = None  # None until the try's outcome is known
     resp: UpstreamResponse | None = None
     body_done: bool = False
+
+    def settle(self, happened: str, status: int | None = None) -> Decision:
+        self.decision = decide(happened, status)
+        return self.decision
 
 
 @dataclass(slots=True)
@@ -65,7 +73,7 @@ class _Failure:
     """A try that failed before anything reached the client: retry, or answer `error` at the end."""
 
     error: HTTPError
-    reason: str
+    decision: Decision
 
 
 class Proxy:
@@ -73,7 +81,8 @@ class Proxy:
 
     def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
                  admission: Admission, metrics: GatewayMetrics, upstream: UpstreamPool,
-                 aliases: ModelAliases, rng: random.Random, clock: Callable[[], float]) -> None:
+                 aliases: ModelAliases, rng: random.Random, clock: Callable[[], float],
+                 replica_api_key: str | None = None) -> None:
         self._cfg = retry
         self._registry = registry
         self._policy = policy
@@ -84,10 +93,12 @@ class Proxy:
         self._aliases = aliases
         self._rng = rng
         self._clock = clock
+        self._replica_auth = None if replica_api_key is None else f"Bearer {replica_api_key}"
 
     async def handle(self, path: str, headers: Mapping[str, str], raw: bytes, sink: ResponseSink) -> None:
-        """Answer one request through `sink`; HTTPError for an answer the gateway gives itself."""
-        self._admission.authenticate(headers)
+        """Answer one request through `sink`; HTTPError for an answer the gateway gives itself.
+        The caller has authenticated the tenant (routes.py: Access.TENANT)."""
+        hops = hop_count(headers)  # 508 before any work when requests loop through gateways
         parsed = parse_request(path, raw, headers)
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
@@ -99,12 +110,24 @@ class Proxy:
         # No await between admit() and the in-flight increment inside _with_retries (admission relies on it).
         usage = Usage()
         start = self._clock()
-        request = _Request(path, _forwarded_headers(headers), raw, parsed, sink)
+        request = _Request(path, self._forwarded_headers(headers, hops), raw, parsed, sink)
         try:
             await self._with_retries(request, usage, start)
         finally:
             ticket.release(usage.prompt_tokens, usage.completion_tokens)
             self._metrics.duration.observe(self._clock() - start)
+
+    def _forwarded_headers(self, client_headers: Mapping[str, str], hops: int) -> dict[str, str]:
+        """What the replica gets: the body's type, the hop count, FORWARDED_HEADERS, and the
+        replica's own key when one is set — never the client's Authorization."""
+        headers = {"Content-Type": "application/json", HOPS_HEADER: str(hops + 1)}
+        for name in FORWARDED_HEADERS:
+            value = client_headers.get(name)  # one lookup per name, not `in` and then `[]`
+            if value is not None:
+                headers[name] = value
+        if self._replica_auth is not None:
+            headers["Authorization"] = self._replica_auth
+        return headers
 
     def _resolve_alias(self, raw: bytes, parsed: ParsedRequest) -> tuple[bytes, ParsedRequest]:
         """An aliased `model`: route on the served name and send that upstream."""
@@ -124,21 +147,23 @@ class Proxy:
             if worker is None:
                 break
             tried.append(worker)
-            result = await self._attempt(request, worker, usage, deadline)
-            if result is None:
+            failure = await self._attempt(request, worker, usage, deadline)
+            if failure is None:
                 return
-            failure = result
-            if attempt == self._cfg.max_retries or self._clock() >= deadline:
-                break
-            self._metrics.retries[(result.reason,)] += 1
+            if (not failure.decision.retry or attempt == self._cfg.max_retries
+                    or self._clock() >= deadline):
+                self._metrics.retries_exhausted[()] += 1
+                raise failure.error
+            self._metrics.retries[(failure.decision.reason,)] += 1
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
         if failure is None:
             _raise_if_model_unknown(self._registry, self._aliases, parsed)
-            raise HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
-                            headers={"Retry-After": "1"})
-        self._metrics.retries_exhausted[()] += 1
-        raise failure.error
+        # No replica left to try (none was, or the last one just failed): the same 503 whether the
+        # outage began before this request or during it.
+        last = "" if failure is None else f" (last try: {failure.error.message})"
+        raise HTTPError(503, f"no healthy replica is available{last}", code="no_healthy_worker",
+                        headers={"Retry-After": "1"})
 
     def _choose(self, route: RouteRequest, tried: list[Worker], model: str | None) -> Worker | None:
         """Among workers serving `model`, prefer those not yet tried; the one that just failed
@@ -161,10 +186,17 @@ class Proxy:
         att = _Attempt(worker)
         try:
             return await self._exchange(request, att, usage, deadline)
+        except asyncio.CancelledError:
+            att.settle(Happened.CLIENT_GONE)
+            raise
         finally:
             worker.in_flight -= 1
-            _record_verdict(worker, att.verdict)
-            self._policy.on_request_finished(worker, request.parsed.route, att.verdict != "failure")
+            decision = att.decision or decide(Happened.CLIENT_GONE)
+            if decision.mark_down:
+                self._health.report_refused(worker)  # out of rotation now, not at the next probe
+            _record_verdict(worker, decision.verdict)
+            self._policy.on_request_finished(worker, request.parsed.route,
+                                             decision.verdict != _FAILURE)
             self._registry.notify_finished()
             self._admission.on_capacity_freed()
 
@@ -197,33 +229,33 @@ class Proxy:
                 return None
             body = await resp.read(max(0.001, deadline - self._clock()))
         except ConnectFailed as exc:
-            self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
-            return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc}", "connect_error")
+            return self._fail(att, Happened.CONNECT_FAILED, 502,
+                              f"replica {att.worker.id} is unreachable: {exc}")
         except TimeoutError:
             if att.resp is not None:
-                return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout")
-            return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
-                                        f"{first_byte_s:.3g} s", "first_byte_timeout")
+                return self._fail(att, Happened.BODY_TIMEOUT, 504, f"replica {att.worker.id} timed out")
+            return self._fail(att, Happened.NO_FIRST_BYTE, 504, f"replica {att.worker.id} did not respond "
+                                                                 f"within {first_byte_s:.3g} s")
         except UpstreamError as exc:
-            return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
+            return self._fail(att, Happened.BROKEN_BEFORE_FIRST_BYTE, 502,
+                              f"replica {att.worker.id} failed: {exc}")
         att.body_done = True
         return body
 
-    def _fail(self, att: _Attempt, status: int, message: str, reason: str,
-              headers: dict[str, str] | None = None) -> _Failure:
-        att.verdict = "failure"
+    def _fail(self, att: _Attempt, happened: str, status: int, message: str,
+              headers: dict[str, str] | None = None, upstream_status: int | None = None) -> _Failure:
+        decision = att.settle(happened, upstream_status)
         self._metrics.requests[(att.worker.id, str(status))] += 1
         return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
-                        reason)
+                        decision)
 
     async def _answer_whole(self, request: _Request, resp: UpstreamResponse, body: bytes, att: _Attempt,
                             usage: Usage) -> _Failure | None:
         status = resp.status
-        if is_retryable_status(status):
-            retry_after = resp.headers.get("retry-after")
-            return self._fail(att, status, _upstream_message(body, status), f"status_{status}",
-                              {"Retry-After": retry_after} if retry_after else None)
-        att.verdict = "failure" if is_replica_failure(status) else "success"
+        if att.settle(Happened.ANSWERED, status).retry:
+            retry_after = resp.headers.get(RETRY_AFTER_HEADER)
+            return self._fail(att, Happened.ANSWERED, status, _upstream_message(body, status),
+                              {"Retry-After": retry_after} if retry_after else None, upstream_status=status)
         if status == 200:
             usage.from_body(body)
         alias = request.parsed.alias
@@ -242,11 +274,15 @@ class Proxy:
         try:
             async with asyncio.timeout(max(0.001, first_byte_at - started)):
                 first = await resp.next_chunk()
-        except (UpstreamError, TimeoutError) as exc:
-            status = 504 if isinstance(exc, TimeoutError) else 502
-            return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte")
+        except TimeoutError:
+            return self._fail(att, Happened.NO_FIRST_BYTE, 504,
+                              f"replica {att.worker.id} sent no stream data")
+        except UpstreamError:
+            return self._fail(att, Happened.BROKEN_BEFORE_FIRST_BYTE, 502,
+                              f"replica {att.worker.id} sent no stream data")
         if not first:
-            return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
+            return self._fail(att, Happened.BROKEN_BEFORE_FIRST_BYTE, 502,
+                              f"replica {att.worker.id} closed the stream at once")
         out = request.sink
         tail = StreamTail()
         tail.add(first)
@@ -262,6 +298,7 @@ class Proxy:
             await self._pump_until(resp, out, att, tail, renamer, deadline)
             await out.end()
         except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
+            att.settle(Happened.CLIENT_GONE)
             return None
         tail.usage_into(usage)
         self._metrics.requests[(att.worker.id, "200")] += 1
@@ -275,7 +312,7 @@ class Proxy:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
                 await self._pump(resp, out, att, tail, renamer)
         except (UpstreamError, TimeoutError) as exc:
-            att.verdict = "failure"
+            att.settle(Happened.BROKEN_AFTER_FIRST_BYTE)
             logger.warning("stream from replica %s ended early: %r", att.worker.id, exc)
             if renamer is not None:
                 await out.write(renamer.flush())  # the cut event's start, as it came
@@ -290,7 +327,8 @@ class Proxy:
             await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
         if renamer is not None:
             await out.write(renamer.flush())
-        att.verdict, att.body_done = "success", True
+        att.body_done = True
+        att.settle(Happened.ANSWERED, 200)
 
 
 def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, parsed: ParsedRequest) -> None:
@@ -305,21 +343,12 @@ def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, par
 
 
 def _record_verdict(worker: Worker, verdict: str) -> None:
-    if verdict == "success":
+    if verdict == _SUCCESS:
         worker.breaker.record_success()
-    elif verdict == "failure":
+    elif verdict == _FAILURE:
         worker.breaker.record_failure()
     else:
         worker.breaker.record_neutral()
-
-
-def _forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    for name in _FORWARDED_HEADERS:
-        value = client_headers.get(name)  # one lookup per name, not `in` and then `[]`
-        if value is not None:
-            headers[name] = value
-    return headers
 
 
 def _stream_error(worker_id: str, exc: BaseException, at_boundary: bool) -> bytes:

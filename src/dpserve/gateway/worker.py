@@ -13,7 +13,9 @@ def check_worker_url(url: str) -> str:
     """The replica base URL (`http://host[:port]`, no trailing slash); ValueError says what is wrong.
 
     A replica is addressed by scheme, host and port only: the gateway appends the OpenAI paths
-    itself, so `http://host:port/v1` would become `/v1/v1/chat/completions`.
+    itself, so `http://host:port/v1` would become `/v1/v1/chat/completions`. Credentials in the
+    URL (`user:pw@`) are refused: URLs are shown by /workers, /get_loads and the logs, and a
+    replica's key belongs in --replica-api-key.
     """
     try:
         parts = urlsplit(url.strip())
@@ -22,6 +24,9 @@ def check_worker_url(url: str) -> str:
         raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
     if parts.scheme != "http":
         raise ValueError(f"{url!r} is not an http:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials (user:password@) are not accepted in a worker URL: they would be "
+                         "shown by /workers and the logs; use --replica-api-key for a replica's key")
     if not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from dpserve.config import DEFAULT_HOST
-from dpserve.http_server import serve_app
+from dpserve.http_server import Server, serve_app
 from dpserve.launcher.banner import usage_banner
 from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
@@ -30,13 +30,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GatewaySite:
-    """The in-process gateway: its app and where it listens."""
+    """The in-process gateway: its app (the gateway's server, or any aiohttp app in tests) and where
+    it listens."""
 
-    app: web.Application
+    app: web.Application | Server
     host: str
     port: int
     drain_s: float  # in-flight requests get this long when the gateway stops
-    admin_key: str | None = None  # for POST/DELETE /workers
+    admin_key: str | None = None  # the launcher's key for POST/DELETE /workers
 
 
 class ServeService:

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from dpserve.errors import error_middleware
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, MODELS_PATH
 from dpserve.serving.engine_client import EngineClient
 from dpserve.serving.handlers import ReplicaHandlers
 from dpserve.serving.metrics import ReplicaMetrics
@@ -43,9 +44,9 @@ def create_replica_app(client: EngineClient, served_model_name: str, *,
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_get("/health", handlers.health)
-    app.router.add_get("/v1/models", handlers.models)
-    app.router.add_get("/metrics", handlers.metrics_text)
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_get(HEALTH_PATH, handlers.health)
+    app.router.add_get(MODELS_PATH, handlers.models)
+    app.router.add_get(METRICS_PATH, handlers.metrics_text)
+    app.router.add_post(CHAT_PATH, handlers.chat_completions)
+    app.router.add_post(COMPLETIONS_PATH, handlers.completions)
     return app

@@ -39,6 +39,7 @@ class Stats:
     cancelled: int = 0      # handlers cancelled because the gateway disconnected
     active: int = 0
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each completion request
     peers: set[tuple[str, int]] = field(default_factory=set)  # client ends of the connections used
 
 
@@ -116,6 +117,7 @@ class FakeWorker:
         raw = await request.read()
         self.stats.requests += 1
         self.stats.bodies.append(raw)
+        self.stats.headers.append(dict(request.headers))
         if request.transport is not None:
             self.stats.peers.add(request.transport.get_extra_info("peername"))
         self.stats.active += 1
@@ -184,3 +186,14 @@ def stream_chunks(name: str, n: int, usage: bool, pad: int = 0) -> list[bytes]:
                                                            "total_tokens": 7 + n}}))
     out.append(b"data: [DONE]\n\n")
     return out
+
+
+async def _serve_forever(**knobs: Any) -> None:
+    worker = FakeWorker(**knobs)
+    await worker.start()
+    print(worker.port, flush=True)  # the parent reads where it listens
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # `python -m tests.integration.gateway.fake_worker`: one in its own process
+    asyncio.run(_serve_forever())

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.launcher.procs import kill_all, new_marker
 from tests.support import stop_process, wait_http_ok
 
@@ -50,7 +51,7 @@ def chat(port: int, content: str, max_tokens: int = 8) -> tuple[int, str]:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
-        return resp.status, resp.headers.get("x-dpserve-worker", "")
+        return resp.status, resp.headers.get(WORKER_HEADER, "")
 
 
 def workers(port: int) -> list[dict[str, object]]:

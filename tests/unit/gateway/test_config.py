@@ -7,7 +7,8 @@ import pytest
 from dpserve.config import ConfigError, parse_config
 from dpserve.errors import HTTPError
 from dpserve.gateway.config import GatewayConfig
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from dpserve.gateway.routing_text import parse_request
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, SESSION_HEADER
 
 
 def test_flags_reach_nested_configs() -> None:
@@ -44,7 +45,7 @@ def test_chat_routing_text_is_the_whole_conversation_with_roles() -> None:
     parsed = parse_request(CHAT_PATH, raw, {})
     assert parsed.route.text == "<|system|>S<|user|>U1<|assistant|>A"
     assert parsed.route.session_key == "bob" and parsed.stream and parsed.max_tokens == 9
-    assert parse_request(CHAT_PATH, raw, {"x-session-id": "s1"}).route.session_key == "s1"
+    assert parse_request(CHAT_PATH, raw, {SESSION_HEADER: "s1"}).route.session_key == "s1"
 
 
 def test_completions_prompt_forms() -> None:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dpserve.http_names import HEALTH_PATH
 from dpserve.launcher.placement import Placement
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Backend(ABC):
     #: Largest --tp-size the backend can run (None = no limit of ours).
     max_tp_size: int | None = None
     #: Path that answers 200 once the replica can serve.
-    health_path: str = "/health"
+    health_path: str = HEALTH_PATH
     #: True when bundled model names must be resolved to a directory before the engine sees them.
     needs_model_path: bool = False
     #: True when the model must be a bundled name or a local HF directory (our own engine): the
