@@ -6,9 +6,11 @@ it (none is detached), so Ray removes them when it disconnects or dies, even by 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
-from collections.abc import Mapping
+import signal
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dpserve.config import ConfigError
@@ -37,12 +39,29 @@ def connect(address: str) -> None:
     import ray
 
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False,
-                 logging_level=logging.WARNING)
+        with _ctrl_c_blocked_for_children(address == LOCAL):
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False,
+                     logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     logger.info("joined Ray cluster %s (%s)", address if address != LOCAL else "(new local instance)",
                 ray.get_runtime_context().get_node_id()[:8])
+
+
+@contextlib.contextmanager
+def _ctrl_c_blocked_for_children(starting_local_instance: bool) -> Iterator[None]:
+    """A local instance's GCS and raylet are our children, in our process group: Ctrl-C at the
+    terminal would reach them with us and take the cluster down under our orderly shutdown.
+    They inherit the signal mask, so SIGINT is blocked while ray.init starts them (ray.shutdown
+    still ends them with SIGTERM; replicas unblock it again when spawned)."""
+    if not starting_local_instance:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def disconnect() -> None:
