@@ -73,7 +73,10 @@ def namespace_argv(command: list[str]) -> list[str]:
 
 
 def namespace_env() -> dict[str, str]:
-    return {**os.environ, INSIDE_ENV: "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token auth off: the cluster is reachable from nothing but this namespace, and with the mode
+    # unset Ray 2.60 turns it on whenever ~/.ray/auth_token exists — state shared with any other
+    # Ray run on the machine, which made `ray start` of the second node fail once.
+    return {**os.environ, INSIDE_ENV: "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def run_module(module_path: Path, work_dir: Path, timeout_s: float) -> tuple[dict[str, Outcome], str]:
