@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ def _healthy(port: int) -> int:
 def start_times(args: list[str], dp_size: int, ray_address: str | None) -> tuple[float, float, int, Path]:
     """Start serve; (s to first ready, s to all ready, gateway port, log dir). Caller stops it."""
     port, tmp = free_port(), Path(tempfile.mkdtemp(prefix="dpserve-bench-"))
+    _dirs.append(tmp)
     ray = ["--ray", "--ray-address", ray_address] if ray_address else []
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "dpserve", "serve", *ray, "--port", str(port),
@@ -57,6 +59,7 @@ def start_times(args: list[str], dp_size: int, ray_address: str | None) -> tuple
 
 
 _running: dict[int, subprocess.Popen[bytes]] = {}
+_dirs: list[Path] = []
 
 
 def stop(port: int) -> None:
@@ -69,7 +72,8 @@ def stop(port: int) -> None:
 
 
 def req_per_s(port: int, num_prompts: int) -> float:
-    out = Path(tempfile.mkdtemp(prefix="dpserve-bench-")) / "bench.json"
+    _dirs.append(Path(tempfile.mkdtemp(prefix="dpserve-bench-")))
+    out = _dirs[-1] / "bench.json"
     subprocess.run([sys.executable, "-m", "dpserve", "bench", "--url", f"http://127.0.0.1:{port}",
                     "--workload", "random", "--num-prompts", str(num_prompts), "--concurrency", "64",
                     "--input-len", "32", "--output-len", "8", "--ignore-eos", "--no-stream",
@@ -110,6 +114,8 @@ def main() -> None:
         for port in list(_running):
             stop(port)
         left = cluster.stop()
+        for tmp in _dirs:
+            shutil.rmtree(tmp, ignore_errors=True)
         assert left == [], left
     print("\n| replicas | placed | first ready s (median) | all ready s (median) | runs |")
     print("| --- | --- | ---: | ---: | ---: |")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,6 +114,7 @@ class RayTestCluster:
             if pid not in mine:
                 _kill(pid)
         time.sleep(0.5)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
         return [cmd for pid, cmd in _processes() if pid not in mine and "ray" in cmd]
 
 
