@@ -95,12 +95,14 @@ class ReplicaSupervisor:
         """Start the replica, announce it once healthy, wait for its end; how it ended."""
         self.state = ReplicaState.STARTING
         try:
-            instance = await self._runtime.start(self.spec, self.backend, self.log)
+            instance = await self._start_unless_stopped()
         except StartError as exc:
             self.last_problem = str(exc)
             logger.error("replica %s %s", self.replica_id, self.last_problem)
             self.log.note(self.last_problem)
             return "not started"
+        if instance is None:
+            return "stopped while starting"
         self.instance = instance
         self.pid = instance.pid
         env_text = " ".join(f"{k}={v}" for k, v in instance.env.items())
@@ -117,6 +119,21 @@ class ReplicaSupervisor:
         finally:
             await instance.stop(self._times.grace_s)
             self.instance = None
+
+    async def _start_unless_stopped(self) -> RunningReplica | None:
+        """The runtime's start, abandoned (cancelled: the runtime takes back what it took) if stop()
+        comes first — on Ray a start may wait up to --startup-timeout-s for room in the cluster."""
+        start = asyncio.ensure_future(self._runtime.start(self.spec, self.backend, self.log))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([start, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            return None
+        return start.result()
 
     async def _wait_healthy(self, instance: RunningReplica) -> bool:
         """Poll /health until it answers 200 (True), or the replica ends / we stop / time runs out."""
