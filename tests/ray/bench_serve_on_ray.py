@@ -92,7 +92,7 @@ def main() -> None:
     if not inside_namespace():
         argv = namespace_argv([sys.executable, "-m", "tests.ray.bench_serve_on_ray", *sys.argv[1:]])
         os.execvpe(argv[0], argv, namespace_env())
-    cluster = RayTestCluster.start(cpus_per_node=8)
+    cluster = RayTestCluster.start(cpus_per_node=8, lean=False)  # Ray's defaults: workers prestarted
     cases = {"sim ×8": (["--backend", "sim", "--engine-args", _SIM_FAST], 8),
              "builtin ×2": (["--backend", "builtin"], 2)}
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}

@@ -5,7 +5,7 @@ Small on purpose: the CPUs are logical (4 per node, whatever the machine has), n
 workers, a small object store. The head runs the dashboard process because Ray's state API is
 served by it (with --include-dashboard=false Ray 2.60 loads only its usage-stats module), bound to
 127.0.0.1 like everything else here. Node loss is detected by the GCS health checks, made 1 s × 3
-here (Ray's defaults take tens of seconds).
+here (Ray's defaults are several times slower).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from typing import Any
 
 CPUS_PER_NODE = 4
 _RAY = str(Path(sys.executable).with_name("ray"))
-_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
+_LEAN = {  # tests: no idle workers started ahead of need (memory); each actor starts its own
     "RAY_enable_worker_prestart": "0",
     "RAY_prestart_worker_first_driver": "0",
+}
+_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
     "RAY_health_check_initial_delay_ms": "1000",
@@ -57,10 +59,11 @@ class RayTestCluster:
     cpus_per_node: int = CPUS_PER_NODE
 
     @classmethod
-    def start(cls, cpus_per_node: int = CPUS_PER_NODE) -> RayTestCluster:
+    def start(cls, cpus_per_node: int = CPUS_PER_NODE, lean: bool = True) -> RayTestCluster:
+        """lean: no prestarted workers (tests); False keeps Ray's defaults (benchmarks)."""
         assert_in_test_namespace()
         temp_dir = Path(tempfile.mkdtemp(prefix="dpr-", dir="/tmp"))  # short: Ray's socket paths
-        env = {**os.environ, **_ENV}
+        env = {**os.environ, **_ENV, **(_LEAN if lean else {})}
         port = 6379  # the namespace is ours alone: Ray's default ports are free
         _run([_RAY, "start", "--head", "--port", str(port), "--include-dashboard=true",
               "--dashboard-host", "127.0.0.1", "--temp-dir", str(temp_dir), *_node_args(cpus_per_node)], env)
