@@ -221,9 +221,14 @@ class ReplicaSupervisor:
         return self._stopping.is_set()
 
     @property
+    def current_spec(self) -> ReplicaSpec:
+        """The running instance's spec (on Ray its node, port and GPUs are known once placed),
+        else the planned one."""
+        return self.instance.spec if self.instance is not None else self.spec
+
+    @property
     def url(self) -> str:
-        """The running instance's URL (on Ray it is known once placed), else the planned one."""
-        return self.instance.url if self.instance is not None else self.spec.url
+        return self.current_spec.url
 
     async def stop(self) -> None:
         """Stop supervising and stop the running instance (SIGTERM, grace, SIGKILL)."""
