@@ -35,18 +35,20 @@ class NamespacedModule(pytest.File):
 
     def outcome(self, name: str) -> Outcome:
         if self._outcomes is None:
-            self._outcomes, self._output = self._run()
+            selected = [item.name for item in self.session.items if item.parent is self]
+            self._outcomes, self._output = self._run(selected)
         found = self._outcomes.get(name)
         if found is None:
             return Outcome("failed", f"{name} did not run in the namespace; its output ended with:\n"
                                      f"{self._output[-6000:]}")
         return found
 
-    def _run(self) -> tuple[dict[str, Outcome], str]:
-        """One namespace run of the module. Its files go to a directory of its own (not pytest's
-        shared basetemp, which other pytest runs on the machine prune), kept only on failure."""
+    def _run(self, selected: list[str]) -> tuple[dict[str, Outcome], str]:
+        """One namespace run of the module's selected tests. Its files go to a directory of its own
+        (not pytest's shared basetemp, which other pytest runs on the machine prune), kept only on
+        failure."""
         work_dir = Path(tempfile.mkdtemp(prefix="dpserve-ray-tests-"))
-        outcomes, output = run_module(self.path, work_dir, _MODULE_TIMEOUT_S)
+        outcomes, output = run_module(self.path, selected, work_dir, _MODULE_TIMEOUT_S)
         if outcomes and all(o.status != "failed" for o in outcomes.values()):
             shutil.rmtree(work_dir, ignore_errors=True)
         else:

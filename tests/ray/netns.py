@@ -79,12 +79,15 @@ def namespace_env() -> dict[str, str]:
     return {**os.environ, INSIDE_ENV: "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-def run_module(module_path: Path, work_dir: Path, timeout_s: float) -> tuple[dict[str, Outcome], str]:
-    """Run pytest on one module inside a fresh namespace; (test name → outcome, the run's output)."""
+def run_module(module_path: Path, names: list[str], work_dir: Path,
+               timeout_s: float) -> tuple[dict[str, Outcome], str]:
+    """Run pytest on these tests of one module inside a fresh namespace; (test name → outcome, the
+    run's output)."""
     report, log_path = work_dir / "junit.xml", work_dir / "inner.log"
     argv = namespace_argv([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            f"--basetemp={work_dir / 'tmp'}", f"--junitxml={report}",
-                           "-o", "junit_logging=all", "--durations=0", str(module_path)])
+                           "-o", "junit_logging=all", "--durations=0",
+                           *(f"{module_path}::{name}" for name in names)])
     env = namespace_env()
     with open(log_path, "wb") as log:
         try:
