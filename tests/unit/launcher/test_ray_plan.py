@@ -81,3 +81,16 @@ def test_a_batch_replica_that_moved_is_used_at_its_new_url_once_probed() -> None
     assert pool.replicas[1].url == "http://10.0.0.3:3" and not pool.replicas[1].is_healthy
     pool.set_url("r0", "http://10.0.0.1:1")  # same address: nothing changes
     assert pool.replicas[0].is_healthy
+
+
+def test_an_address_nothing_answers_on_is_an_error_at_once() -> None:
+    import socket
+
+    from dpserve.launcher.on_ray.connection import check_reachable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = sock.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+            check_reachable(f"127.0.0.1:{port}")
+    check_reachable("local")  # nothing to check: Ray starts it

@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import logging
 import signal
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ def connect(address: str) -> None:
     forwarding), so each line keeps its replica id."""
     import ray
 
+    check_reachable(address)
     try:
         with _ctrl_c_blocked_for_children(address == LOCAL):
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False,
@@ -46,6 +48,18 @@ def connect(address: str) -> None:
         raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     logger.info("joined Ray cluster %s (%s)", address if address != LOCAL else "(new local instance)",
                 ray.get_runtime_context().get_node_id()[:8])
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT that nothing answers on is an error at once: ray.init would retry it for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "local", "auto", ray:// — Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                          f"`ray start --head`, or give its GCS address with --ray-address") from exc
 
 
 @contextlib.contextmanager
