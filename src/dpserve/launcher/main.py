@@ -52,6 +52,8 @@ def check_backend_installed(backend: Backend) -> None:
 def serve(config: ServeConfig) -> int:
     launch = config.launch
     check_gateway_port(config.gateway.host, config.gateway.port)
+    if launch.ray:
+        return serve_on_ray(config)
     ports = PortAllocator(launch.replica_host)
     try:
         replica_ports = [ports.reserve() for _ in range(launch.dp_size)]
@@ -66,3 +68,19 @@ def serve(config: ServeConfig) -> int:
         return asyncio.run(service.run())
     finally:
         ports.release_all()
+
+
+def serve_on_ray(config: ServeConfig) -> int:
+    """The same service, its replicas placed on a Ray cluster (joined and left here)."""
+    from dpserve.launcher.on_ray.session import RaySession
+
+    session = RaySession.open(config.launch)
+    try:
+        log_dir = config.launch.log_dir or default_log_dir()
+        logger.info("replica logs in %s", log_dir)
+        service = ServeService(config.launch, session.plan, build_gateway_site(config), log_dir,
+                               session.runtime)
+        install_uvloop()
+        return asyncio.run(service.run())
+    finally:
+        session.close()

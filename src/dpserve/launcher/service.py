@@ -23,6 +23,7 @@ from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
 from dpserve.launcher.gateway_link import GatewayLink
 from dpserve.launcher.plan import LaunchPlan
+from dpserve.launcher.runtime import ReplicaRuntime
 from dpserve.launcher.supervisor import ReplicaSupervisor
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class GatewaySite:
 class ServeService:
     """Runs until a signal (exit 0) or until every replica has been given up on (exit 1)."""
 
-    def __init__(self, launch: LaunchConfig, plan: LaunchPlan, gateway: GatewaySite, log_dir: Path) -> None:
+    def __init__(self, launch: LaunchConfig, plan: LaunchPlan, gateway: GatewaySite, log_dir: Path,
+                 runtime: ReplicaRuntime | None = None) -> None:
         self._launch = launch
         self._plan = plan
         self._gateway = gateway
@@ -53,7 +55,7 @@ class ServeService:
         self._gateway_task: asyncio.Task[None] | None = None
         self._announced = False
         self._link: GatewayLink | None = None
-        self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down)
+        self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down, runtime)
 
     @property
     def supervisors(self) -> list[ReplicaSupervisor]:
@@ -121,9 +123,11 @@ class ServeService:
 
     async def _replica_ready(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None
-        if await self._link.add(sup.replica_id, sup.spec.url, sup.spec.kv_events) and not self._announced:
+        spec = sup.current_spec
+        if await self._link.add(sup.replica_id, spec.url, spec.kv_events) and not self._announced:
             self._announced = True
-            print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir)), flush=True)
+            print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir),
+                               self._plan.layout()), flush=True)
 
     async def _replica_down(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None

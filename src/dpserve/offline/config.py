@@ -56,5 +56,7 @@ class BatchConfig:
                 "--preserve-order and --group-by-prefix cannot be combined (grouping reorders work)")
         require(all(u.startswith(("http://", "https://")) for u in self.worker_urls),
                 "--worker-urls must be http(s):// URLs")
+        require(not (self.worker_urls and self.launch.ray),
+                "--ray places co-launched replicas; it cannot be combined with --worker-urls")
         require(Path(self.input).resolve() != Path(self.output).resolve(),
                 "the output file must differ from the input file")

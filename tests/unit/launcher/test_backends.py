@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dpserve.launcher.backends import BACKEND_NAMES, ReplicaSpec, get_backend
@@ -29,16 +31,24 @@ def test_vllm_command_line() -> None:
     backend = get_backend("vllm")
     assert backend.command(spec) == [
         "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/model",
-        "--served-model-name", "org/model", "--tensor-parallel-size", "2",
+        "--served-model-name", "org/model", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "1",
         "--host", "127.0.0.1", "--port", "41234", "--max-model-len", "4096"]
     assert backend.env(spec) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def test_vllm_pipeline_stages_and_its_executor_inside_a_ray_actor() -> None:
+    spec = dataclasses.replace(_spec(GPU_PAIR), pp_size=2, on_ray=True, engine_args=("--x", "1"))
+    argv = get_backend("vllm").command(spec)
+    assert argv[argv.index("--pipeline-parallel-size") + 1] == "2"
+    assert argv[-4:] == ["--distributed-executor-backend", "mp", "--x", "1"]  # engine args can override
+    assert "--distributed-executor-backend" not in get_backend("vllm").command(_spec(GPU_PAIR))
 
 
 def test_sglang_command_line() -> None:
     spec = _spec(GPU_PAIR, tp_size=2, engine_args=("--mem-fraction-static", "0.8"))
     assert get_backend("sglang").command(spec) == [
         "/py", "-m", "sglang.launch_server", "--model-path", "/models/model",
-        "--served-model-name", "org/model", "--tp", "2",
+        "--served-model-name", "org/model", "--tp", "2", "--pipeline-parallel-size", "1",
         "--host", "127.0.0.1", "--port", "41234", "--mem-fraction-static", "0.8"]
 
 

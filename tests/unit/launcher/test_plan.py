@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dpserve.config import ConfigError
@@ -31,7 +33,7 @@ def test_explicit_gpu_ids_win_over_the_detected_ones() -> None:
 
 def test_too_few_gpus_is_a_config_error_with_the_arithmetic() -> None:
     config = LaunchConfig(backend="vllm", model="org/m", dp_size=4, tp_size=2)
-    with pytest.raises(ConfigError, match=r"4 replicas × TP 2 = 8 GPUs needed, but 2 available"):
+    with pytest.raises(ConfigError, match=r"4 replicas × TP 2 × PP 1 = 8 GPUs needed, but 2 available"):
         build_plan(config, [1, 2, 3, 4], gpu_ids=("0", "1"), cpu_cores=(0,))
 
 
@@ -55,6 +57,22 @@ def test_device_cpu_ignores_gpus_and_device_cuda_requires_them() -> None:
 def test_builtin_refuses_tensor_parallelism() -> None:
     with pytest.raises(ConfigError, match="runs --tp-size 1 at most"):
         build_plan(LaunchConfig(tp_size=2, dp_size=1), [1], gpu_ids=("0", "1"), cpu_cores=(0,))
+
+
+def test_pipeline_stages_multiply_the_devices_of_a_replica() -> None:
+    config = LaunchConfig(backend="vllm", model="org/m", dp_size=2, tp_size=2, pp_size=2)
+    plan = build_plan(config, [1, 2], gpu_ids=tuple(map(str, range(8))), cpu_cores=(0,))
+    assert [s.placement.gpu_ids for s in plan.replicas] == [("0", "1", "2", "3"), ("4", "5", "6", "7")]
+    assert plan.replicas[0].pp_size == 2
+    assert plan.layout() == "2 replicas × TP 2 × PP 2 = 8 GPUs"
+    with pytest.raises(ConfigError, match=r"3 replicas × TP 2 × PP 2 = 12 GPUs needed, but 8 available"):
+        build_plan(dataclasses.replace(config, dp_size=3), [1, 2, 3], gpu_ids=tuple(map(str, range(8))),
+                   cpu_cores=(0,))
+
+
+def test_builtin_refuses_pipeline_parallelism() -> None:
+    with pytest.raises(ConfigError, match="the builtin backend runs --pp-size 1 at most, got 2"):
+        build_plan(LaunchConfig(pp_size=2, dp_size=1), [1], gpu_ids=("0", "1"), cpu_cores=(0,))
 
 
 def test_unknown_model_for_builtin_is_an_error_before_launch() -> None:

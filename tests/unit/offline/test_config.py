@@ -21,6 +21,7 @@ def test_positional_input_and_short_output_flag() -> None:
     (["in.jsonl", "-o", "o", "--max-inflight-per-replica", "0"], "must be >= 1"),
     (["in.jsonl", "-o", "in.jsonl"], "must differ"),
     (["in.jsonl", "-o", "o", "--worker-urls", "localhost:1"], "http"),
+    (["in.jsonl", "-o", "o", "--worker-urls", "http://a:1", "--ray"], "not be combined with --worker-urls"),
 ])
 def test_invalid_flags_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

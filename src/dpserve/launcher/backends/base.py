@@ -25,6 +25,8 @@ class ReplicaSpec:
     port: int
     tp_size: int
     placement: Placement
+    pp_size: int = 1
+    on_ray: bool = False  # runs as the child of a Ray actor (`dpserve serve --ray`)
     engine_args: tuple[str, ...] = ()  # extra engine flags, already shlex-split
     python: str = field(default=sys.executable)
     kv_events: KvEventsEndpoint | None = None  # where it publishes KV events (its --kv-events-config)
@@ -42,6 +44,8 @@ class Backend(ABC):
     uses_devices: bool = True
     #: Largest --tp-size the backend can run (None = no limit of ours).
     max_tp_size: int | None = None
+    #: Largest --pp-size the backend can run (None = no limit of ours).
+    max_pp_size: int | None = None
     #: Path that answers 200 once the replica can serve.
     health_path: str = HEALTH_PATH
     #: True when bundled model names must be resolved to a directory before the engine sees them.

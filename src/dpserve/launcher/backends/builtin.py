@@ -8,6 +8,7 @@ from dpserve.launcher.backends.base import Backend, ReplicaSpec
 class BuiltinBackend(Backend):
     name = "builtin"
     max_tp_size = 1  # the built-in engine runs a model on one device
+    max_pp_size = 1  # ... and has no pipeline stages
     resolves_model_locally = True
 
     publishes_kv_events = True

@@ -13,4 +13,5 @@ class SglangBackend(Backend):
     def command(self, spec: ReplicaSpec) -> list[str]:
         return [spec.python, "-m", "sglang.launch_server", "--model-path", spec.model_path,
                 "--served-model-name", spec.model, "--tp", str(spec.tp_size),
+                "--pipeline-parallel-size", str(spec.pp_size),
                 "--host", spec.host, "--port", str(spec.port), *spec.engine_args]

@@ -13,6 +13,12 @@ class VllmBackend(Backend):
     publishes_kv_events = True
 
     def command(self, spec: ReplicaSpec) -> list[str]:
-        return [spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path,
+        argv = [spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path,
                 "--served-model-name", spec.model, "--tensor-parallel-size", str(spec.tp_size),
-                "--host", spec.host, "--port", str(spec.port), *spec.engine_args]
+                "--pipeline-parallel-size", str(spec.pp_size),
+                "--host", spec.host, "--port", str(spec.port)]
+        if spec.on_ray:
+            # vLLM's Ray executor loses the placement group's context in a process started by an
+            # actor (vLLM issue #30016); its multiprocessing executor uses the GPUs it is given.
+            argv += ["--distributed-executor-backend", "mp"]
+        return argv + list(spec.engine_args)
