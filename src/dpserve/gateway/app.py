@@ -20,6 +20,7 @@ from dpserve.gateway.admission import Admission, build_admission
 from dpserve.gateway.aliases import ModelAliases, parse_aliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
+from dpserve.gateway.dashboard import DASHBOARD_DATA_PATH, DASHBOARD_PATH, Dashboard
 from dpserve.gateway.exchange import AiohttpSink
 from dpserve.gateway.front_server import FrontServer
 from dpserve.gateway.health import HealthChecker
@@ -32,7 +33,7 @@ from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
 from dpserve.gateway.served_models import ModelDiscovery, model_list
 from dpserve.gateway.upstream import UpstreamPool
-from dpserve.gateway.worker import Worker, check_worker_url
+from dpserve.gateway.worker import ReplicaOrigin, Worker, check_worker_url, replica_origin
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
@@ -56,6 +57,7 @@ class Gateway:
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
                                        on_transition=self._on_transition)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
+        self.dashboard = Dashboard(self.registry, self.metrics, self.admission, clock=clock)
         # Retry jitter draws from its own stream, so it never shifts the policy's choices.
         seed = config.routing.seed
         self.rng = random.Random(None if seed is None else seed + 1)
@@ -97,7 +99,7 @@ class Gateway:
         self._health = HealthChecker(hc, self._http, self.registry.all, self._on_health_change,
                                      self._on_probe)
         self._poller = LoadPoller(self.registry.all, self._http, hc.load_poll_interval_s,
-                                  hc.health_check_timeout_s)
+                                  hc.health_check_timeout_s, on_scrape=self.dashboard.on_scrape)
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock)
@@ -110,9 +112,11 @@ class Gateway:
         await self._poller.poll_once()
         self._health.start()
         self._poller.start()
+        self.dashboard.start()
         await self.admission.start()
 
     async def stop(self) -> None:
+        await self.dashboard.stop()
         await self.admission.stop()
         await self._background.cancel_all()
         if self._poller is not None:
@@ -126,9 +130,9 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
 
-    async def add_worker(self, url: str, weight: float) -> Worker:
+    async def add_worker(self, url: str, weight: float, origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:
         try:
-            worker = self.registry.add(url, weight)
+            worker = self.registry.add(url, weight, origin)
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
         if await self.health.probe(worker) and self._models is not None:
@@ -220,7 +224,7 @@ async def _add_worker(request: web.Request) -> web.Response:
     weight = body.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise HTTPError(400, "'weight' must be a number > 0", param="weight")
-    worker = await gw.add_worker(url, float(weight))
+    worker = await gw.add_worker(url, float(weight), replica_origin(body))
     return _json(worker.to_json(), status=201)
 
 
@@ -251,6 +255,17 @@ async def _models(request: web.Request) -> web.Response:
     gw = _gw(request)
     gw.admission.authenticate(request.headers)
     return _json({"object": "list", "data": await gw.model_list()})
+
+
+async def _dashboard_page(request: web.Request) -> web.Response:
+    page = _gw(request).dashboard.page()  # static: holds no fleet data, so it needs no admin key
+    return web.Response(body=page.body, headers=page.headers)
+
+
+async def _dashboard_data(request: web.Request) -> web.Response:
+    gw = _gw(request)
+    gw.check_admin(request)
+    return _json(gw.dashboard.data(request.query))
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -294,4 +309,6 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     app.router.add_delete("/workers/{worker_id}", _remove_worker)
     app.router.add_get("/get_loads", _get_loads)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get(DASHBOARD_PATH, _dashboard_page)
+    app.router.add_get(DASHBOARD_DATA_PATH, _dashboard_data)
     return app

@@ -128,6 +128,7 @@ class Proxy:
             if attempt == self._cfg.max_retries or self._clock() >= deadline:
                 break
             self._metrics.retries[(result.reason,)] += 1
+            self._metrics.worker_retries[(worker.id,)] += 1
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
         if failure is None:

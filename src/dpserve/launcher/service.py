@@ -120,7 +120,7 @@ class ServeService:
 
     async def _replica_ready(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None
-        if await self._link.add(sup.replica_id, sup.spec.url) and not self._announced:
+        if await self._link.add(sup.replica_id, sup.spec.url, sup.restarts) and not self._announced:
             self._announced = True
             print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir)), flush=True)
 
