@@ -43,6 +43,9 @@ class LaunchConfig:
                                   help="per-replica log files (default: a new directory under the "
                                        "dpserve cache, printed at start)")
     echo_replica_logs: bool = option(True, "copy replica output to our stderr, prefixed with its id")
+    write_prometheus_config: Path | None = option(
+        None, metavar="PATH", help="write a Prometheus scrape config for the gateway and every replica "
+                                   "launched to PATH at start (see deploy/prometheus.yml)")
 
     def __post_init__(self) -> None:
         require(self.dp_size >= 1, f"--dp-size must be >= 1, got {self.dp_size}")

@@ -23,6 +23,7 @@ from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
 from dpserve.launcher.gateway_link import GatewayLink
 from dpserve.launcher.plan import LaunchPlan
+from dpserve.launcher.prometheus_config import scrape_config, write_scrape_config
 from dpserve.launcher.supervisor import ReplicaSupervisor
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class ServeService:
             if not await self._gateway_listening(gateway_task):
                 return 1
             self._link = GatewayLink(self._base_url(), http, self._gateway.admin_key)
+            self._write_prometheus_config()
             await self.fleet.start(http)
             all_gave_up = await self._wait_stop_or_all_ended()
             await self._shutdown(gateway_task)
@@ -148,9 +150,30 @@ class ServeService:
         logger.info("gateway stopped; stopping %d replica(s)", len(self.fleet.supervisors))
         await self.fleet.stop()
 
-    def _client_host(self) -> str:
-        host = self._gateway.host
-        return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+    def _write_prometheus_config(self) -> None:
+        path = self._launch.write_prometheus_config
+        if path is None:
+            return
+        replicas = [(s.replica_id, _target(s.host, s.port)) for s in self._plan.replicas]
+        key = self._gateway.admin_key
+        text = scrape_config(_target(self._gateway.host, self._gateway_port or 0), replicas, key)
+        try:
+            write_scrape_config(path, text, secret=key is not None)
+        except OSError as exc:
+            logger.error("could not write the Prometheus config %s: %s", path, exc)
+        else:
+            logger.info("Prometheus scrape config for this run written to %s", path)
 
     def _base_url(self) -> str:
-        return f"http://{self._client_host()}:{self._gateway_port}"
+        return f"http://{_client_host(self._gateway.host)}:{self._gateway_port}"
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this host reaches a server listening on `host` (a wildcard → loopback)."""
+    return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+
+
+def _target(host: str, port: int) -> str:
+    """host:port as Prometheus wants a target (IPv6 in brackets)."""
+    host = _client_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

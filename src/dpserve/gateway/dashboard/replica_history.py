@@ -19,6 +19,7 @@ MAX_NUM_SEQS = "dpserve:max_num_seqs"
 _KEPT_VALUES = (dx.RUNNING, dx.WAITING, dx.KV_USAGE, dx.PREEMPTIONS, dx.GENERATION_TOKENS,
                 PREFIX_QUERIES, PREFIX_HITS, MAX_NUM_SEQS)
 _KEPT_BUCKETS = (dx.TTFT, dx.TPOT)
+KEPT_SERIES = frozenset(_KEPT_VALUES + _KEPT_BUCKETS)  # for parse_exposition(text, only=...)
 
 # Latency quantiles and the prefix-cache hit rate are over this window ("the last minute").
 MINUTE_S = 60.0

@@ -16,7 +16,7 @@ from dpserve import diagnosis as dx
 from dpserve.aio import cancel_and_wait
 from dpserve.gateway.admission import Admission
 from dpserve.gateway.dashboard import gateway_totals as gt
-from dpserve.gateway.dashboard.replica_history import MINUTE_S, RATE_WINDOW_S, ReplicaHistory
+from dpserve.gateway.dashboard.replica_history import KEPT_SERIES, MINUTE_S, RATE_WINDOW_S, ReplicaHistory
 from dpserve.gateway.dashboard.ring import SeriesRing
 from dpserve.gateway.dashboard.sample import (
     ReplicaSample,
@@ -126,7 +126,7 @@ class DashboardSampler:
             history = self._histories.setdefault(labels[w.id], ReplicaHistory(MINUTE_S, _MAX_WINDOW_ITEMS))
             if w.id in scraped:
                 t, text = scraped[w.id]
-                history.add(t, parse_exposition(text))
+                history.add(t, parse_exposition(text, only=KEPT_SERIES))
 
     def _replica(self, w: Worker, label: str, totals: gt.Totals) -> ReplicaSample:
         return ReplicaSample(

@@ -6,7 +6,6 @@ when a field changes meaning or goes away (fields may be added without a change)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -15,9 +14,9 @@ from dpserve.diagnosis import Finding
 from dpserve.gateway.dashboard.ring import SeriesSlice
 from dpserve.gateway.dashboard.sample import FLEET, ReplicaSample, Sample, TenantUsage, label_workers
 from dpserve.gateway.worker import Worker
+from dpserve.natural_order import natural_key
 
 SCHEMA_VERSION = 1
-_NUMBER = re.compile(r"(\d+)")
 
 
 def build_snapshot(sample: Sample | None, workers: Sequence[Worker], series: SeriesSlice | None, *,
@@ -31,7 +30,7 @@ def build_snapshot(sample: Sample | None, workers: Sequence[Worker], series: Ser
     rows = [_replica_row(labels[w.id], w, *sampled.get(labels[w.id], (None, None))) for w in workers]
     rows += [_replica_row(label, None, r, f) for label, (r, f) in sampled.items()
              if r.worker_id is None and label not in labels.values()]
-    rows.sort(key=lambda row: _natural(row["label"]))
+    rows.sort(key=lambda row: natural_key(row["label"]))
     doc: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "seq": sample.seq if sample else 0, "time": sample.time if sample else None,
         "interval_s": interval_s, "history_s": history_s, "next_sample_in_s": round(next_sample_in_s, 3),
@@ -99,7 +98,3 @@ def _series(s: SeriesSlice) -> dict[str, Any]:
         (fleet if scope == FLEET else replicas.setdefault(scope, {}))[name] = values
     return {"first_seq": s.first_seq, "times": s.times, "fleet": fleet, "replicas": replicas}
 
-
-def _natural(label: str) -> list[Any]:
-    """r2 before r10."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in _NUMBER.split(label)]
