@@ -123,7 +123,9 @@ class DashboardSampler:
     def _read_scrapes(self, workers: list[Worker], labels: dict[str, str]) -> None:
         scraped, self._scraped = self._scraped, {}
         for w in workers:
-            history = self._histories.setdefault(labels[w.id], ReplicaHistory(MINUTE_S, _MAX_WINDOW_ITEMS))
+            history = self._histories.get(labels[w.id])
+            if history is None:
+                history = self._histories[labels[w.id]] = ReplicaHistory(MINUTE_S, _MAX_WINDOW_ITEMS)
             if w.id in scraped:
                 t, text = scraped[w.id]
                 history.add(t, parse_exposition(text, only=KEPT_SERIES))
