@@ -123,12 +123,12 @@ def test_page_in_chromium_shows_the_fleet_live_and_a_killed_replica_down(fleet: 
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(fleet.url + "/dashboard")
-            page.wait_for_function(
-                "document.querySelectorAll('#replicas tbody tr').length === 3 && "
-                "[...document.querySelectorAll('#replicas td[data-col=tokens]')].every(c => c.textContent !== '–')",
+            page.wait_for_function(  # three rows, each with a token rate from a scrape
+                "document.querySelectorAll('#replicas tbody tr').length === 3 && [...document."
+                "querySelectorAll('#replicas td[data-col=tokens]')].every(c => c.textContent !== '–')",
                 timeout=20_000)
-            assert page.eval_on_selector_all("#replicas tbody tr", "rows => rows.map(r => r.dataset.replica)") == \
-                ["w0", "w1", "w2"]
+            rows = page.eval_on_selector_all("#replicas tbody tr", "rows => rows.map(r => r.dataset.replica)")
+            assert rows == ["w0", "w1", "w2"]
             first = _numbers(page)
             page.wait_for_timeout(2_500)  # two more samples while the load runs
             assert _numbers(page) != first
