@@ -62,7 +62,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for i in range(3):
             port = free_port()
             sims.append(stack.enter_context(dpserve_process(
-                ["sim", "--port", str(port), "--max-num-seqs", "4", "--log-level", "warning"], port,
+                ["sim", "--port", str(port), "--max-num-seqs", "4", "--kv-cache-tokens", "2048", "--max-model-len", "1024",
+                 "--log-level", "warning"], port,
                 log_path=logs / f"sim{i}.log", timeout_s=60)))
             urls.append(f"http://127.0.0.1:{port}")
         port = free_port()
@@ -77,9 +78,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             i = worker
             while not stop.is_set():
                 _chat(url, i)
-                i += 8
+                i += 16
 
-        threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(8)]
+        # 16 clients for 3 replicas of 4 sequences each: a queue in every replica (replica-bound).
+        threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(16)]
         for t in threads:
             t.start()
         stack.callback(lambda: [t.join(timeout=40) for t in threads])
@@ -87,7 +89,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield Fleet(url, sims)
 
 
-def test_top_shows_every_replica_and_quits_on_q(fleet: Fleet) -> None:
+def test_top_shows_every_replica_and_quits_on_q_or_ctrl_c(fleet: Fleet) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, ["-m", "dpserve", "top", "--url", fleet.url], encoding="utf-8",
                           dimensions=(30, 140), timeout=30)
@@ -98,6 +100,15 @@ def test_top_shows_every_replica_and_quits_on_q(fleet: Fleet) -> None:
         child.send("t")  # sort by tokens/s
         child.expect("sort: tokens")
         child.send("q")
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    child = pexpect.spawn(sys.executable, ["-m", "dpserve", "top", "--url", fleet.url], encoding="utf-8",
+                          dimensions=(30, 140), timeout=30)
+    try:
+        child.expect("w2")
+        child.sendintr()  # Ctrl-C
         child.expect(pexpect.EOF, timeout=10)
     finally:
         child.close(force=True)
@@ -133,7 +144,7 @@ def test_page_in_chromium_shows_the_fleet_live_and_a_killed_replica_down(fleet: 
             page.wait_for_timeout(2_500)  # two more samples while the load runs
             assert _numbers(page) != first
             if os.environ.get("DPSERVE_UPDATE_SCREENSHOT") == "1":
-                page.wait_for_timeout(20_000)  # some history in the charts
+                page.wait_for_timeout(45_000)  # some history in the charts
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
             fleet.sims[1].send_signal(signal.SIGKILL)

@@ -280,7 +280,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const left = 48, right = 8, top = 22, bottom = 18;
+    const left = 56, right = 8, top = 22, bottom = 18;
     const plotW = w - left - right, plotH = h - top - bottom;
     let max = fixedMax || 0;
     if (!fixedMax) for (const s of series) for (const v of s.values) if (v !== null && v > max) max = v;
@@ -331,7 +331,8 @@
   function short(v) {
     if (v >= 1e6) return (v / 1e6).toFixed(1) + "M";
     if (v >= 1e3) return (v / 1e3).toFixed(1) + "k";
-    return Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1);
+    if (v >= 100 || Number.isInteger(v)) return String(Math.round(v));
+    return v.toFixed(v < 10 ? 2 : 1);
   }
   function num(v, digits) { return v === null || v === undefined ? "–" : v.toFixed(digits); }
   function pct(v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(0) + "%"; }
