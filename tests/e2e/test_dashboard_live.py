@@ -62,8 +62,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for i in range(3):
             port = free_port()
             sims.append(stack.enter_context(dpserve_process(
-                ["sim", "--port", str(port), "--max-num-seqs", "4", "--kv-cache-tokens", "2048", "--max-model-len", "1024",
-                 "--log-level", "warning"], port,
+                ["sim", "--port", str(port), "--max-num-seqs", "4", "--kv-cache-tokens", "2048",
+                 "--max-model-len", "1024", "--log-level", "warning"], port,
                 log_path=logs / f"sim{i}.log", timeout_s=60)))
             urls.append(f"http://127.0.0.1:{port}")
         port = free_port()
