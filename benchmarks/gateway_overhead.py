@@ -197,7 +197,11 @@ async def gateway_cpu(url: str, pid: int, seconds: float, watcher: str = "") -> 
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as s:
         await _closed_loop(1000, 64, lambda i: _one(s, url, i))  # warm-up: pools, caches
-        polls = asyncio.create_task(_poll_like_the_page(s, url)) if watcher == "page-requests" else None
+        # The watcher has its own session, as a browser has its own connection: sharing the load's pool
+        # would move some of its connections onto aiohttp's slower path (front.py hands a connection
+        # over for good at its first non-proxied request) and charge that to the dashboard.
+        page = aiohttp.ClientSession() if watcher == "page-requests" else None
+        polls = asyncio.create_task(_poll_like_the_page(page, url)) if page is not None else None
         stop_at = time.perf_counter() + seconds
         done = 0
 
@@ -211,8 +215,9 @@ async def gateway_cpu(url: str, pid: int, seconds: float, watcher: str = "") -> 
         await asyncio.gather(*(worker() for _ in range(64)))
         wall = time.perf_counter() - t0
         user1, sys1 = _cpu_split_s(pid)
-        if polls is not None:
+        if polls is not None and page is not None:
             polls.cancel()
+            await page.close()
     return {"cpu_us": (user1 + sys1 - user0 - sys0) / done * 1e6, "user_us": (user1 - user0) / done * 1e6,
             "rps": done / wall}
 
@@ -249,20 +254,26 @@ def run_dashboard_comparison(args: argparse.Namespace, urls: list[str]) -> None:
                       f"{r['idle_cpu_ms_per_s']:.2f} ms CPU/s", flush=True)
     finally:
         _stop(proc)
-    base = statistics.median(r["rps"] for r in results["closed"])
     idle_base = statistics.median(r["idle_cpu_ms_per_s"] for r in results["closed"])
-    print("| dashboard | req/s median (range) | vs closed | cpu µs/req median | idle CPU ms/s median "
-          "(range) | extra vs closed |")
+    print("| dashboard | req/s median (range) | req/s vs closed, same round: median (quartiles) | "
+          "cpu µs/req median | idle CPU ms/s median (range) | extra vs closed |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, rs in results.items():
         rps = sorted(r["rps"] for r in rs)
-        idle = sorted(r["idle_cpu_ms_per_s"] for r in rs)
-        med, idle_med = statistics.median(rps), statistics.median(idle)
+        # Each round's states ran back to back: their ratio cancels the machine's slow drifts.
+        ratios = sorted(r["rps"] / c["rps"] - 1 for r, c in zip(rs, results["closed"], strict=True))
+        q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         cpu_us = statistics.median(r["cpu_us"] for r in rs)
-        extra = idle_med - idle_base
-        print(f"| {name} | {med:,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) | {(med / base - 1) * 100:+.1f}% | "
-              f"{cpu_us:.1f} | {idle_med:.2f} ({idle[0]:.2f}–{idle[-1]:.2f}) | "
-              f"{extra:+.2f} ms/s ({extra / 10:+.2f}% of a core) |")
+        line = (f"| {name} | {statistics.median(rps):,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) | "
+                f"{q2 * 100:+.1f}% ({q1 * 100:+.1f}% … {q3 * 100:+.1f}%) | {cpu_us:.1f} | ")
+        if args.idle_seconds > 0:
+            idle = sorted(r["idle_cpu_ms_per_s"] for r in rs)
+            extra = statistics.median(idle) - idle_base
+            line += (f"{statistics.median(idle):.2f} ({idle[0]:.2f}–{idle[-1]:.2f}) | "
+                     f"{extra:+.2f} ms/s ({extra / 10:+.2f}% of a core) |")
+        else:
+            line += "– | – |"
+        print(line)
 
 
 def _dashboard_state(url: str, pid: int, name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -279,7 +290,8 @@ def _dashboard_state(url: str, pid: int, name: str, args: argparse.Namespace) ->
         time.sleep(3.0)  # the page loaded and polling
     try:
         r = asyncio.run(gateway_cpu(url, pid, args.seconds, name))
-        r["idle_cpu_ms_per_s"] = asyncio.run(_idle_cpu(url, pid, args.idle_seconds, name))
+        r["idle_cpu_ms_per_s"] = (asyncio.run(_idle_cpu(url, pid, args.idle_seconds, name))
+                                  if args.idle_seconds > 0 else 0.0)
     finally:
         if browser is not None:
             _stop(browser)
@@ -288,8 +300,8 @@ def _dashboard_state(url: str, pid: int, name: str, args: argparse.Namespace) ->
 
 async def _idle_cpu(url: str, pid: int, seconds: float, watcher: str) -> float:
     """The gateway's CPU ms per second with no load (health checks, load polls, sampler, watcher)."""
-    async with aiohttp.ClientSession() as s:
-        polls = asyncio.create_task(_poll_like_the_page(s, url)) if watcher == "page-requests" else None
+    async with aiohttp.ClientSession() as page:
+        polls = asyncio.create_task(_poll_like_the_page(page, url)) if watcher == "page-requests" else None
         await asyncio.sleep(1.5)  # past the first (whole-history) poll
         cpu0, t0 = _cpu_s(pid), time.perf_counter()
         await asyncio.sleep(seconds)
@@ -405,7 +417,7 @@ def main() -> None:
     ap.add_argument("--dashboard-runs", type=int, default=0,
                     help="instead of the comparison: req/s with the dashboard closed vs watched, N rounds")
     ap.add_argument("--idle-seconds", type=float, default=20.0,
-                    help="with --dashboard-runs: length of each no-load CPU measurement")
+                    help="with --dashboard-runs: length of each no-load CPU measurement (0 = none)")
     ap.add_argument("--vllm-metrics", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
