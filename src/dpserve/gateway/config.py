@@ -87,8 +87,8 @@ class GatewayConfig:
     model_aliases: tuple[str, ...] = option(
         (), "client-facing model names, ALIAS=SERVED_NAME each: routed to the replicas serving "
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
-    admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
-                                   metavar="KEY")
+    admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers and "
+                                         "GET /dashboard/data", metavar="KEY")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)
