@@ -30,6 +30,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "bench": CommandSpec("dpserve.bench.command", "load generator for OpenAI-compatible URLs"),
     "plan": CommandSpec("dpserve.planner.command",
                         "choose DP × TP × PP for a model on N GPUs; --simulate it, --diagnose a fleet"),
+    "top": CommandSpec("dpserve.top.command", "live per-replica table of a gateway in the terminal"),
 }
 
 

@@ -15,6 +15,9 @@ METRICS_PATH = "/metrics"
 READINESS_PATH = "/readiness"
 WORKERS_PATH = "/workers"
 LOADS_PATH = "/get_loads"
+# The live dashboard (page) and its JSON data.
+DASHBOARD_PATH = "/dashboard"
+DASHBOARD_DATA_PATH = "/dashboard/data"
 
 # The replica that answered (on every proxied response, streams too).
 WORKER_HEADER = "x-dpserve-worker"

@@ -7,7 +7,7 @@ parsed. The gateway's load poller, which runs every poll interval, keeps its own
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), ascending, +Inf last
@@ -24,12 +24,18 @@ class Exposition:
         return self.values.get(name)
 
 
-def parse_exposition(text: str) -> Exposition:
-    """Parse Prometheus text format; malformed lines are skipped (a scrape must never raise)."""
+def parse_exposition(text: str, only: Collection[str] | None = None) -> Exposition:
+    """Parse Prometheus text format; malformed lines are skipped (a scrape must never raise).
+
+    `only`: keep just these series (a histogram by its name without `_bucket`), skipping the rest
+    before any number is parsed — for readers that scrape often and want a few series.
+    """
     values: dict[str, float] = {}
     per_le: dict[str, dict[float, float]] = {}
     for line in text.splitlines():
         if not line or line[0] == "#":
+            continue
+        if only is not None and not _wanted(line, only):
             continue
         name, labels, value = _split_sample(line)
         if name is None or value is None:
@@ -44,6 +50,16 @@ def parse_exposition(text: str) -> Exposition:
         values[name] = values.get(name, 0.0) + value
     buckets = {base: tuple(sorted(by_le.items())) for base, by_le in per_le.items()}
     return Exposition(values, buckets)
+
+
+def _wanted(line: str, only: Collection[str]) -> bool:
+    end = len(line)
+    for sep in ("{", " "):
+        at = line.find(sep)
+        if 0 <= at < end:
+            end = at
+    name = line[:end]
+    return name in only or (name.endswith("_bucket") and name[: -len("_bucket")] in only)
 
 
 def histogram_quantile(q: float, buckets: Buckets) -> float | None:

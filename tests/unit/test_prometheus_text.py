@@ -67,3 +67,11 @@ def test_bucket_delta_and_counter_resets() -> None:
     assert rate(10.0, 30.0, 4.0) == 5.0
     assert rate(30.0, 10.0, 5.0) == 2.0  # reset
     assert rate(None, 10.0, 0.0) == 0.0
+
+
+def test_only_keeps_the_named_series_and_histograms_by_base_name() -> None:
+    text = ('a_total{x="1"} 2\nb 3\nh_bucket{le="0.5"} 1\nh_bucket{le="+Inf"} 4\nh_sum 9\n'
+            'g_bucket{le="1"} 7\n')
+    exp = parse_exposition(text, only={"a_total", "h"})
+    assert exp.values == {"a_total": 2.0}
+    assert exp.buckets == {"h": ((0.5, 1.0), (math.inf, 4.0))}

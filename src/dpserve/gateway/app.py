@@ -18,6 +18,7 @@ from dpserve.gateway.admission import Admission, build_admission
 from dpserve.gateway.aliases import ModelAliases, parse_aliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
+from dpserve.gateway.dashboard import Dashboard
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint, parse_endpoint_spec
 from dpserve.gateway.kv_events.feed import KvEventFeed
@@ -31,7 +32,7 @@ from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.served_models import ModelDiscovery, model_list
 from dpserve.gateway.server import GatewayServer
 from dpserve.gateway.upstream import UpstreamPool
-from dpserve.gateway.worker import Worker
+from dpserve.gateway.worker import ReplicaOrigin, Worker
 
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
 _PROBE_CONNECTIONS = 256
@@ -49,6 +50,7 @@ class Gateway:
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
                                        on_transition=self._on_transition)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
+        self.dashboard = Dashboard(self.registry, self.metrics, self.admission, clock=clock)
         # Retry jitter draws from its own stream, so it never shifts the policy's choices.
         seed = config.routing.seed
         self.rng = random.Random(None if seed is None else seed + 1)
@@ -100,7 +102,7 @@ class Gateway:
         self._health = HealthChecker(hc, self._http, self.registry.all, self._on_health_change,
                                      self._on_probe)
         self._poller = LoadPoller(self.registry.all, self._http, hc.load_poll_interval_s,
-                                  hc.health_check_timeout_s)
+                                  hc.health_check_timeout_s, on_scrape=self.dashboard.on_scrape)
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock,
@@ -116,9 +118,11 @@ class Gateway:
         await self._poller.poll_once()
         self._health.start()
         self._poller.start()
+        self.dashboard.start()
         await self.admission.start()
 
     async def stop(self) -> None:
+        await self.dashboard.stop()
         await self.admission.stop()
         if self.kv_feed is not None:
             await self.kv_feed.stop()
@@ -135,12 +139,13 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
 
-    async def add_worker(self, url: str, weight: float, kv_events: KvEventsEndpoint | None = None) -> Worker:
+    async def add_worker(self, url: str, weight: float, kv_events: KvEventsEndpoint | None = None,
+                         origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:
         if await points_at(url, self._listening):
             raise HTTPError(400, f"'url': {url} is this gateway itself; requests sent there would loop",
                             code="worker_is_gateway", param="url")
         try:
-            worker = self.registry.add(url, weight)
+            worker = self.registry.add(url, weight, origin)
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
         self._subscribe(worker, kv_events)

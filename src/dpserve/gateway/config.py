@@ -122,7 +122,7 @@ class GatewayConfig:
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
     admin_key: str | None = option(
         None, "require `Authorization: Bearer KEY` on POST/DELETE /workers and on GET /workers, "
-              "/get_loads, /metrics. Without it, workers can be changed only from this host "
+              "/get_loads, /metrics, /dashboard/data. Without it, workers can be changed only from this host "
               "(loopback), and not at all when --api-keys is set", metavar="KEY")
     replica_api_key: str | None = option(
         None, "sent to every replica as `Authorization: Bearer KEY` (vLLM's --api-key); a client's own "

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from dpserve.errors import HTTPError
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.kv_events.endpoint import endpoint_from_json
-from dpserve.gateway.worker import check_worker_url
+from dpserve.gateway.worker import check_worker_url, replica_origin
 
 if TYPE_CHECKING:
     from dpserve.gateway.app import Gateway
@@ -72,7 +73,7 @@ async def add_worker(gw: Gateway, request: Request, sink: ResponseSink) -> None:
             kv_events = endpoint_from_json(body["kv_events"])
         except ValueError as exc:
             raise HTTPError(400, f"'kv_events': {exc}", param="kv_events") from exc
-    worker = await gw.add_worker(url, float(weight), kv_events)
+    worker = await gw.add_worker(url, float(weight), kv_events, replica_origin(body))
     await send_json(sink, worker.to_json(), status=201)
 
 
@@ -94,3 +95,13 @@ async def metrics(gw: Gateway, request: Request, sink: ResponseSink) -> None:
     gauges = {**gw.policy.gauges(), **(gw.kv_feed.gauges() if gw.kv_feed is not None else {})}
     text = gw.metrics.render(gw.registry.all(), gauges) + gw.admission.metrics_text()
     await sink.whole(200, {"Content-Type": "text/plain; charset=utf-8"}, text.encode())
+
+
+async def dashboard_page(gw: Gateway, request: Request, sink: ResponseSink) -> None:
+    page = gw.dashboard.page()
+    await sink.whole(200, dict(page.headers), page.body)
+
+
+async def dashboard_data(gw: Gateway, request: Request, sink: ResponseSink) -> None:
+    query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
+    await send_json(sink, gw.dashboard.data(query))

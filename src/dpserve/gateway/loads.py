@@ -70,18 +70,25 @@ def parse_vllm_gauges(text: str) -> dict[str, float]:
 class PolledWorker(Protocol):
     """What the poller needs of a worker (the gateway's Worker satisfies it)."""
 
+    id: str
     url: str
     in_flight: int
     polled: PolledLoad | None
     healthy: bool
 
 
+# Told of each successful scrape with its text (the dashboard reads more series than load does,
+# from the same scrape rather than a second one).
+ScrapeListener = Callable[[PolledWorker, str], None]
+
+
 class LoadPoller:
     """Background loop: every `interval_s`, GET /metrics of each healthy worker, store the gauges."""
 
     def __init__(self, workers: Callable[[], Iterable[PolledWorker]], http: aiohttp.ClientSession,
-                 interval_s: float, timeout_s: float) -> None:
+                 interval_s: float, timeout_s: float, on_scrape: ScrapeListener | None = None) -> None:
         self._workers = workers
+        self._on_scrape = on_scrape
         self._http = http
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -108,8 +115,11 @@ class LoadPoller:
                 if resp.status != 200:
                     return
                 in_flight_at_poll = worker.in_flight  # the count that the gauges reflect
-                gauges = parse_vllm_gauges(await resp.text())
+                text = await resp.text()
+                gauges = parse_vllm_gauges(text)
         except (aiohttp.ClientError, TimeoutError):
             return  # health checks decide whether the replica is down; keep the last poll
+        if self._on_scrape is not None:
+            self._on_scrape(worker, text)
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
                                    gauges.get(KV_USAGE, 0.0), in_flight_at_poll)

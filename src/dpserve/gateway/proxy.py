@@ -155,6 +155,7 @@ class Proxy:
                 self._metrics.retries_exhausted[()] += 1
                 raise failure.error
             self._metrics.retries[(failure.decision.reason,)] += 1
+            self._metrics.worker_retries[(worker.id,)] += 1
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
         if failure is None:

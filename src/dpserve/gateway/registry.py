@@ -11,7 +11,7 @@ from dpserve.gateway.admission import WorkerLoad
 from dpserve.gateway.circuit_breaker import CircuitBreaker, CircuitState
 from dpserve.gateway.config import BreakerConfig
 from dpserve.gateway.policies.base import Policy
-from dpserve.gateway.worker import Worker
+from dpserve.gateway.worker import ReplicaOrigin, Worker
 
 
 class DuplicateWorker(ValueError):
@@ -47,7 +47,7 @@ class WorkerRegistry:
     def get(self, worker_id: str) -> Worker | None:
         return self._workers.get(worker_id)
 
-    def add(self, url: str, weight: float = 1.0) -> Worker:
+    def add(self, url: str, weight: float = 1.0, origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:
         url = url.rstrip("/")
         if any(w.url == url for w in self._workers.values()):
             raise DuplicateWorker(f"a worker with url {url} is already registered")
@@ -55,7 +55,7 @@ class WorkerRegistry:
         notify = self._on_transition
         breaker = CircuitBreaker(self._breaker_config, self._clock,
                                  None if notify is None else lambda old, new: notify(worker_id, old, new))
-        worker = Worker(worker_id, url, weight, breaker)
+        worker = Worker(worker_id, url, weight, breaker, origin)
         self._workers[worker_id] = worker
         self._policy.on_worker_added(worker)
         return worker

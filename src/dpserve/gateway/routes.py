@@ -20,6 +20,8 @@ from dpserve.gateway.exchange import ResponseSink
 from dpserve.http_names import (
     CHAT_PATH,
     COMPLETIONS_PATH,
+    DASHBOARD_DATA_PATH,
+    DASHBOARD_PATH,
     HEALTH_PATH,
     LOADS_PATH,
     METRICS_PATH,
@@ -73,6 +75,9 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", WORKERS_PATH + "/{worker_id}", h.remove_worker, Access.ADMIN),
     Route("GET", LOADS_PATH, h.get_loads, Access.OPERATOR),
     Route("GET", METRICS_PATH, h.metrics, Access.OPERATOR),
+    # The page holds no fleet data (it asks for the admin key itself); its data is an operator's.
+    Route("GET", DASHBOARD_PATH, h.dashboard_page, Access.PUBLIC),
+    Route("GET", DASHBOARD_DATA_PATH, h.dashboard_data, Access.OPERATOR),
 )
 
 

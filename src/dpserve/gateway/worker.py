@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from dpserve.errors import HTTPError
 from dpserve.gateway.circuit_breaker import STATE_VALUES, CircuitBreaker
 from dpserve.gateway.loads import PolledLoad, combined_load
+
+_REPLICA_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_RESTARTS = 10**9
+
+
+@dataclass(frozen=True)
+class ReplicaOrigin:
+    """What a launcher says of the replica it adds (`POST /workers` fields `name`, `restarts`):
+    its own name for it (`r0`, stable across restarts, unlike the worker id) and how many times it
+    has restarted it. A worker added by hand has neither."""
+
+    name: str | None = None
+    restarts: int = 0
+
+
+def replica_origin(body: Mapping[str, Any]) -> ReplicaOrigin:
+    """The optional `name` and `restarts` of a `POST /workers` body; HTTPError 400 naming the field."""
+    name, restarts = body.get("name"), body.get("restarts", 0)
+    if name is not None and not (isinstance(name, str) and _REPLICA_NAME.fullmatch(name)):
+        raise HTTPError(400, "'name' must be 1 to 64 characters of A-Z a-z 0-9 . _ -", param="name")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or not 0 <= restarts <= _MAX_RESTARTS:
+        raise HTTPError(400, f"'restarts' must be an integer from 0 to {_MAX_RESTARTS}", param="restarts")
+    return ReplicaOrigin(name, restarts)
 
 
 def check_worker_url(url: str) -> str:
@@ -42,8 +69,10 @@ class Worker:
     both, the fall in a `finally`). `healthy` is set by health checks and by refused connections.
     """
 
-    def __init__(self, worker_id: str, url: str, weight: float, breaker: CircuitBreaker) -> None:
+    def __init__(self, worker_id: str, url: str, weight: float, breaker: CircuitBreaker,
+                 origin: ReplicaOrigin = ReplicaOrigin()) -> None:
         self.id = worker_id
+        self.origin = origin
         self.url = url.rstrip("/")
         self.weight = weight
         self.breaker = breaker
@@ -72,7 +101,8 @@ class Worker:
                 "circuit_state": self.breaker.state.value, "in_flight": self.in_flight,
                 "running": polled.running, "waiting": polled.waiting,
                 "kv_cache_usage": polled.kv_cache_usage, "weight": self.weight,
-                "draining": self.draining, "load": self.load()}
+                "draining": self.draining, "load": self.load(),
+                "name": self.origin.name, "restarts": self.origin.restarts}
 
     @property
     def circuit_value(self) -> int:

@@ -58,6 +58,9 @@ class LaunchConfig:
                                           "(default: $RAY_ADDRESS, else a new local Ray instance)")
     ray_cpus_per_replica: int = option(1, "--ray: CPUs in each replica's bundle (its threads when it "
                                           "runs on the CPU; the simulator needs only this)")
+    write_prometheus_config: Path | None = option(
+        None, metavar="PATH", help="write a Prometheus scrape config for the gateway and every replica "
+                                   "launched to PATH at start (see deploy/prometheus.yml)")
 
     def __post_init__(self) -> None:
         require(self.dp_size >= 1, f"--dp-size must be >= 1, got {self.dp_size}")

@@ -32,13 +32,15 @@ class GatewayLink:
     def worker_id(self, replica_id: str) -> str | None:
         return self._worker_ids.get(replica_id)
 
-    async def add(self, replica_id: str, replica_url: str, kv_events: KvEventsEndpoint | None = None) -> bool:
-        """Register the replica (and where it publishes KV events); True once the gateway has it."""
+    async def add(self, replica_id: str, replica_url: str, kv_events: KvEventsEndpoint | None = None,
+                  restarts: int = 0) -> bool:
+        """Register the replica under its name with its restart count (the dashboard shows both)
+        and where it publishes KV events; True once the gateway has it."""
         if self._closed:
             return False
         await self.remove(replica_id)  # a restarted replica may still be listed under its old id
         try:
-            worker_id = await self._post_worker(replica_url, kv_events)
+            worker_id = await self._post_worker(replica_url, kv_events, replica_id, restarts)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             logger.error("could not add replica %s (%s) to the gateway: %s", replica_id, replica_url, exc)
             return False
@@ -47,12 +49,13 @@ class GatewayLink:
                     self._worker_ids[replica_id], replica_url)
         return True
 
-    async def _post_worker(self, replica_url: str, kv_events: KvEventsEndpoint | None) -> str:
+    async def _post_worker(self, replica_url: str, kv_events: KvEventsEndpoint | None, name: str,
+                           restarts: int) -> str:
         """POST /workers; the gateway's worker id. A 409 (url already listed, e.g. a removal that
         failed) is fine: the id is looked up."""
-        body = {"url": replica_url}
+        body: dict[str, object] = {"url": replica_url, "name": name, "restarts": restarts}
         if kv_events is not None:
-            body["kv_events"] = kv_events.to_json()  # type: ignore[assignment]
+            body["kv_events"] = kv_events.to_json()
         async with self._http.post(f"{self._url}/workers", json=body, headers=self._headers,
                                    timeout=_TIMEOUT) as resp:
             if resp.status == 409:

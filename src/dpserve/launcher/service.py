@@ -23,6 +23,7 @@ from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
 from dpserve.launcher.gateway_link import GatewayLink
 from dpserve.launcher.plan import LaunchPlan
+from dpserve.launcher.prometheus_config import scrape_config, write_scrape_config
 from dpserve.launcher.runtime import ReplicaRuntime
 from dpserve.launcher.supervisor import ReplicaSupervisor
 
@@ -73,6 +74,7 @@ class ServeService:
             if not await self._gateway_listening(gateway_task):
                 return 1
             self._link = GatewayLink(self._base_url(), http, self._gateway.admin_key)
+            self._write_prometheus_config()
             await self.fleet.start(http)
             all_gave_up = await self._wait_stop_or_all_ended()
             await self._shutdown(gateway_task)
@@ -124,7 +126,8 @@ class ServeService:
     async def _replica_ready(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None
         spec = sup.current_spec
-        if await self._link.add(sup.replica_id, spec.url, spec.kv_events) and not self._announced:
+        added = await self._link.add(sup.replica_id, spec.url, spec.kv_events, sup.restarts)
+        if added and not self._announced:
             self._announced = True
             print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir),
                                self._plan.layout()), flush=True)
@@ -153,9 +156,30 @@ class ServeService:
         logger.info("gateway stopped; stopping %d replica(s)", len(self.fleet.supervisors))
         await self.fleet.stop()
 
-    def _client_host(self) -> str:
-        host = self._gateway.host
-        return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+    def _write_prometheus_config(self) -> None:
+        path = self._launch.write_prometheus_config
+        if path is None:
+            return
+        replicas = [(s.replica_id, _target(s.host, s.port)) for s in self._plan.replicas]
+        key = self._gateway.admin_key
+        text = scrape_config(_target(self._gateway.host, self._gateway_port or 0), replicas, key)
+        try:
+            write_scrape_config(path, text, secret=key is not None)
+        except OSError as exc:
+            logger.error("could not write the Prometheus config %s: %s", path, exc)
+        else:
+            logger.info("Prometheus scrape config for this run written to %s", path)
 
     def _base_url(self) -> str:
-        return f"http://{self._client_host()}:{self._gateway_port}"
+        return f"http://{_client_host(self._gateway.host)}:{self._gateway_port}"
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this host reaches a server listening on `host` (a wildcard → loopback)."""
+    return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+
+
+def _target(host: str, port: int) -> str:
+    """host:port as Prometheus wants a target (IPv6 in brackets)."""
+    host = _client_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -84,6 +84,11 @@ class Admission:
             self._gate.pump()
 
     @property
+    def tenants(self) -> tuple[Tenant, ...]:
+        """The tenants of --api-keys with their limits (none without the file)."""
+        return self._keyring.tenants if self._keyring is not None else ()
+
+    @property
     def queue_depth(self) -> int:
         return self._gate.depth if self._gate is not None else 0
 
@@ -99,6 +104,7 @@ class Admission:
         except BaseException as exc:  # Rejection, or the client went away while queued
             if isinstance(exc, Rejection):
                 self.metrics.rejected[(exc.reason, tenant.name)] += 1
+                self.metrics.rejected_status[exc.status] += 1
             if lease_id is not None:
                 self._spawn(self._store.release(tenant, lease_id, 0))
             raise
@@ -123,6 +129,7 @@ class Admission:
             return self._keyring.identify(headers)
         except Rejection as exc:
             self.metrics.rejected[(exc.reason, "unknown")] += 1
+            self.metrics.rejected_status[exc.status] += 1
             raise
 
     def _priority(self, headers: Mapping[str, str]) -> int:

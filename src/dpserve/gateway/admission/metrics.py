@@ -37,6 +37,7 @@ class AdmissionMetrics:
     def __init__(self) -> None:
         self.admitted: Counter[str] = Counter()
         self.rejected: Counter[tuple[str, str]] = Counter()  # (reason, tenant)
+        self.rejected_status: Counter[int] = Counter()  # HTTP status of each refusal (429s: shed)
         self.tokens: Counter[tuple[str, str]] = Counter()  # (tenant, prompt|completion)
         self.in_flight: Counter[str] = Counter()
         self.quota_unavailable: Counter[str] = Counter()  # served | refused
@@ -54,6 +55,9 @@ class AdmissionMetrics:
                       [((("tenant", t),), n) for t, n in sorted(self.admitted.items())]),
             *_counter("dpserve_admission_rejected_total", "requests refused at admission",
                       [((("reason", r), ("tenant", t)), n) for (r, t), n in sorted(self.rejected.items())]),
+            *_counter("dpserve_admission_rejected_by_status_total", "requests refused at admission, by "
+                      "the HTTP status answered", [((("status", str(s)),), n)
+                                                   for s, n in sorted(self.rejected_status.items())]),
             *_counter("dpserve_tenant_tokens_total", "prompt and completion tokens served",
                       [((("tenant", t), ("kind", k)), n) for (t, k), n in sorted(self.tokens.items())]),
             *_gauge("dpserve_tenant_in_flight", "admitted requests not finished yet",
