@@ -32,7 +32,7 @@ from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
 from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
 from dpserve.gateway.served_models import ModelDiscovery, model_list
 from dpserve.gateway.upstream import UpstreamPool
-from dpserve.gateway.worker import Worker, check_worker_url
+from dpserve.gateway.worker import Worker, check_worker_url, check_worker_weight
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
@@ -217,10 +217,11 @@ async def _add_worker(request: web.Request) -> web.Response:
         url = check_worker_url(url)
     except ValueError as exc:
         raise HTTPError(400, f"'url': {exc}", param="url") from exc
-    weight = body.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-        raise HTTPError(400, "'weight' must be a number > 0", param="weight")
-    worker = await gw.add_worker(url, float(weight))
+    try:
+        weight = check_worker_weight(body.get("weight", 1.0))
+    except ValueError as exc:
+        raise HTTPError(400, f"'weight': {exc}", param="weight") from exc
+    worker = await gw.add_worker(url, weight)
     return _json(worker.to_json(), status=201)
 
 

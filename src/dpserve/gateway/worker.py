@@ -8,6 +8,19 @@ from urllib.parse import urlsplit
 from dpserve.gateway.circuit_breaker import STATE_VALUES, CircuitBreaker
 from dpserve.gateway.loads import PolledLoad, combined_load
 
+# A weight is a relative share, so 1..100 expresses any mix; the bound keeps what a weight costs
+# bounded too (consistent_hash places `--hash-virtual-nodes` × weight points on its ring).
+MAX_WORKER_WEIGHT = 100.0
+
+
+def check_worker_weight(weight: object) -> float:
+    """A worker's weight as a float in (0, MAX_WORKER_WEIGHT]; ValueError says what is wrong."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight != weight:
+        raise ValueError(f"weight must be a number, got {weight!r}")
+    if not 0 < weight <= MAX_WORKER_WEIGHT:
+        raise ValueError(f"weight must be > 0 and <= {MAX_WORKER_WEIGHT:g}, got {weight!r}")
+    return float(weight)
+
 
 def check_worker_url(url: str) -> str:
     """The replica base URL (`http://host[:port]`, no trailing slash); ValueError says what is wrong.
