@@ -1,4 +1,4 @@
-"""Token usage seen in a relayed response (JSON body or a stream's final usage chunk), for quotas."""
+"""Token usage seen in a relayed response (JSON body, a stream's usage event or text events), for quotas."""
 
 from __future__ import annotations
 
@@ -34,22 +34,60 @@ class Usage:
             self.take(parsed.get("usage"))
 
 
+_TEXT_MARKS = (b'"content":"', b'"text":"')
+_EMPTY_MARKS = (b'"content":""', b'"text":""')
+_WINDOW = 16  # longer than every marker
+
+
+def _markers(data: bytes) -> int:
+    return sum(data.count(m) for m in _TEXT_MARKS) - sum(data.count(m) for m in _EMPTY_MARKS)
+
+
+def content_events(chunk: bytes) -> int:
+    """SSE events in `chunk` that carry generated text (chat `content`, completions `text`).
+
+    Two C-level counts per chunk; the empty-text events (chat's role chunk, a bare finish chunk)
+    are subtracted only when the chunk has one. vLLM and our replicas write JSON without spaces.
+    """
+    n = chunk.count(b'"content":"') + chunk.count(b'"text":"')
+    if n and b'":""' in chunk:
+        n -= chunk.count(b'"content":""') + chunk.count(b'"text":""')
+    return n
+
+
 class StreamTail:
-    """The last few chunks of an SSE stream; `usage_into` parses only the event that has usage."""
+    """The last few chunks of an SSE stream, and how many text-carrying events went by.
+
+    `usage_into` takes the stream's own usage event when there is one (the client asked for
+    `stream_options.include_usage`); otherwise it counts one completion token per text event, so a
+    stream is charged to its tenant whether or not the client asked for usage. That count is a
+    lower bound when a replica merges tokens into one event (held-back stop-string text).
+    """
 
     def __init__(self) -> None:
         self._chunks: deque[bytes] = deque(maxlen=_TAIL_CHUNKS)
+        self.text_events = 0
 
     def add(self, chunk: bytes) -> None:
+        if self._chunks and not self._chunks[-1].endswith(b"\n\n"):
+            # The previous chunk ended mid-event (rare: events usually arrive whole): count the
+            # markers that straddle the cut, from a window of both sides.
+            prev, head = self._chunks[-1][-_WINDOW:], chunk[:_WINDOW]
+            self.text_events += _markers(prev + head) - _markers(prev) - _markers(head)
         self._chunks.append(chunk)
+        self.text_events += content_events(chunk)
 
     def ends_at_event_boundary(self) -> bool:
         return not self._chunks or self._chunks[-1].endswith(b"\n\n")
 
     def usage_into(self, usage: Usage) -> None:
+        if not self._usage_event_into(usage):
+            usage.completion_tokens = self.text_events
+
+    def _usage_event_into(self, usage: Usage) -> bool:
         tail = b"".join(self._chunks)
         if b'"usage"' not in tail:
-            return
+            return False
         for event in reversed(tail.split(b"\n\n")):
             event = event.strip()
             if event.startswith(b"data: {") and b'"usage"' in event:
@@ -59,4 +97,5 @@ class StreamTail:
                     continue
                 if isinstance(parsed, dict) and parsed.get("usage"):
                     usage.take(parsed["usage"])
-                    return
+                    return True
+        return False

@@ -56,3 +56,7 @@ class AdmissionContext:
     @property
     def estimated_prompt_tokens(self) -> int:
         return max(1, self.prompt_chars // 4)
+
+    def completion_reserve(self, default: int) -> int:
+        """Completion tokens to reserve: max_tokens when given (bounded below by 0), else `default`."""
+        return default if self.max_tokens is None else max(0, self.max_tokens)
