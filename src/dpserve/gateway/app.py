@@ -22,6 +22,7 @@ from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
 from dpserve.gateway.exchange import AiohttpSink
 from dpserve.gateway.front_server import FrontServer
+from dpserve.gateway.gc_tuning import settle_after_startup
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.loads import LoadPoller
 from dpserve.gateway.metrics import GatewayMetrics
@@ -111,6 +112,7 @@ class Gateway:
         self._health.start()
         self._poller.start()
         await self.admission.start()
+        settle_after_startup()  # gc_tuning.py: start-up objects out of every later collection
 
     async def stop(self) -> None:
         await self.admission.stop()
