@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ class HealthChecker:
     A worker goes down after `health_failure_threshold` consecutive failed probes, or at once
     when a real request's connection is refused (`report_refused`); it comes back after
     `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
+    In the periodic round a healthy worker whose load poll (`/metrics`) answered within the
+    last interval counts as a good probe without a request: one poll per interval, not two.
     """
 
     config: HealthConfig
@@ -36,6 +39,7 @@ class HealthChecker:
     workers: Callable[[], list[Worker]]
     on_change: Callable[[Worker, bool], None]
     on_probe: Callable[[Worker, bool], None] = lambda worker, ok: None
+    clock: Callable[[], float] = time.monotonic  # the load poller's clock (PolledLoad.at)
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
@@ -90,4 +94,19 @@ class HealthChecker:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_check_interval_s)
-            await self.check_all()
+            await self.check_round()
+
+    async def check_round(self) -> None:
+        """One periodic round: probe every worker the load poller has not just heard from."""
+        await asyncio.gather(*(self.probe(w) for w in self.workers() if not self._vouched_for(w)))
+
+    def _vouched_for(self, worker: Worker) -> bool:
+        """Healthy, and its /metrics answered within the last interval: it is up, no probe needed."""
+        polled = worker.polled
+        if not worker.healthy or polled is None:
+            return False
+        if self.clock() - polled.at >= self.config.health_check_interval_s:
+            return False
+        self.on_probe(worker, True)
+        self._streaks.setdefault(worker.id, _Streak()).failures = 0
+        return True

@@ -3,12 +3,18 @@
 Polls lag; the gateway's own in-flight counter does not. A worker's load is its polled value
 plus the in-flight change since that poll, so a burst between two polls does not herd onto the
 replica that looked idle at the last poll.
+
+A replica is polled only while its gauges can change under us: it has requests of ours in
+flight, or its last poll showed work. An idle replica is not polled (its health probe goes on);
+a polled one is not also health-probed (health.py), so each replica sees one poll per interval,
+not a /health and two /metrics per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +40,11 @@ class PolledLoad:
     waiting: float = 0.0
     kv_cache_usage: float = 0.0
     in_flight_at_poll: int = 0
+    at: float = 0.0  # when it answered (the poller's clock): a recent answer also shows it is up
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0 or self.waiting > 0
 
 
 def combined_load(polled: PolledLoad | None, in_flight: int) -> float:
@@ -75,12 +86,20 @@ class PolledWorker(Protocol):
     healthy: bool
 
 
+def needs_poll(worker: PolledWorker) -> bool:
+    """Whether the replica's gauges may have moved: never polled, requests of ours in flight, or
+    work at the last poll (ours finishing, or another gateway's)."""
+    polled = worker.polled
+    return polled is None or worker.in_flight > 0 or polled.busy
+
+
 class LoadPoller:
     """Background loop: every `interval_s`, GET /metrics of each healthy worker, store the gauges."""
 
     def __init__(self, workers: Callable[[], Iterable[PolledWorker]], http: aiohttp.ClientSession,
-                 interval_s: float, timeout_s: float) -> None:
+                 interval_s: float, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._workers = workers
+        self._clock = clock
         self._http = http
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -93,7 +112,7 @@ class LoadPoller:
         await cancel_and_wait(self._task)
 
     async def poll_once(self) -> None:
-        targets = [w for w in self._workers() if w.healthy]
+        targets = [w for w in self._workers() if w.healthy and needs_poll(w)]
         await asyncio.gather(*(self._poll(w) for w in targets))
 
     async def _loop(self) -> None:
@@ -111,4 +130,4 @@ class LoadPoller:
         except (aiohttp.ClientError, TimeoutError):
             return  # health checks decide whether the replica is down; keep the last poll
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
-                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll)
+                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock())

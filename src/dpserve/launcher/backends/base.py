@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from dpserve.launcher.placement import Placement
 
+# What the gateway polls on every replica (health probes, load polls): backends that can keep
+# these out of their access logs do, so replica logs are about the replicas' work.
+GATEWAY_POLL_PATHS = ("/health", "/metrics")
+
 
 @dataclass(frozen=True)
 class ReplicaSpec:
