@@ -55,7 +55,8 @@ class Gateway:
         self.metrics = GatewayMetrics(config.routing.policy)
         self.aliases = ModelAliases(parse_aliases(config.model_aliases))
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
-                                       on_transition=self._on_transition)
+                                       on_transition=self._on_transition,
+                                       slots_first=config.admission.ttft_slo_ms is not None)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
         # Retry jitter draws from its own stream, so it never shifts the policy's choices.
         seed = config.routing.seed

@@ -84,6 +84,7 @@ class PolledWorker(Protocol):
     in_flight: int
     polled: PolledLoad | None
     healthy: bool
+    most_running: int
 
 
 def needs_poll(worker: PolledWorker) -> bool:
@@ -131,3 +132,4 @@ class LoadPoller:
             return  # health checks decide whether the replica is down; keep the last poll
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
                                    gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock())
+        worker.most_running = max(worker.most_running, int(worker.polled.running))

@@ -59,6 +59,8 @@ class Worker:
         self.draining = False
         self.in_flight = 0
         self.polled: PolledLoad | None = None
+        # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs).
+        self.most_running = 0
         # Model ids from the replica's /v1/models; None until known (then it is not filtered).
         self.models: frozenset[str] | None = None
         # The model cards of that answer, as the replica sent them (the gateway's /v1/models).
@@ -66,6 +68,10 @@ class Worker:
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)
+
+    def slots(self, cap: int | None) -> int:
+        """Requests it runs at once, as far as the gateway knows: seen running, the cap, at least 1."""
+        return max(1, self.most_running, cap or 0)
 
     def may_serve(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models

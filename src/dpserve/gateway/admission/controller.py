@@ -115,6 +115,7 @@ class Admission:
             if lease is not None:  # give back the slot and the whole reservation
                 self._settle(tenant, lease.lease_id, lease.local, -reserve)
             raise
+        self._drain.begin()
         self.metrics.admitted[tenant.name] += 1
         self.metrics.in_flight[tenant.name] += 1
         self.metrics.queue_wait.observe(waited)
@@ -160,9 +161,10 @@ class Admission:
         estimate = estimate_wait(self._capacity.load_snapshot(), self.queue_depth,
                                  self._capacity.has_capacity(), rate)
         self._last_estimate = estimate
-        if estimate is not None and misses_slo(estimate, budget_ms):
-            wait_ms = estimate.wait_s * 1000
-            raise too_many("slo_shed", f"estimated wait before the first token {wait_ms:.0f} ms would "
+        if misses_slo(estimate, budget_ms):
+            wait = (f"{estimate.wait_s * 1000:.0f} ms" if math.isfinite(estimate.wait_s) else
+                    f"unbounded ({estimate.backlog} waiting, none finished yet)")
+            raise too_many("slo_shed", f"estimated wait before the first token {wait} would "
                                        f"miss --ttft-slo-ms={self.config.ttft_slo_ms:g}",
                            retry_after_s(estimate.backlog, rate, fallback_s=1.0))
 
@@ -223,7 +225,8 @@ class Admission:
         """Prometheus text (dpserve_admission_*, dpserve_tenant_*, dpserve_quota_*)."""
         return self.metrics.render(Gauges(
             queue_depth=self.queue_depth, drain_rate_per_s=self._drain.per_second() or 0.0,
-            estimated_wait_s=self._last_estimate.wait_s if self._last_estimate else None,
+            estimated_wait_s=(self._last_estimate.wait_s if self._last_estimate
+                              and math.isfinite(self._last_estimate.wait_s) else None),
             backend=self._store.name, backend_up=self._store.is_up(),
             local_share=self._local.share() if self._local.active else None))
 
