@@ -77,7 +77,8 @@ def serve_replicas(ports: list[int], chunks: int) -> None:
         app = web.Application()
         app.router.add_post(CHAT, completion)
         app.router.add_post("/v1/completions", completion)
-        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info", "/metrics"):
+        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info", "/metrics",
+                     "/get_load"):  # /get_load: sglang-router power_of_two polls it
             app.router.add_get(path, ok)
         app.router.add_get("/v1/models", model_list)
         runner = web.AppRunner(app, access_log=None)

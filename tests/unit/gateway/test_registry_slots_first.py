@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dpserve.gateway.circuit_breaker import CircuitBreaker
 from dpserve.gateway.config import BreakerConfig
 from dpserve.gateway.loads import PolledLoad
 from dpserve.gateway.policies import build_policy
@@ -32,7 +31,7 @@ def test_full_replicas_are_not_candidates_while_another_has_room() -> None:
 
 def test_slots_are_at_least_the_cap_and_one() -> None:
     registry = _registry(slots_first=True, cap=None)
-    w0, w1, _w2 = registry.all()
+    w0 = registry.all()[0]
     w0.in_flight = 1  # nothing seen running yet: 1 slot, taken
     assert w0 not in registry.candidates()
     assert registry.load_snapshot()[0].slots == 1
