@@ -105,7 +105,8 @@ class Gateway:
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock)
         for i, url in enumerate(self.config.worker_urls):
             self.registry.add(url, self.config.weight_of(i))
-        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
+        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s,
+                                      None if self.config.allow_heterogeneous else self.registry.all)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
         up = [w for w in self.registry.all() if w.healthy]
         await asyncio.gather(*(self._models.refresh(w) for w in up), *(self._prewarm(w) for w in up))

@@ -89,6 +89,10 @@ class GatewayConfig:
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
     admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
                                    metavar="KEY")
+    allow_heterogeneous: bool = option(
+        False, "let replicas that serve one model name differently (root, max_model_len, dtype, "
+               "quantization, KV-cache dtype, TP/PP where published) serve it together; by default "
+               "such a worker is refused, with the reason in /workers")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)

@@ -104,7 +104,7 @@ class WorkerRegistry:
         """Models the healthy workers serve, or None when some healthy worker's are not known yet."""
         models: set[str] = set()
         for w in self._workers.values():
-            if w.healthy and not w.draining:
+            if w.healthy and not w.draining and w.refused is None:
                 if w.models is None:
                     return None
                 models |= w.models

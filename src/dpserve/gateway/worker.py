@@ -65,6 +65,9 @@ class Worker:
         self.models: frozenset[str] | None = None
         # The model cards of that answer, as the replica sent them (the gateway's /v1/models).
         self.model_cards: tuple[dict[str, Any], ...] = ()
+        # Per served model, what it runs (replica_identity.py); and why it was refused, if it was.
+        self.identity: dict[str, dict[str, str]] | None = None
+        self.refused: str | None = None
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)
@@ -77,8 +80,8 @@ class Worker:
         return model is None or self.models is None or model in self.models
 
     def is_routable(self) -> bool:
-        """Healthy, not draining, and the circuit lets a request through."""
-        return self.healthy and not self.draining and self.breaker.allows_request()
+        """Healthy, not draining, not refused, and the circuit lets a request through."""
+        return self.healthy and not self.draining and self.refused is None and self.breaker.allows_request()
 
     def to_json(self) -> dict[str, Any]:
         polled = self.polled or PolledLoad()
@@ -86,7 +89,7 @@ class Worker:
                 "circuit_state": self.breaker.state.value, "in_flight": self.in_flight,
                 "running": polled.running, "waiting": polled.waiting,
                 "kv_cache_usage": polled.kv_cache_usage, "weight": self.weight,
-                "draining": self.draining, "load": self.load()}
+                "draining": self.draining, "load": self.load(), "refused": self.refused}
 
     @property
     def circuit_value(self) -> int:
