@@ -42,7 +42,8 @@ class RedisQuotaStore(QuotaStore):
 
     def __init__(self, url: str, *, lease_ttl_s: float = 30.0, timeout_s: float = 0.5,
                  retry_interval_s: float = 1.0, key_prefix: str = "dpserve:quota",
-                 while_down: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+                 while_down: str = "", clock: Callable[[], float] = time.monotonic,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
         self._url = url
         self._lease_ttl_s = lease_ttl_s
         self._timeout_s = timeout_s
@@ -58,6 +59,7 @@ class RedisQuotaStore(QuotaStore):
         self._heartbeat: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {}
         self._gateway_id = uuid.uuid4().hex
+        self._heartbeat_interval_s = heartbeat_interval_s
         self._gateways_seen = 1
 
     async def start(self) -> None:
@@ -138,9 +140,9 @@ class RedisQuotaStore(QuotaStore):
         while True:
             with contextlib.suppress(QuotaUnavailable):
                 seen = await self._call(redis_scripts.HEARTBEAT, [f"{self._prefix}:gateways"],
-                                        [HEARTBEAT_INTERVAL_S * 3, self._gateway_id])
+                                        [self._heartbeat_interval_s * 3, self._gateway_id])
                 self._gateways_seen = max(1, int(seen))
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            await asyncio.sleep(self._heartbeat_interval_s)
 
     async def _renew_forever(self) -> None:
         while True:
