@@ -113,7 +113,8 @@ async def test_while_redis_is_down_each_gateway_enforces_its_share(redis_server:
         await gw.stop()
 
 
-async def test_token_reservations_are_shared_through_redis(redis_server: RedisServer, keys_file: Path) -> None:
+async def test_token_reservations_are_shared_through_redis(redis_server: RedisServer,
+                                                           keys_file: Path) -> None:
     """tokens_per_minute 100: ten parallel requests reserving 30 each cannot all pass (3 do)."""
     cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
     adm = build_admission(cfg, AlwaysRoom())
