@@ -53,3 +53,20 @@ def test_events_split_across_chunks_are_counted_once() -> None:
 def test_any_cut_between_chunks_counts_the_same(cut: int) -> None:
     stream = ROLE + TOKEN + EMPTY_TEXT + TEXT
     assert _relay([stream[:cut], stream[cut:], DONE]).completion_tokens == 2
+
+
+def _token(text: str) -> bytes:
+    return (b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"%s"},"logprobs":null}]}\n\n'
+            % text.encode())
+
+
+def test_long_streams_are_counted_within_a_few_percent_however_chunks_coalesce() -> None:
+    """Only the first and last chunks are searched; the middle is counted by bytes."""
+    words = ["a", " the", " tokenizer", "!", " 42", " über", "\\n", " x"]
+    events = [_token(words[i % len(words)]) for i in range(500)]
+    one_per_chunk = _relay([ROLE, *events, FINISH, DONE]).completion_tokens
+    assert one_per_chunk is not None and abs(one_per_chunk - 500) <= 10
+    coalesced = [b"".join(events[i:i + 7]) for i in range(0, 500, 7)]  # as TCP may deliver them
+    counted = _relay([ROLE, *coalesced, FINISH, DONE]).completion_tokens
+    assert counted is not None and abs(counted - 500) <= 10
+    assert _relay([ROLE, *[TOKEN] * 300, FINISH, DONE]).completion_tokens == 300  # same size: exact
