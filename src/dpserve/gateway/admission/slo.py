@@ -39,26 +39,31 @@ def waiting_now(load: WorkerLoad, slots: int) -> int:
 
 def estimate_wait(loads: Sequence[WorkerLoad], gateway_queued: int, has_capacity: bool,
                   completions_per_s: float | None) -> WaitEstimate:
-    """Queueing delay a new request would see.
+    """Queueing delay a new request would see, as an upper bound (the SLO is a p99 promise).
 
     Nobody waiting and a replica with a free slot (and, with a cap, a worker below it): it
     starts at once — the registry then routes it to a replica with room (`slots_first`).
-    Otherwise it starts after `backlog + 1` requests finished (each completion frees one place),
-    at the fleet's recent completion rate; with no completion seen yet there is no rate to wait
-    on, so the wait is unbounded (refused): a cold burst is admitted only as far as it can start
-    at once, and the known slots grow with what the replicas are seen running. Prefill time is
-    left to the share of the SLO not spent waiting.
+    Otherwise it waits for `ceil((backlog + 1) / slots)` rounds of slots to free, each as long as
+    a request's time in service, `running / completion rate` (Little's law): requests that
+    started together finish together, so a request queued behind them may wait a whole service
+    time, not `1 / rate` (measured: 20% of admitted requests over a 2 s SLO with the average).
+    With no completion seen yet there is no rate to wait on: unbounded (refused), so a cold
+    burst is admitted only as far as it can start at once. Prefill time is left to the share of
+    the SLO not spent waiting.
     """
-    backlog, free_slot = gateway_queued, False
+    backlog, free_slot, slots, running = gateway_queued, False, 0, 0
     for w in loads:
         if w.healthy:
             backlog += waiting_now(w, w.slots)
             free_slot = free_slot or w.in_flight < w.slots
+            slots += w.slots
+            running += min(w.in_flight, w.slots)
     if backlog == 0 and free_slot and has_capacity:
         return WaitEstimate(0.0, 0)
     if not completions_per_s or completions_per_s <= 0:
         return WaitEstimate(math.inf, backlog)
-    return WaitEstimate((backlog + 1) / completions_per_s, backlog)
+    service_s = max(running, 1) / completions_per_s
+    return WaitEstimate(math.ceil((backlog + 1) / max(slots, 1)) * service_s, backlog)
 
 
 def misses_slo(estimate: WaitEstimate, slo_ms: float) -> bool:
