@@ -98,15 +98,17 @@ class HealthChecker:
 
     async def check_round(self) -> None:
         """One periodic round: probe every worker the load poller has not just heard from."""
-        await asyncio.gather(*(self.probe(w) for w in self.workers() if not self._vouched_for(w)))
+        to_probe = []
+        for w in self.workers():
+            if self._polled_recently(w):
+                self.on_probe(w, True)  # its /metrics answered: as good as a probe
+                self._streaks.setdefault(w.id, _Streak()).failures = 0
+            else:
+                to_probe.append(w)
+        await asyncio.gather(*(self.probe(w) for w in to_probe))
 
-    def _vouched_for(self, worker: Worker) -> bool:
-        """Healthy, and its /metrics answered within the last interval: it is up, no probe needed."""
+    def _polled_recently(self, worker: Worker) -> bool:
+        """Healthy, and its /metrics answered within the last interval."""
         polled = worker.polled
-        if not worker.healthy or polled is None:
-            return False
-        if self.clock() - polled.at >= self.config.health_check_interval_s:
-            return False
-        self.on_probe(worker, True)
-        self._streaks.setdefault(worker.id, _Streak()).failures = 0
-        return True
+        return (worker.healthy and polled is not None
+                and self.clock() - polled.at < self.config.health_check_interval_s)
