@@ -85,6 +85,7 @@ class PolledWorker(Protocol):
     polled: PolledLoad | None
     healthy: bool
     most_running: int
+    saturated: bool
 
 
 def needs_poll(worker: PolledWorker) -> bool:
@@ -132,4 +133,7 @@ class LoadPoller:
             return  # health checks decide whether the replica is down; keep the last poll
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
                                    gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock())
-        worker.most_running = max(worker.most_running, int(worker.polled.running))
+        if worker.polled.waiting > 0 and not worker.saturated:  # full: its running count is its slots
+            worker.most_running, worker.saturated = int(worker.polled.running), True
+        else:
+            worker.most_running = max(worker.most_running, int(worker.polled.running))

@@ -59,8 +59,10 @@ class Worker:
         self.draining = False
         self.in_flight = 0
         self.polled: PolledLoad | None = None
-        # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs).
+        # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs),
+        # exact once a poll showed requests waiting beside them (saturated).
         self.most_running = 0
+        self.saturated = False
         # Model ids from the replica's /v1/models; None until known (then it is not filtered).
         self.models: frozenset[str] | None = None
         # The model cards of that answer, as the replica sent them (the gateway's /v1/models).
@@ -73,8 +75,10 @@ class Worker:
         return combined_load(self.polled, self.in_flight)
 
     def slots(self, cap: int | None) -> int:
-        """Requests it runs at once, as far as the gateway knows: seen running, the cap, at least 1."""
-        return max(1, self.most_running, cap or 0)
+        """Requests it runs at once, as far as the gateway knows: the cap, or what it was seen
+        running — plus one while it was never seen full, so the estimate can discover more room
+        (with the TTFT SLO nothing may queue, and slots that are never tried are never seen)."""
+        return max(1, self.most_running + (0 if self.saturated else 1), cap or 0)
 
     def may_serve(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
