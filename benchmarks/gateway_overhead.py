@@ -99,7 +99,8 @@ def serve_replicas(ports: list[int], chunks: int, vllm_metrics: bool = False) ->
         app = web.Application()
         app.router.add_post(CHAT, completion)
         app.router.add_post("/v1/completions", completion)
-        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info"):
+        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info",
+                     "/get_load"):  # /get_load: sglang-router power_of_two polls it
             app.router.add_get(path, ok)
         app.router.add_get("/metrics", replica_metrics if vllm_metrics else ok)
         app.router.add_get("/v1/models", model_list)

@@ -19,6 +19,7 @@ from dpserve.gateway.aliases import ModelAliases, parse_aliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
 from dpserve.gateway.dashboard import Dashboard
+from dpserve.gateway.gc_tuning import settle_after_startup
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint, parse_endpoint_spec
 from dpserve.gateway.kv_events.feed import KvEventFeed
@@ -48,7 +49,8 @@ class Gateway:
         self.metrics = GatewayMetrics(config.routing.policy)
         self.aliases = ModelAliases(parse_aliases(config.model_aliases))
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
-                                       on_transition=self._on_transition)
+                                       on_transition=self._on_transition,
+                                       slots_first=config.admission.ttft_slo_ms is not None)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
         self.dashboard = Dashboard(self.registry, self.metrics, self.admission, clock=clock)
         # Retry jitter draws from its own stream, so it never shifts the policy's choices.
@@ -111,7 +113,8 @@ class Gateway:
             worker = self.registry.add(url, self.config.weight_of(i))
             if self.config.worker_kv_events:
                 self._subscribe(worker, parse_endpoint_spec(self.config.worker_kv_events[i]))
-        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
+        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s,
+                                      None if self.config.allow_heterogeneous else self.registry.all)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
         up = [w for w in self.registry.all() if w.healthy]
         await asyncio.gather(*(self._models.refresh(w) for w in up), *(self._prewarm(w) for w in up))
@@ -120,6 +123,7 @@ class Gateway:
         self._poller.start()
         self.dashboard.start()
         await self.admission.start()
+        settle_after_startup()  # gc_tuning.py: start-up objects out of every later collection
 
     async def stop(self) -> None:
         await self.dashboard.stop()

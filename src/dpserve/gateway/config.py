@@ -114,7 +114,7 @@ class GatewayConfig:
                                           metavar="URL")
     worker_weights: tuple[float, ...] = option(
         (), "weights of --worker-urls, in order (default 1 each); a weight-2 replica takes twice the "
-            "share in load-based policies", metavar="W")
+            "share in load-based policies; at most 100", metavar="W")
     drain_timeout_s: float = option(30.0, "DELETE /workers/{id}: seconds to wait for its in-flight requests")
     shutdown_grace_s: float = option(30.0, "on SIGTERM: seconds to let in-flight requests finish")
     model_aliases: tuple[str, ...] = option(
@@ -131,6 +131,10 @@ class GatewayConfig:
         (), "where each of --worker-urls publishes KV events (policy precise_prefix), in order: "
             "PUB_ENDPOINT[,REPLAY_ENDPOINT] (e.g. tcp://127.0.0.1:5557,tcp://127.0.0.1:5558, as set "
             "by the replica's --kv-events-config), or - for none", metavar="SPEC")
+    allow_heterogeneous: bool = option(
+        False, "let replicas that serve one model name differently (root, max_model_len, dtype, "
+               "quantization, KV-cache dtype, TP/PP where published) serve it together; by default "
+               "such a worker is refused, with the reason in /workers")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)
@@ -142,16 +146,21 @@ class GatewayConfig:
         require(0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}")
         require(not self.worker_weights or len(self.worker_weights) == len(self.worker_urls),
                 "--worker-weights needs one weight per --worker-urls entry")
-        require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
         require(len({u.rstrip("/") for u in self.worker_urls}) == len(self.worker_urls),
                 "--worker-urls lists the same URL twice")
-        from dpserve.gateway.worker import check_worker_url  # here: worker.py imports this module's siblings
+        # here: worker.py imports this module's siblings
+        from dpserve.gateway.worker import check_worker_url, check_worker_weight
 
         for url in self.worker_urls:
             try:
                 check_worker_url(url)
             except ValueError as exc:
                 raise ConfigError(f"--worker-urls: {exc}") from exc
+        for weight in self.worker_weights:
+            try:
+                check_worker_weight(weight)
+            except ValueError as exc:
+                raise ConfigError(f"--worker-weights: {exc}") from exc
         try:
             parse_aliases(self.model_aliases)
         except ValueError as exc:

@@ -15,7 +15,7 @@ import orjson
 from dpserve.errors import HTTPError
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.kv_events.endpoint import endpoint_from_json
-from dpserve.gateway.worker import check_worker_url, replica_origin
+from dpserve.gateway.worker import check_worker_url, check_worker_weight, replica_origin
 
 if TYPE_CHECKING:
     from dpserve.gateway.app import Gateway
@@ -64,16 +64,17 @@ async def add_worker(gw: Gateway, request: Request, sink: ResponseSink) -> None:
         url = check_worker_url(url)
     except ValueError as exc:
         raise HTTPError(400, f"'url': {exc}", param="url") from exc
-    weight = body.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf"):
-        raise HTTPError(400, "'weight' must be a number > 0", param="weight")
+    try:
+        weight = check_worker_weight(body.get("weight", 1.0))
+    except ValueError as exc:
+        raise HTTPError(400, f"'weight': {exc}", param="weight") from exc
     kv_events = None
     if body.get("kv_events") is not None:
         try:
             kv_events = endpoint_from_json(body["kv_events"])
         except ValueError as exc:
             raise HTTPError(400, f"'kv_events': {exc}", param="kv_events") from exc
-    worker = await gw.add_worker(url, float(weight), kv_events, replica_origin(body))
+    worker = await gw.add_worker(url, weight, kv_events, replica_origin(body))
     await send_json(sink, worker.to_json(), status=201)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ class HealthChecker:
     A worker goes down after `health_failure_threshold` consecutive failed probes, or at once
     when a real request's connection is refused (`report_refused`); it comes back after
     `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
+    In the periodic round a healthy worker whose load poll (`/metrics`) answered within the
+    last interval counts as a good probe without a request: one poll per interval, not two.
     """
 
     config: HealthConfig
@@ -37,6 +40,7 @@ class HealthChecker:
     workers: Callable[[], list[Worker]]
     on_change: Callable[[Worker, bool], None]
     on_probe: Callable[[Worker, bool], None] = lambda worker, ok: None
+    clock: Callable[[], float] = time.monotonic  # the load poller's clock (PolledLoad.at)
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
@@ -91,4 +95,21 @@ class HealthChecker:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_check_interval_s)
-            await self.check_all()
+            await self.check_round()
+
+    async def check_round(self) -> None:
+        """One periodic round: probe every worker the load poller has not just heard from."""
+        to_probe = []
+        for w in self.workers():
+            if self._polled_recently(w):
+                self.on_probe(w, True)  # its /metrics answered: as good as a probe
+                self._streaks.setdefault(w.id, _Streak()).failures = 0
+            else:
+                to_probe.append(w)
+        await asyncio.gather(*(self.probe(w) for w in to_probe))
+
+    def _polled_recently(self, worker: Worker) -> bool:
+        """Healthy, and its /metrics answered within the last interval."""
+        polled = worker.polled
+        return (worker.healthy and polled is not None
+                and self.clock() - polled.at < self.config.health_check_interval_s)

@@ -36,6 +36,20 @@ def replica_origin(body: Mapping[str, Any]) -> ReplicaOrigin:
     return ReplicaOrigin(name, restarts)
 
 
+# A weight is a relative share, so 1..100 expresses any mix; the bound keeps what a weight costs
+# bounded too (consistent_hash places `--hash-virtual-nodes` × weight points on its ring).
+MAX_WORKER_WEIGHT = 100.0
+
+
+def check_worker_weight(weight: object) -> float:
+    """A worker's weight as a float in (0, MAX_WORKER_WEIGHT]; ValueError says what is wrong."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight != weight:
+        raise ValueError(f"weight must be a number, got {weight!r}")
+    if not 0 < weight <= MAX_WORKER_WEIGHT:
+        raise ValueError(f"weight must be > 0 and <= {MAX_WORKER_WEIGHT:g}, got {weight!r}")
+    return float(weight)
+
+
 def check_worker_url(url: str) -> str:
     """The replica base URL (`http://host[:port]`, no trailing slash); ValueError says what is wrong.
 
@@ -80,20 +94,33 @@ class Worker:
         self.draining = False
         self.in_flight = 0
         self.polled: PolledLoad | None = None
+        # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs),
+        # exact once a poll showed requests waiting beside them (saturated).
+        self.most_running = 0
+        self.saturated = False
         # Model ids from the replica's /v1/models; None until known (then it is not filtered).
         self.models: frozenset[str] | None = None
         # The model cards of that answer, as the replica sent them (the gateway's /v1/models).
         self.model_cards: tuple[dict[str, Any], ...] = ()
+        # Per served model, what it runs (replica_identity.py); and why it was refused, if it was.
+        self.identity: dict[str, dict[str, str]] | None = None
+        self.refused: str | None = None
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)
+
+    def slots(self, cap: int | None) -> int:
+        """Requests it runs at once, as far as the gateway knows: the cap, or what it was seen
+        running — plus one while it was never seen full, so the estimate can discover more room
+        (with the TTFT SLO nothing may queue, and slots that are never tried are never seen)."""
+        return max(1, self.most_running + (0 if self.saturated else 1), cap or 0)
 
     def may_serve(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
 
     def is_routable(self) -> bool:
-        """Healthy, not draining, and the circuit lets a request through."""
-        return self.healthy and not self.draining and self.breaker.allows_request()
+        """Healthy, not draining, not refused, and the circuit lets a request through."""
+        return self.healthy and not self.draining and self.refused is None and self.breaker.allows_request()
 
     def to_json(self) -> dict[str, Any]:
         polled = self.polled or PolledLoad()
@@ -101,7 +128,7 @@ class Worker:
                 "circuit_state": self.breaker.state.value, "in_flight": self.in_flight,
                 "running": polled.running, "waiting": polled.waiting,
                 "kv_cache_usage": polled.kv_cache_usage, "weight": self.weight,
-                "draining": self.draining, "load": self.load(),
+                "draining": self.draining, "load": self.load(), "refused": self.refused,
                 "name": self.origin.name, "restarts": self.origin.restarts}
 
     @property

@@ -30,6 +30,8 @@ class Knobs:
     running: int = 0                 # gauges on /metrics
     waiting: int = 0
     model: str = "fake-model"        # the id /v1/models lists
+    max_model_len: int | None = None  # ... and its card's max_model_len, if set
+    info: str = ""                   # labels of a vllm:cache_config_info line on /metrics, if set
 
 
 @dataclass
@@ -108,10 +110,15 @@ class FakeWorker:
         text = (f'vllm:num_requests_running{{model_name="fake"}} {k.running}\n'
                 f'vllm:num_requests_waiting{{model_name="fake"}} {k.waiting}\n'
                 f'vllm:kv_cache_usage_perc{{model_name="fake"}} 0.25\n')
+        if k.info:
+            text += f"vllm:cache_config_info{{{k.info}}} 1\n"
         return web.Response(text=text)
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.knobs.model, "object": "model"}]})
+        card: dict[str, Any] = {"id": self.knobs.model, "object": "model"}
+        if self.knobs.max_model_len is not None:
+            card["max_model_len"] = self.knobs.max_model_len
+        return web.json_response({"object": "list", "data": [card]})
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -64,6 +64,7 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
         assert resp.status == 401
     auth = {"Authorization": "Bearer sekret"}
     for body in ({"url": "ftp://x"}, {"url": extra.url, "weight": 0}, {"weight": 1}, [1],
+                 {"url": extra.url, "weight": 1000}, {"url": extra.url, "weight": "2"},
                  {"url": "http://"}, {"url": "http://127.0.0.1:99999"}, {"url": extra.url + "/v1"}):
         async with client.post(gw.url + "/workers", json=body, headers=auth) as resp:
             assert resp.status == 400, body

@@ -28,6 +28,8 @@ def test_flags_reach_nested_configs() -> None:
     (["--worker-urls", "a:1"], "not an http"),
     (["--worker-urls", "http://a", "--worker-weights", "1", "2"], "one weight per"),
     (["--cache-threshold", "2"], "--cache-threshold"),
+    (["--worker-urls", "http://a", "--worker-weights", "1000"], "<= 100"),
+    (["--worker-urls", "http://a", "--worker-weights", "0"], "--worker-weights"),
     (["--worker-urls", "http://a:1", "http://a:1/"], "twice"),
     (["--worker-urls", "https://a:1"], "not an http://"),
     (["--retry-backoff-base-s", "2", "--retry-backoff-max-s", "1"], "backoff"),

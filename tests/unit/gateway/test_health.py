@@ -7,6 +7,7 @@ from typing import Any
 from dpserve.gateway.circuit_breaker import CircuitBreaker
 from dpserve.gateway.config import BreakerConfig, HealthConfig
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.loads import PolledLoad
 from dpserve.gateway.worker import Worker
 from tests.unit.gateway.fakes import FakeClock
 
@@ -50,3 +51,21 @@ async def test_refused_connection_takes_it_out_at_once() -> None:
     assert not worker.healthy and flips == [True, False]
     await checker.probe(worker)
     assert worker.healthy
+
+
+async def test_a_fresh_load_poll_stands_in_for_the_probe() -> None:
+    """One poll per interval: a healthy worker whose /metrics just answered is not also probed."""
+    clock = FakeClock()
+    checker, worker, _flips = _setup(health_check_interval_s=1.0)
+    checker.clock = clock
+    checker.answers = [True]
+    await checker.probe(worker)  # joins: a real probe
+    worker.polled = PolledLoad(running=2, at=clock())
+    clock.advance(0.5)
+    await checker.check_round()  # vouched for: no request (answers is empty, a probe would fail)
+    assert worker.healthy
+    clock.advance(0.6)  # the poll is older than the interval: probe again
+    checker.answers = [False, False]
+    await checker.check_round()
+    await checker.check_round()
+    assert not worker.healthy and checker.answers == []

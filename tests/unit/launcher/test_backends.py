@@ -32,7 +32,9 @@ def test_vllm_command_line() -> None:
     assert backend.command(spec) == [
         "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/model",
         "--served-model-name", "org/model", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "1",
-        "--host", "127.0.0.1", "--port", "41234", "--max-model-len", "4096"]
+        "--host", "127.0.0.1", "--port", "41234",
+        "--disable-access-log-for-endpoints", "/health,/metrics",  # the gateway's polls: no access lines
+        "--max-model-len", "4096"]
     assert backend.env(spec) == {"CUDA_VISIBLE_DEVICES": "2,3"}
 
 
@@ -49,7 +51,8 @@ def test_sglang_command_line() -> None:
     assert get_backend("sglang").command(spec) == [
         "/py", "-m", "sglang.launch_server", "--model-path", "/models/model",
         "--served-model-name", "org/model", "--tp", "2", "--pipeline-parallel-size", "1",
-        "--host", "127.0.0.1", "--port", "41234", "--mem-fraction-static", "0.8"]
+        "--host", "127.0.0.1", "--port", "41234", "--log-level-http", "warning",
+        "--mem-fraction-static", "0.8"]
 
 
 def test_builtin_on_cpu_passes_thread_count_and_limits_threads_in_env() -> None:

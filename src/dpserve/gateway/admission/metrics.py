@@ -29,6 +29,7 @@ class Gauges:
     estimated_wait_s: float | None
     backend: str
     backend_up: bool
+    local_share: float | None = None  # set while limits are enforced locally (backend down)
 
 
 class AdmissionMetrics:
@@ -68,6 +69,10 @@ class AdmissionMetrics:
                       "requests that met an unreachable quota backend, by what was done",
                       [((("action", a),), n) for a, n in sorted(self.quota_unavailable.items())]),
         ]
+        lines += _gauge("dpserve_quota_local_share",
+                        "share of each tenant limit this gateway enforces alone while the quota "
+                        "backend is down (0 while the shared limits are in force)",
+                        [((), round(gauges.local_share or 0.0, 4))])
         if gauges.estimated_wait_s is not None:
             lines += _gauge("dpserve_admission_estimated_wait_seconds",
                             "last estimated queueing delay (SLO mode)",

@@ -7,11 +7,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dpserve.http_names import HEALTH_PATH
+from dpserve.http_names import HEALTH_PATH, METRICS_PATH
 from dpserve.launcher.placement import Placement
 
 if TYPE_CHECKING:
     from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
+
+# What the gateway polls on every replica (health probes, load polls): backends that can keep
+# these out of their access logs do, so replica logs are about the replicas' work.
+GATEWAY_POLL_PATHS = (HEALTH_PATH, METRICS_PATH)
 
 
 @dataclass(frozen=True)

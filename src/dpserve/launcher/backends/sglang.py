@@ -11,7 +11,10 @@ class SglangBackend(Backend):
     requires_module = "sglang"
 
     def command(self, spec: ReplicaSpec) -> list[str]:
+        # SGLang has no per-path filter: its HTTP log at warning drops the uvicorn access line of
+        # every request, the gateway's polls included (`--log-requests` logs requests instead).
         return [spec.python, "-m", "sglang.launch_server", "--model-path", spec.model_path,
                 "--served-model-name", spec.model, "--tp", str(spec.tp_size),
                 "--pipeline-parallel-size", str(spec.pp_size),
-                "--host", spec.host, "--port", str(spec.port), *spec.engine_args]
+                "--host", spec.host, "--port", str(spec.port), "--log-level-http", "warning",
+                *spec.engine_args]
