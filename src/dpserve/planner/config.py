@@ -28,7 +28,8 @@ class PlanConfig:
     gpu: str = option("H100-80GB", "built-in GPU: H100-80GB, H200, A100-80GB, L40S, A10G, B200")
     gpu_spec: Path | None = option(None, metavar="FILE.yaml",
                                    help="your GPU instead of --gpu: name, memory_gb, hbm_gb_s, bf16_tflops, "
-                                        "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie)")
+                                        "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie), "
+                                        "link_latency_us (per ring step), nvls (true: NVLink SHARP)")
     num_gpus: int = option(8, f"GPUs to lay out, 1..{MAX_GPUS} (every layout uses all of them)")
     gpus_per_node: int = option(8, f"GPUs per node, 1..{MAX_GPUS_PER_NODE}: TP stays inside a node, PP "
                                    "and DP may cross")

@@ -66,6 +66,14 @@ def test_ring_allreduce_cost() -> None:
     assert f.allreduce_s(1, 0.0, link, 0.5e-6, launch_s=5e-6) == 0.0
 
 
+def test_nvls_moves_each_byte_once_where_that_beats_the_ring() -> None:
+    ring, nvls, n = 360e9, 270e9, 8e6  # H100: 80% and 60% of 450 GB/s
+    assert f.allreduce_s(2, n, ring, 0.0, nvls_bytes_s=nvls) == pytest.approx(n / ring)  # ring: 1× the bytes
+    assert f.allreduce_s(8, n, ring, 0.0, nvls_bytes_s=nvls) == pytest.approx(n / nvls)  # ring would be 1.75×
+    assert f.layout_links(get_gpu("A100-80GB"), 8, 1, 8, ASM).tp_nvls_bytes_s is None
+    assert f.layout_links(H100, 8, 1, 8, ASM).tp_nvls_bytes_s == pytest.approx(0.6 * 450e9)
+
+
 def test_links_carry_the_launch_cost_into_every_allreduce() -> None:
     links = f.layout_links(get_gpu("H100-80GB"), 2, 1, 8, ASM)
     assert links.tp_launch_s == ASM.allreduce_launch_s == 5e-6
