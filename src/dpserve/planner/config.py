@@ -28,7 +28,8 @@ class PlanConfig:
     gpu: str = option("H100-80GB", "built-in GPU: H100-80GB, H200, A100-80GB, L40S, A10G, B200")
     gpu_spec: Path | None = option(None, metavar="FILE.yaml",
                                    help="your GPU instead of --gpu: name, memory_gb, hbm_gb_s, bf16_tflops, "
-                                        "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie)")
+                                        "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie), "
+                                        "link_latency_us (per ring step), nvls (true: NVLink SHARP)")
     num_gpus: int = option(8, f"GPUs to lay out, 1..{MAX_GPUS} (every layout uses all of them)")
     gpus_per_node: int = option(8, f"GPUs per node, 1..{MAX_GPUS_PER_NODE}: TP stays inside a node, PP "
                                    "and DP may cross")
@@ -43,9 +44,12 @@ class PlanConfig:
                                              "(flags win)")
     ttft_slo_ms: float | None = option(None, "time-to-first-token objective, judged at p99")
     tpot_slo_ms: float | None = option(None, "time-per-output-token objective, judged at p99")
-    max_num_seqs: int = option(256, f"the engine's running-batch cap per replica (vLLM's default), "
-                                    f"1..{MAX_NUM_SEQS}")
-    max_num_batched_tokens: int = option(8192, "the engine's token budget per step (chunked prefill)")
+    max_num_seqs: int | None = option(None, f"the engine's running-batch cap per replica, 1..{MAX_NUM_SEQS} "
+                                            "(default: vLLM V1's for the GPU, 1024 on ≥ 70 GiB GPUs but the "
+                                            "A100, else 256)")
+    max_num_batched_tokens: int | None = option(None, "the engine's token budget per step, chunked prefill "
+                                                      "(default: vLLM V1's for the GPU, 8192 on ≥ 70 GiB "
+                                                      "GPUs but the A100, else 2048)")
     as_json: bool = option(False, "print one JSON object instead of the table", flag="--json")
     simulate: bool = option(False, "also run the top layouts as `dpserve sim` fleets behind the gateway "
                                    "and print measured next to predicted")
@@ -75,8 +79,10 @@ class PlanConfig:
         for name in ("ttft_slo_ms", "tpot_slo_ms"):
             value = getattr(self, name)
             require(value is None or value > 0, f"--{name.replace('_', '-')} must be > 0, got {value}")
-        require(1 <= self.max_num_seqs <= MAX_NUM_SEQS, f"--max-num-seqs must be in 1..{MAX_NUM_SEQS}")
-        require(self.max_num_batched_tokens >= 1, "--max-num-batched-tokens must be >= 1")
+        require(self.max_num_seqs is None or 1 <= self.max_num_seqs <= MAX_NUM_SEQS,
+                f"--max-num-seqs must be in 1..{MAX_NUM_SEQS}")
+        require(self.max_num_batched_tokens is None or self.max_num_batched_tokens >= 1,
+                "--max-num-batched-tokens must be >= 1")
         require(self.simulate_top >= 1 and self.simulate_requests >= 1,
                 "--simulate-top and --simulate-requests must be >= 1")
         require(self.time_scale > 0, "--time-scale must be > 0")

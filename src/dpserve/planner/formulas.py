@@ -4,10 +4,13 @@ Units: bytes, seconds, FLOPs, tokens. A layout is DP × TP × PP (+ DP-attention
 TP×PP GPUs each. The serving engine modelled is vLLM-like: continuous batching, chunked prefill
 under a per-step token budget, a paged KV cache sized from what memory the weights leave.
 
-The step-time model is additive (roofline terms summed, not overlapped): decode kernels at serving
-batch sizes neither saturate HBM nor the tensor cores, and measured vLLM step times grow linearly
-with batch. It is the model `dpserve sim` runs (sim/time_model.py builds a `StepCosts` from its
-flags through `shard_costs`), so `plan --simulate` compares one model against its own dynamics.
+A step is a roofline per kernel, summed over the kernels that run one after another: a linear
+layer streams its weights while its tensor cores work on the tiles already loaded (Hopper's
+warp-specialised GEMMs overlap TMA loads with the MMAs), so it takes max(weights ÷ bandwidth,
+math ÷ FLOP/s); attention likewise max(KV read, its math); the TP all-reduce waits for both, and
+the host work of vLLM's scheduler runs between steps. It is the model `dpserve sim` runs
+(sim/time_model.py builds a `StepCosts` from its flags through `shard_costs`), so `plan --simulate`
+compares one model against its own dynamics.
 """
 
 from __future__ import annotations
@@ -49,17 +52,41 @@ class Assumptions:
     # measured vLLM steps grow ~60 µs per sequence for 8B on H100, ~30 µs of which is GEMM.
     # Neither host term shrinks with TP or PP; DP replicas each run their own.
     host_seq_s: float = 30e-6
-    # NCCL reaches ~80% of the per-direction NVLink bandwidth on MB-sized all-reduces. With it,
-    # 70B FP8 at TP=4 spends ~26% of prefill in all-reduce; measured: 25.5% (ISC 2026 poster,
-    # "Scale-up vs scale-out for Llama-3.3-70B FP8 on 8×H100", vLLM).
+    # NCCL reaches ~80% of the per-direction NVLink bandwidth on MB-sized all-reduces: a ring's
+    # bus bandwidth on H100 SXM is 365-370 GB/s of the 450 GB/s line rate for 2 to 8 GPUs
+    # (github.com/NVIDIA/nccl/issues/1455; NCCL's maintainer in nccl-tests#212: "~20% protocol
+    # overhead, 370 GB/s"). With it, 70B FP8 at TP=4 spends ~26% of prefill in all-reduce;
+    # measured: 25.5% (ISC 2026 poster, "FP8 Makes Prefill Collective-Bound on H100", vLLM).
     link_efficiency: float = 0.80
+    # One all-reduce's fixed cost besides its ring steps (GpuSpec.link_latency_us each): the kernel
+    # launch inside the CUDA graph and the cross-GPU flag handshake. NCCL's all-reduce of 128 B to
+    # 64 KB on two H100 SXM under CUDA graphs takes ~6 µs (github.com/NVIDIA/nccl/issues/1259) =
+    # 5 µs + 2 ring steps of 0.5 µs; on 8 GPUs the same arithmetic gives 12 µs.
+    allreduce_launch_s: float = 5e-6
+    # NVLink SHARP (GpuSpec.nvls): the NVSwitch adds the shards in the network, so an all-reduce
+    # moves each byte once up and once down. NCCL picks it over the ring where it is faster; on
+    # 8 H100 its algorithm bandwidth peaks at ~275 GB/s (NCCL's maintainer, nccl-tests#212;
+    # 258-273 GB/s for 5-8 GPUs in nccl#1455): 0.6 of the 450 GB/s line rate, vs the ring's
+    # 360 × t / (2(t − 1)) = 206 GB/s at t = 8.
+    nvls_efficiency: float = 0.60
     # PP stages on different nodes talk over one 400 Gb/s InfiniBand NDR NIC per GPU (DGX H100).
     internode_bytes_s: float = 50e9
     # One PP stage hand-off: send/recv launch and synchronisation.
     handoff_latency_s: float = 10e-6
-    # The engine's limits (vLLM V1 defaults for an online server).
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    # The engine's limits; None: vLLM V1's defaults for an OpenAI server on the GPU (engine_limits).
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+
+
+def engine_limits(asm: Assumptions, gpu: GpuSpec) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens): the ones given, else vLLM V1's for an OpenAI server
+    (vllm/engine/arg_utils.py, get_batch_defaults): 1024 sequences and 8192 tokens on GPUs of ≥ 70 GiB
+    other than the A100 ("for GPUs like H100 and MI300x, use larger default values"; on the A100
+    they cost throughput, vLLM PR #17885), else 256 and 2048."""
+    big = gpu.memory_bytes >= 70 * GIB and "a100" not in gpu.name.lower()
+    seqs = asm.max_num_seqs if asm.max_num_seqs is not None else (1024 if big else 256)
+    tokens = asm.max_num_batched_tokens if asm.max_num_batched_tokens is not None else (8192 if big else 2048)
+    return seqs, tokens
 
 
 # ---------------------------------------------------------------- parameters
@@ -197,7 +224,8 @@ def memory_budget(a: ModelArch, gpu: GpuSpec, tp: int, pp: int, dp_attention: bo
                   kv_bytes: float, asm: Assumptions) -> Memory:
     p = param_counts(a)
     weights = weight_bytes_per_gpu(p, a.num_layers, tp, pp, dp_attention, weight_bytes)
-    act = activation_bytes_per_gpu(a, tp, asm.max_num_batched_tokens, asm.max_num_seqs)
+    max_seqs, max_tokens = engine_limits(asm, gpu)
+    act = activation_bytes_per_gpu(a, tp, max_tokens, max_seqs)
     reserve = gpu.memory_bytes * (1 - asm.gpu_memory_utilization) + asm.runtime_reserve_bytes
     free = gpu.memory_bytes - reserve - weights - act
     # Plain TP: every GPU holds its 1/shards of every token. DP-attention: whole tokens of its own
@@ -232,7 +260,7 @@ class ReplicaCosts:
     experts_s: float  # streaming every routed expert once
     prefill_token_s: float  # math per prefill token
     decode_token_s: float  # math per decode token (the output head included)
-    context_token_s: float  # reading one cached token's KV, per sequence per step
+    context_token_s: float  # attention over one cached token, per sequence per step
     num_experts: int = 0
     experts_per_token: int = 0
 
@@ -249,7 +277,7 @@ class StepCosts:
     prefill_token_s: float
     decode_token_s: float
     context_token_s: float
-    comm_step_s: float  # TP all-reduce latency per micro-batch on a stage
+    comm_step_s: float  # TP all-reduce launches + ring-step latencies per micro-batch on a stage
     comm_token_s: float  # TP all-reduce transfer per token on a stage
     handoff_s: float  # PP: per stage boundary per micro-batch
     handoff_token_s: float
@@ -271,7 +299,9 @@ def replica_costs(a: ModelArch, gpu: GpuSpec, weight_bytes: float, kv_bytes: flo
         # vLLM computes logits only for each sequence's last prompt token: no head per prefill token
         prefill_token_s=2 * (p.matmul_per_token - head) / flops,
         decode_token_s=2 * p.matmul_per_token / flops,
-        context_token_s=kv_bytes_per_token(a, kv_bytes) / hbm + attention_flops_per_context_token(a) / flops,
+        # the attention kernel streams the KV while it computes: a roofline of its own
+        context_token_s=max(kv_bytes_per_token(a, kv_bytes) / hbm,
+                            attention_flops_per_context_token(a) / flops),
         num_experts=p.num_routed_experts, experts_per_token=p.experts_per_token)
 
 
@@ -289,11 +319,16 @@ def attention_flops_per_context_token(a: ModelArch) -> float:
     return 2 * a.num_layers * a.num_heads * per_head
 
 
-def allreduce_s(tp: int, nbytes: float, link_bytes_s: float, step_latency_s: float) -> float:
-    """Ring all-reduce: 2(t−1) steps, each a latency, moving 2(t−1)/t of the message per GPU."""
+def allreduce_s(tp: int, nbytes: float, link_bytes_s: float, step_latency_s: float,
+                launch_s: float = 0.0, nvls_bytes_s: float | None = None) -> float:
+    """Ring all-reduce: a launch, then 2(t−1) steps, each a latency, moving 2(t−1)/t of the message
+    per GPU — or, with NVLink SHARP, the whole message once at `nvls_bytes_s` where that is faster."""
     if tp <= 1:
         return 0.0
-    return 2 * (tp - 1) * step_latency_s + 2 * (tp - 1) / tp * nbytes / link_bytes_s
+    transfer = 2 * (tp - 1) / tp * nbytes / link_bytes_s
+    if nvls_bytes_s is not None:
+        transfer = min(transfer, nbytes / nvls_bytes_s)
+    return launch_s + 2 * (tp - 1) * step_latency_s + transfer
 
 
 @dataclass(frozen=True)
@@ -304,13 +339,17 @@ class Links:
     tp_step_latency_s: float
     pp_bytes_s: float
     pp_latency_s: float
+    tp_launch_s: float = 0.0  # one all-reduce's fixed cost besides its ring steps
+    tp_nvls_bytes_s: float | None = None  # NVLink-SHARP all-reduce bandwidth, where the switch has it
 
 
 def layout_links(gpu: GpuSpec, tp: int, pp: int, gpus_per_node: int, asm: Assumptions) -> Links:
     """TP stays inside a node (NVLink/PCIe); PP stages cross nodes when the replica does."""
     link = gpu.link_gb_s * 1e9 * asm.link_efficiency
     pp_link = link if tp * pp <= gpus_per_node else min(link, asm.internode_bytes_s)
-    return Links(link, gpu.link_latency_us * 1e-6, pp_link, asm.handoff_latency_s)
+    nvls = gpu.link_gb_s * 1e9 * asm.nvls_efficiency if gpu.nvls else None
+    return Links(link, gpu.link_latency_us * 1e-6, pp_link, asm.handoff_latency_s, asm.allreduce_launch_s,
+                 nvls)
 
 
 def shard_costs(full: ReplicaCosts, *, tp: int, pp: int, num_layers: int, hidden_size: int, kv_split: int,
@@ -328,8 +367,10 @@ def shard_costs(full: ReplicaCosts, *, tp: int, pp: int, num_layers: int, hidden
         prefill_token_s=full.prefill_token_s / tp * f,
         decode_token_s=full.decode_token_s / tp * f,
         context_token_s=full.context_token_s / kv_split * f,
-        comm_step_s=allreduces * allreduce_s(tp, 0.0, links.tp_bytes_s, links.tp_step_latency_s),
-        comm_token_s=allreduces * allreduce_s(tp, token_bytes, links.tp_bytes_s, 0.0),
+        comm_step_s=allreduces * allreduce_s(tp, 0.0, links.tp_bytes_s, links.tp_step_latency_s,
+                                             links.tp_launch_s),
+        comm_token_s=allreduces * allreduce_s(tp, token_bytes, links.tp_bytes_s, 0.0,
+                                              nvls_bytes_s=links.tp_nvls_bytes_s),
         handoff_s=links.pp_latency_s if pp > 1 else 0.0,
         handoff_token_s=token_bytes / links.pp_bytes_s if pp > 1 else 0.0,
         num_experts=full.num_experts, experts_per_token=full.experts_per_token)
@@ -344,33 +385,35 @@ def expert_share(num_tokens: float, num_experts: int, experts_per_token: int) ->
 
 @dataclass(frozen=True)
 class StepParts:
-    """One step's time split by what bounds it."""
+    """One step's time split by what bounds it (device terms summed over the stages)."""
 
     host_s: float
-    memory_s: float  # weights + KV reads (all stages)
-    compute_s: float  # math (all stages)
+    memory_s: float  # weights + KV reads, as if nothing else ran
+    compute_s: float  # the linear layers' math, likewise
     comm_s: float  # all-reduce + hand-offs
+    device_s: float  # what the GPUs take with loads and math overlapped (≤ memory + compute)
 
     @property
     def total_s(self) -> float:
-        return self.host_s + self.memory_s + self.compute_s + self.comm_s
+        return self.host_s + self.device_s + self.comm_s
 
 
 def step_parts(c: StepCosts, prefill_tokens: float, decode_seqs: float, context_tokens: float) -> StepParts:
     """One engine step over a batch. With PP the batch is split into m = min(PP, sequences)
     micro-batches; each crosses every stage, so the step (every sequence advancing one token)
-    takes PP stage-times of one micro-batch plus PP − 1 hand-offs — a stage idles (PP − m)/PP of it."""
+    takes PP stage-times of one micro-batch plus PP − 1 hand-offs — a stage idles (PP − m)/PP of it.
+    A stage's time is the linear layers' roofline, max(weights, math), plus attention's (the KV term)."""
     if prefill_tokens <= 0 and decode_seqs <= 0:
-        return StepParts(0.0, 0.0, 0.0, 0.0)
+        return StepParts(0.0, 0.0, 0.0, 0.0, 0.0)
     m = min(c.pp, max(1.0, decode_seqs + (1 if prefill_tokens > 0 else 0)))
     tokens = (prefill_tokens + decode_seqs) / m
-    memory = c.weights_s + c.experts_s * expert_share(tokens, c.num_experts, c.experts_per_token)
-    memory += context_tokens * c.context_token_s / m
+    weights = c.weights_s + c.experts_s * expert_share(tokens, c.num_experts, c.experts_per_token)
+    attention = context_tokens * c.context_token_s / m
     compute = (prefill_tokens * c.prefill_token_s + decode_seqs * c.decode_token_s) / m
     comm = c.comm_step_s + tokens * c.comm_token_s
     handoffs = (c.pp - 1) * (c.handoff_s + tokens * c.handoff_token_s)
-    return StepParts(c.host_step_s + decode_seqs * c.host_seq_s, c.pp * memory, c.pp * compute,
-                     c.pp * comm + handoffs)
+    return StepParts(c.host_step_s + decode_seqs * c.host_seq_s, c.pp * (weights + attention), c.pp * compute,
+                     c.pp * comm + handoffs, c.pp * (max(weights, compute) + attention))
 
 
 def step_time_s(c: StepCosts, prefill_tokens: float, decode_seqs: float, context_tokens: float) -> float:
@@ -441,8 +484,7 @@ def prefill_s(c: StepCosts, shape: Shape, batch: float, budget: int) -> float:
         m = min(c.pp, max(1.0, batch + 1))
         stage = step_parts(c, 0.0, batch, batch * shape.mean_context)  # the decodes, balanced
         alone = step_parts(c, chunk, 0.0, 0.0)  # the chunk as one micro-batch crossing the stages
-        step = max(step, stage.host_s + (stage.memory_s + stage.compute_s + stage.comm_s) / m
-                   + alone.memory_s + alone.compute_s + alone.comm_s)
+        step = max(step, stage.host_s + (stage.device_s + stage.comm_s) / m + alone.device_s + alone.comm_s)
     return (chunks + c.pp - 1) / c.pp * step
 
 

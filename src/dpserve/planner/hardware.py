@@ -32,9 +32,13 @@ class GpuSpec:
     fp8_tflops: float | None  # dense FP8 peak; None = no FP8 tensor cores (FP8 weights run as BF16 math)
     link_gb_s: float  # GPU↔GPU inside a node, per direction
     link: LinkKind = "nvlink"
-    # One step of a ring all-reduce: NCCL's small-message all-reduce on 8 NVSwitch-connected
-    # GPUs takes ~10-15 µs for 14 ring steps (≈1 µs each); over PCIe through the host ~3x that.
-    link_latency_us: float = 1.0
+    # One step of a ring all-reduce, besides the all-reduce's launch (Assumptions.allreduce_launch_s,
+    # 5 µs): NCCL's small-message all-reduce on two NVSwitch-connected H100s takes ~6 µs
+    # (github.com/NVIDIA/nccl/issues/1259) = 5 + 2 steps × 0.5 µs; over PCIe ~3 µs a step.
+    link_latency_us: float = 0.5
+    # NVLink SHARP: the NVSwitch reduces in the network (HGX H100/H200/B200 boards; not the A100's
+    # NVSwitch, not PCIe). Assumptions.nvls_efficiency says what it achieves.
+    nvls: bool = False
 
     def __post_init__(self) -> None:
         for name in ("memory_gb", "hbm_gb_s", "bf16_tflops", "link_gb_s"):
@@ -44,6 +48,8 @@ class GpuSpec:
             raise HardwareError(f"GPU {self.name!r}: fp8_tflops must be > 0 or absent")
         if self.link_latency_us < 0:
             raise HardwareError(f"GPU {self.name!r}: link_latency_us must be >= 0")
+        if not isinstance(self.nvls, bool):
+            raise HardwareError(f"GPU {self.name!r}: nvls must be true or false, got {self.nvls!r}")
 
     @property
     def memory_bytes(self) -> float:
@@ -66,12 +72,12 @@ class GpuSpec:
 #   BF16 2,250 TF and FP8 4,500 TF (glennklockwood.com/garden/processors/B200, from NVIDIA's
 #   Blackwell datasheet); NVLink 5 1.8 TB/s.
 BUILTIN_GPUS: dict[str, GpuSpec] = {g.name: g for g in (
-    GpuSpec("H100-80GB", 80, 3350, 989, 1979, 450),
-    GpuSpec("H200", 141, 4800, 989, 1979, 450),
+    GpuSpec("H100-80GB", 80, 3350, 989, 1979, 450, nvls=True),
+    GpuSpec("H200", 141, 4800, 989, 1979, 450, nvls=True),
     GpuSpec("A100-80GB", 80, 2039, 312, None, 300),
     GpuSpec("L40S", 48, 864, 362, 733, 32, link="pcie", link_latency_us=3.0),
     GpuSpec("A10G", 24, 600, 70, None, 32, link="pcie", link_latency_us=3.0),
-    GpuSpec("B200", 180, 8000, 2250, 4500, 900),
+    GpuSpec("B200", 180, 8000, 2250, 4500, 900, nvls=True),
 )}
 
 
@@ -90,7 +96,7 @@ def get_gpu(name: str) -> GpuSpec:
 
 def load_gpu_spec(path: Path) -> GpuSpec:
     """A GpuSpec from YAML whose keys are GpuSpec's fields (name, memory_gb, hbm_gb_s, bf16_tflops,
-    link_gb_s required; fp8_tflops, link, link_latency_us optional). An unreadable file or invalid
+    link_gb_s required; fp8_tflops, link, link_latency_us, nvls optional). An unreadable file or invalid
     YAML raises ConfigError; bad content HardwareError."""
     raw = read_yaml(path, "--gpu-spec")
     if not isinstance(raw, dict):

@@ -85,11 +85,11 @@ def predict(s: Setting, layout: Layout) -> Prediction:
     max_seqs = mem.kv_tokens // shape.seq_tokens
     if max_seqs < 1:
         return _unfit(layout, _no_room(s, mem), mem)
-    asm = s.assumptions
+    max_num_seqs, max_tokens = f.engine_limits(s.assumptions, s.gpu)
     schedulers = layout.tp if layout.dp_attention else 1  # DP-attention: one scheduler per attention rank
-    slots = min(asm.max_num_seqs * schedulers, max_seqs)
+    slots = min(max_num_seqs * schedulers, max_seqs)
     costs = step_costs(s, layout)
-    budget = asm.max_num_batched_tokens * schedulers
+    budget = max_tokens * schedulers
     load = _at_load(s, layout, costs, slots, budget)
     per_replica = f.capacity_rate(costs, slots, shape, budget, s.ttft_slo_s, s.tpot_slo_s)
     return Prediction(

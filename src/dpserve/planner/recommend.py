@@ -98,8 +98,9 @@ def _bound_words(p: Prediction) -> str:
     parts, b = p.parts, p.load.batch
     kind = "memory" if parts.memory_s >= parts.compute_s else "compute"
     return (f"its steps are {kind}-bound at batch {b:.0f} per replica (weights + KV reads "
-            f"{parts.memory_s * 1e3:.1f} ms vs math {parts.compute_s * 1e3:.1f} ms, host "
-            f"{parts.host_s * 1e3:.1f} ms, communication {parts.comm_s * 1e3:.1f} ms per step)")
+            f"{parts.memory_s * 1e3:.1f} ms vs math {parts.compute_s * 1e3:.1f} ms, overlapped "
+            f"{parts.device_s * 1e3:.1f} ms; host {parts.host_s * 1e3:.1f} ms, communication "
+            f"{parts.comm_s * 1e3:.1f} ms per step)")
 
 
 def _ms(seconds: float) -> str:

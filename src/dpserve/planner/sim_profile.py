@@ -27,6 +27,7 @@ def sim_flags(s: Setting, p: Prediction, time_scale: float, length_range: float 
     experts = full.experts_s * f.expert_share(tokens, full.num_experts, full.experts_per_token)
     links = f.layout_links(s.gpu, lay.tp, lay.pp, s.gpus_per_node, asm)
     shape = s.workload.shape
+    max_num_seqs, max_tokens = f.engine_limits(asm, s.gpu)
     values = {
         "--tp-size": lay.tp, "--pp-size": lay.pp,
         "--step-base-ms": (full.host_step_s + full.weights_s + experts) * 1e3,
@@ -38,9 +39,11 @@ def sim_flags(s: Setting, p: Prediction, time_scale: float, length_range: float 
         "--num-layers": a.num_layers, "--hidden-size": a.hidden_size,
         "--num-kv-heads": 1 if a.is_mla else a.num_kv_heads,
         "--link-gb-s": links.tp_bytes_s / 1e9, "--link-latency-us": links.tp_step_latency_s * 1e6,
+        "--allreduce-launch-us": links.tp_launch_s * 1e6,
+        **({"--nvls-gb-s": links.tp_nvls_bytes_s / 1e9} if links.tp_nvls_bytes_s else {}),
         "--pp-link-gb-s": links.pp_bytes_s / 1e9, "--handoff-us": links.pp_latency_s * 1e6,
-        "--kv-cache-tokens": p.memory.kv_tokens, "--max-num-seqs": asm.max_num_seqs,
-        "--max-num-batched-tokens": asm.max_num_batched_tokens,
+        "--kv-cache-tokens": p.memory.kv_tokens, "--max-num-seqs": max_num_seqs,
+        "--max-num-batched-tokens": max_tokens,
         # a little over the longest request: the bench's prompts are words, ~1 sim token each
         "--max-model-len": min(p.memory.kv_tokens, math.ceil(shape.seq_tokens * (1 + length_range)) + 64),
         "--natural-output-len": 0,

@@ -63,10 +63,10 @@ class Simulated:
 
 def choose_time_scale(p: Prediction, s: Setting, most: float) -> float:
     """As fast as `most`, but slow enough that a step at the predicted load lasts MIN_WALL_STEP_S."""
-    from dpserve.planner.formulas import steady_state
+    from dpserve.planner.formulas import engine_limits, steady_state
 
     assert p.costs is not None and p.load is not None
-    budget = s.assumptions.max_num_batched_tokens
+    budget = engine_limits(s.assumptions, s.gpu)[1]
     step = steady_state(p.costs, max(1.0, p.load.batch), s.workload.shape, budget).step_s
     return min(most, step / MIN_WALL_STEP_S)
 

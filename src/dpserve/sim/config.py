@@ -11,9 +11,10 @@ from dpserve.kv_events.config import KVEventsConfig, parse_kv_events_config
 
 @dataclass(frozen=True)
 class TimeModelConfig:
-    """Step time = base + prefill tokens × per-token + decode seqs × per-seq + context × per-token.
-
-    Defaults model Llama-3-8B in bf16 on one H100 SXM (see dpserve.sim.time_model for the maths).
+    """Step time = host + max(weights, prefill tokens × per-token + decode seqs × math per seq)
+    + context × per-token: the host and device parts of the costs below, the weight read and the
+    math overlapped (a roofline). Defaults model Llama-3-8B in bf16 on one H100 SXM (see
+    dpserve.sim.time_model for the maths).
     """
 
     step_base_ms: float = option(7.0, "fixed cost of one engine step (weights read + launch), ms")
@@ -36,7 +37,12 @@ class TimeModelConfig:
     num_kv_heads: int = option(8, "KV heads: TP beyond this replicates KV instead of splitting it "
                                   "(1 for MLA's single latent)")
     link_gb_s: float = option(360.0, "achieved GPU-to-GPU bandwidth of TP all-reduces, GB/s per direction")
-    link_latency_us: float = option(1.0, "latency of one ring all-reduce step, µs")
+    link_latency_us: float = option(0.5, "latency of one ring all-reduce step, µs")
+    allreduce_launch_us: float = option(5.0, "fixed cost of one all-reduce besides its ring steps "
+                                             "(launch and cross-GPU handshake), µs")
+    nvls_gb_s: float | None = option(None, "NVLink-SHARP all-reduce bandwidth, GB/s: an all-reduce moves "
+                                           "each byte once at this rate where that beats the ring "
+                                           "(default: ring only)")
     pp_link_gb_s: float | None = option(None, "bandwidth between PP stages, GB/s (default: --link-gb-s)")
     handoff_us: float = option(10.0, "latency of one PP stage hand-off, µs")
 
@@ -48,10 +54,11 @@ class TimeModelConfig:
             require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1")
         require(self.pp_size <= self.num_layers, f"--pp-size ({self.pp_size}) exceeds --num-layers "
                 f"({self.num_layers})")
-        require(min(self.host_step_ms, self.host_seq_us, self.link_latency_us, self.handoff_us) >= 0,
+        require(min(self.host_step_ms, self.host_seq_us, self.link_latency_us, self.allreduce_launch_us,
+                    self.handoff_us) >= 0,
                 "host shares and latencies must be >= 0")
-        require(self.link_gb_s > 0 and (self.pp_link_gb_s is None or self.pp_link_gb_s > 0),
-                "link bandwidths must be > 0")
+        require(self.link_gb_s > 0 and (self.pp_link_gb_s is None or self.pp_link_gb_s > 0)
+                and (self.nvls_gb_s is None or self.nvls_gb_s > 0), "link bandwidths must be > 0")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """How long one continuous-batching step takes (pure; no clock).
 
-At TP = PP = 1:
-step_s = base + prefill_tokens × per_prefill_token + decode_seqs × per_decode_seq
+At TP = PP = 1, with the host shares `--host-step-ms` and `--host-seq-us` split off:
+step_s = host_step + decode_seqs × host_seq
+         + max(weights, prefill_tokens × per_prefill_token + decode_seqs × (per_decode_seq − host_seq))
          + context_tokens × per_context_token
+where weights = base − host_step: a linear layer streams its weights while its tensor cores work
+(a roofline), so at small batches the math hides under the weight read.
 
 Default constants model Llama-3-8B (bf16, 16.1 GB of weights, 32 layers, 8 KV heads × 128 dims)
 served by vLLM on one H100 SXM (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
@@ -12,8 +15,8 @@ served by vLLM on one H100 SXM (3.35 TB/s HBM, 989 TFLOP/s dense bf16):
 - prefill 30 µs/token: 2 × 8e9 FLOP = 16 GFLOP per token at ~55% of peak ≈ 29 µs, i.e. about
   33k prefill tokens/s, in line with measured 8B prefill throughput on H100.
 - decode 60 µs/sequence: the same 16 GFLOP per decode token (≈ 29 µs) plus per-sequence
-  sampling/bookkeeping (`--host-seq-us` 30); a 256-sequence batch then steps in ~22 ms
-  (measured: ~20-30 ms).
+  sampling/bookkeeping (`--host-seq-us` 30); a 256-sequence batch with 1,000-token contexts then
+  steps in 1.5 + 7.7 + max(5.5, 7.7) + 11.3 ≈ 28 ms (measured: ~20-30 ms).
 - context 44 ns/token: the KV cache of one token is 2 × 32 × 8 × 128 × 2 B = 128 KiB, read once
   per step at ~3 TB/s.
 
@@ -50,7 +53,8 @@ def step_costs(config: TimeModelConfig) -> formulas.StepCosts:
         prefill_token_s=c.prefill_token_us * 1e-6, decode_token_s=(c.decode_seq_us - host_seq_us) * 1e-6,
         context_token_s=c.context_token_ns * 1e-9)
     links = formulas.Links(c.link_gb_s * 1e9, c.link_latency_us * 1e-6,
-                           (c.pp_link_gb_s or c.link_gb_s) * 1e9, c.handoff_us * 1e-6)
+                           (c.pp_link_gb_s or c.link_gb_s) * 1e9, c.handoff_us * 1e-6,
+                           c.allreduce_launch_us * 1e-6, c.nvls_gb_s * 1e9 if c.nvls_gb_s else None)
     return formulas.shard_costs(full, tp=c.tp_size, pp=c.pp_size, num_layers=c.num_layers,
                                 hidden_size=c.hidden_size, kv_split=min(c.tp_size, c.num_kv_heads),
                                 links=links)

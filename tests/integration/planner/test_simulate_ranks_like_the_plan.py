@@ -1,10 +1,11 @@
 """`plan --simulate` on 8 simulated GPUs: the simulated fleets rank the top 3 layouts as predicted.
 
 Llama-3.1-70B (BF16) on 8 A10Gs — a g5.48xlarge — fits only as one 8-GPU replica; TP=8, TP=4×PP=2
-and TP=2×PP=4 are predicted ~40% apart at concurrency 8. Each runs as a real sim fleet behind the
+and TP=2×PP=4 are predicted ~40-50% apart at concurrency 8. Each runs as a real sim fleet behind the
 gateway with the plan's coefficients; the sims' scheduling, chunked prefill, KV blocks and HTTP
 path are what the measurement adds. Tolerance: each measured tok/s within 30% of its prediction
-(measured: 5-12% below, from ramp-up/drain and the loaded host's own time).
+(measured: 12-19% below, from ramp-up/drain, the sims' ±50% lengths and the loaded host's own
+time; TPOT p50 within 8%).
 """
 
 from __future__ import annotations

@@ -62,6 +62,33 @@ def test_ring_allreduce_cost() -> None:
     assert f.allreduce_s(1, 1e6, link, lat) == 0.0
     assert f.allreduce_s(4, 1e6, link, lat) == pytest.approx(6 * 1e-6 + 1.5 * 1e6 / link)
     assert f.allreduce_s(8, 0.0, link, lat) == pytest.approx(14e-6)
+    assert f.allreduce_s(2, 0.0, link, 0.5e-6, launch_s=5e-6) == pytest.approx(6e-6)  # NCCL on 2 × H100
+    assert f.allreduce_s(1, 0.0, link, 0.5e-6, launch_s=5e-6) == 0.0
+
+
+def test_nvls_moves_each_byte_once_where_that_beats_the_ring() -> None:
+    ring, nvls, n = 360e9, 270e9, 8e6  # H100: 80% and 60% of 450 GB/s
+    assert f.allreduce_s(2, n, ring, 0.0, nvls_bytes_s=nvls) == pytest.approx(n / ring)  # ring: 1× the bytes
+    assert f.allreduce_s(8, n, ring, 0.0, nvls_bytes_s=nvls) == pytest.approx(n / nvls)  # ring would be 1.75×
+    assert f.layout_links(get_gpu("A100-80GB"), 8, 1, 8, ASM).tp_nvls_bytes_s is None
+    assert f.layout_links(H100, 8, 1, 8, ASM).tp_nvls_bytes_s == pytest.approx(0.6 * 450e9)
+
+
+def test_links_carry_the_launch_cost_into_every_allreduce() -> None:
+    links = f.layout_links(get_gpu("H100-80GB"), 2, 1, 8, ASM)
+    assert links.tp_launch_s == ASM.allreduce_launch_s == 5e-6
+    full = f.ReplicaCosts(1e-3, 10e-6, 8e-3, 0.0, 20e-6, 20e-6, 40e-9)
+    two = f.shard_costs(full, tp=2, pp=1, num_layers=32, hidden_size=4096, kv_split=2, links=links)
+    assert two.comm_step_s == pytest.approx(64 * (5e-6 + 2 * 0.5e-6))
+
+
+def test_engine_limits_follow_vllm_v1_per_gpu() -> None:
+    assert f.engine_limits(ASM, get_gpu("H100-80GB")) == (1024, 8192)
+    assert f.engine_limits(ASM, get_gpu("B200")) == (1024, 8192)
+    assert f.engine_limits(ASM, get_gpu("A100-80GB")) == (256, 2048)  # vLLM excludes the A100 by name
+    assert f.engine_limits(ASM, get_gpu("L40S")) == (256, 2048)
+    given = f.Assumptions(max_num_seqs=64, max_num_batched_tokens=4096)
+    assert f.engine_limits(given, get_gpu("H100-80GB")) == (64, 4096)
 
 
 def test_expert_share() -> None:
@@ -88,10 +115,17 @@ def test_sharding_divides_device_terms_only() -> None:
     assert one.comm_step_s == one.comm_token_s == 0.0
 
 
-def test_step_time_at_tp1_is_the_documented_sum() -> None:
+def test_step_time_is_host_plus_the_roofline_of_weights_and_math() -> None:
+    """Host work, then the linear layers' max(weight read, math) (the loads overlap the MMAs), then
+    attention's KV read: small batches hide their math under the weight read, big ones do not."""
     c = _costs()
-    assert f.step_time_s(c, 100, 3, 3000) == pytest.approx(
-        1e-3 + 3 * 10e-6 + 8e-3 + 100 * 20e-6 + 3 * 20e-6 + 3000 * 40e-9)
+    host = 1e-3 + 3 * 10e-6
+    assert f.step_time_s(c, 100, 3, 3000) == pytest.approx(host + 8e-3 + 3000 * 40e-9)
+    assert f.step_time_s(c, 1000, 3, 3000) == pytest.approx(host + 1000 * 20e-6 + 3 * 20e-6 + 3000 * 40e-9)
+    parts = f.step_parts(c, 100, 3, 3000)
+    assert parts.memory_s == pytest.approx(8e-3 + 3000 * 40e-9)  # the demands, as if alone
+    assert parts.compute_s == pytest.approx(100 * 20e-6 + 3 * 20e-6)
+    assert parts.device_s < parts.memory_s + parts.compute_s
     assert f.step_time_s(c, 0, 0, 0) == 0.0
 
 

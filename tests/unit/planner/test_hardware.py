@@ -17,6 +17,8 @@ def test_the_table_has_the_issue_gpus_with_published_figures() -> None:
         80, 3350, 989, 1979, 450)
     assert get_gpu("A100-80GB").fp8_tflops is None  # Ampere has no FP8 tensor cores
     assert get_gpu("L40S").link == "pcie" and get_gpu("B200").memory_gb == 180
+    # NVLink SHARP on the NVSwitch boards from Hopper on; not the A100's switch, not PCIe
+    assert [g.name for g in BUILTIN_GPUS.values() if g.nvls] == ["H100-80GB", "H200", "B200"]
 
 
 def test_unknown_gpu_names_the_valid_ones() -> None:
@@ -30,10 +32,15 @@ def test_spec_file_round_trip_and_errors(tmp_path: Path) -> None:
                     "link_gb_s: 64\nlink: pcie\n")
     spec = load_gpu_spec(good)
     assert (spec.name, spec.memory_bytes, spec.fp8_tflops, spec.link) == ("MI300X", 192e9, 2615.0, "pcie")
+    good.write_text("name: GB200\nmemory_gb: 186\nhbm_gb_s: 8000\nbf16_tflops: 2500\nlink_gb_s: 900\n"
+                    "nvls: true\n")
+    assert load_gpu_spec(good).nvls is True
     cases = {"memory_gb: 80\n": "missing key", "name: x\nmemory_gb: 80\nhbm_gb_s: 1\nbf16_tflops: 1\n"
              "link_gb_s: 1\nhbm: 3\n": "unknown key", "name: x\nmemory_gb: lots\nhbm_gb_s: 1\n"
              "bf16_tflops: 1\nlink_gb_s: 1\n": "must be a number", "[1, 2]": "mapping",
-             "name: x\nmemory_gb: 0\nhbm_gb_s: 1\nbf16_tflops: 1\nlink_gb_s: 1\n": "must be > 0"}
+             "name: x\nmemory_gb: 0\nhbm_gb_s: 1\nbf16_tflops: 1\nlink_gb_s: 1\n": "must be > 0",
+             "name: x\nmemory_gb: 8\nhbm_gb_s: 1\nbf16_tflops: 1\nlink_gb_s: 1\nnvls: maybe\n":
+                 "nvls must be"}
     for text, message in cases.items():
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)

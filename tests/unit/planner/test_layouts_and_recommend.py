@@ -47,7 +47,7 @@ def test_latency_bound_at_low_concurrency_prefers_tp() -> None:
 def test_kv_bound_when_one_gpu_replicas_hold_too_few_sequences() -> None:
     rec = _plan("qwen3-32b", 2, Workload(1024, 256, concurrency=150)).recommendation
     assert rec.prediction.layout.dp == 1 and rec.regime == "kv-bound"
-    assert "holds only 10 sequences per replica" in rec.reason
+    assert "holds only 9 sequences per replica" in rec.reason
 
 
 def test_reason_names_the_step_bound() -> None:

@@ -9,18 +9,19 @@ from dpserve.sim.config import SimEngineConfig, TimeModelConfig
 from dpserve.sim.time_model import StepShape, TimeModel
 
 
-def test_defaults_at_tp1_keep_the_old_sum() -> None:
+def test_defaults_at_tp1_are_host_plus_the_roofline() -> None:
     tm = TimeModel(TimeModelConfig())
     assert tm.step_time_s(StepShape(100, 8, 8000)) == pytest.approx(
-        7e-3 + 100 * 30e-6 + 8 * 60e-6 + 8000 * 44e-9)
+        1.5e-3 + 8 * 30e-6 + max(5.5e-3, 100 * 30e-6 + 8 * 30e-6) + 8000 * 44e-9)
 
 
 def test_tp_shrinks_device_work_and_adds_allreduce() -> None:
     one, two = TimeModel(TimeModelConfig()), TimeModel(TimeModelConfig(tp_size=2))
-    shape = StepShape(0, 64, 64 * 1000)
-    device_one = 5.5e-3 + 64 * 30e-6 + 64_000 * 44e-9  # weights, math, KV read
-    host = 1.5e-3 + 64 * 30e-6
-    allreduce = 64 * (2 * 1e-6 + 64 * 4096 * 2 / 360e9)  # 2 per layer × 32, ring of 2: 2 steps, 1× the bytes
+    shape = StepShape(0, 256, 256 * 1000)
+    device_one = max(5.5e-3, 256 * 30e-6) + 256_000 * 44e-9  # roofline of weights and math, KV read
+    host = 1.5e-3 + 256 * 30e-6
+    # 2 per layer × 32; each a 5 µs launch plus a ring of 2: 2 steps of 0.5 µs, 1× the bytes
+    allreduce = 64 * (5e-6 + 2 * 0.5e-6 + 256 * 4096 * 2 / 360e9)
     assert one.step_time_s(shape) == pytest.approx(host + device_one)
     assert two.step_time_s(shape) == pytest.approx(host + device_one / 2 + allreduce)
 
