@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, option, require
+from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, nested, option, require
+from dpserve.serving.limits import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class EngineConfig:
         None, "prompt + completion token limit (default: the model's, capped at the KV capacity)")
     num_threads: int | None = option(
         None, "torch CPU threads for the model (default: every CPU this process may use)")
+    generation_config: str = option(
+        "auto", "default sampling for requests that leave temperature/top_p/top_k/max_tokens out, as "
+        "vLLM's flag: 'auto' = the model's generation_config.json (the bundled model's: temperature "
+        "0.2, top_p 0.9), 'vllm' = the API's neutral defaults, or a directory holding one")
+    limits: RequestLimits = nested(RequestLimits)
 
     def __post_init__(self) -> None:
         require(self.block_size >= 1, f"--block-size must be >= 1, got {self.block_size}")

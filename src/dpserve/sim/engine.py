@@ -9,12 +9,14 @@ to it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import zlib
 from collections.abc import AsyncGenerator
 
 from dpserve.aio import cancel_and_wait
 from dpserve.serving.engine_client import (
+    EngineError,
     EngineStats,
     FinishReason,
     GenerateRequest,
@@ -30,6 +32,8 @@ _LCG_MUL = 6364136223846793005
 _LCG_ADD = 1442695040888963407
 _MASK64 = (1 << 64) - 1
 
+logger = logging.getLogger(__name__)
+
 
 class _Channel:
     """Tokens produced for one request, waiting for its consumer (merged if it lags)."""
@@ -37,12 +41,15 @@ class _Channel:
     def __init__(self) -> None:
         self.token_ids: list[int] = []
         self.finish_reason: FinishReason | None = None
+        self.error: EngineError | None = None
         self.event = asyncio.Event()
 
-    def push(self, token_id: int | None, finish_reason: FinishReason | None) -> None:
+    def push(self, token_id: int | None, finish_reason: FinishReason | None,
+             error: EngineError | None = None) -> None:
         if token_id is not None:
             self.token_ids.append(token_id)
         self.finish_reason = finish_reason
+        self.error = error
         self.event.set()
 
 
@@ -115,7 +122,7 @@ class SimEngine:
                 tokens, channel.token_ids = channel.token_ids, []
                 yield TokenDelta(tokens, channel.finish_reason,
                                  num_prompt_tokens=seq.num_prompt_tokens if first else 0,
-                                 num_cached_tokens=seq.num_cached_tokens)
+                                 num_cached_tokens=seq.num_cached_tokens, error=channel.error)
                 first = False
                 if channel.finish_reason is not None:
                     return
@@ -146,7 +153,16 @@ class SimEngine:
             deadline = max(deadline, loop.time() - 0.05) + self.time_model.wall_time_s(plan.shape)
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             for seq in self.scheduler.complete(plan):
-                self._sample(seq)
+                try:
+                    self._sample(seq)
+                except Exception as exc:  # one request's failure ends that request, not the loop
+                    self._fail(seq, exc)
+
+    def _fail(self, seq: SimSequence, exc: Exception) -> None:
+        logger.error("request %s failed: %s: %s", seq.request_id, type(exc).__name__, exc, exc_info=exc)
+        if seq.finish_reason is None:
+            self.scheduler.abort(seq)
+        self._channels[id(seq)].push(None, "abort", EngineError(f"the request failed: {exc}"))
 
     def _sample(self, seq: SimSequence) -> None:
         sampler = self._samplers[id(seq)]
