@@ -238,56 +238,73 @@ _STRANGE_VALUE = st.one_of(st.booleans(), st.integers(min_value=-(2**64), max_va
                            st.lists(st.integers(), max_size=3),
                            st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 _STRANGE = st.one_of(st.none(), _STRANGE_VALUE)
-_EXTREME_FLOATS = st.sampled_from([0.0, 5e-324, 1e-40, 1e-5, 0.01, 0.5, 1.0, 2.0, 1e308, -1e-40, -1.0])
 _TEXT = st.one_of(st.text(max_size=40),
                   st.sampled_from(["", " ", "\x00", "\ud7ff\ue000", "🙂" * 10, "<|im_end|>"]))
+_STOP_TEXT = st.one_of(st.text(min_size=1, max_size=8),
+                       st.text(min_size=1000, max_size=LIMITS.max_stop_string_chars))
+# Every optional field with values the API accepts, extremes included.
+_VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "model": st.just("smollm2-135m"),
+    "stream": st.booleans(),
+    "temperature": st.sampled_from([0.0, 5e-324, 1e-40, 1e-38, 1e-5, 0.01, 0.5, 1.0, 2.0, 1e308]),
+    "top_p": st.sampled_from([5e-324, 1e-40, 0.01, 0.5, 0.9, 1.0]),
+    "top_k": st.sampled_from([-1, 1, 5, 10**9, 2**63]),
+    "seed": st.sampled_from([-(2**63), -1, 0, 2**63 - 1]),
+    "stop": st.one_of(_STOP_TEXT, st.lists(_STOP_TEXT, max_size=LIMITS.max_stop_strings)),
+    "stop_token_ids": st.lists(st.integers(min_value=0, max_value=2**63), max_size=4),
+    "ignore_eos": st.booleans(),
+    "n": st.just(1),
+    "best_of": st.just(1),
+    "user": _TEXT,
+    "logprobs": st.just(False),
+    "unknown_field": _STRANGE,
+}
 
 
-def _maybe(value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A field's value: usually a plausible one, sometimes anything at all."""
-    return st.one_of(value, _STRANGE)
+def _with_stream_options(body: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+    if body.get("stream") is not True:
+        return body
+    return {**body, "stream_options": {"include_usage": include_usage}}
 
 
-def _sampling_fields(max_tokens: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({"max_tokens": max_tokens}, optional={
-        "model": _maybe(st.sampled_from(["smollm2-135m", "other", ""])),
-        "stream": _maybe(st.booleans()),
-        "stream_options": _maybe(st.fixed_dictionaries(
-            {}, optional={"include_usage": _maybe(st.booleans())})),
-        "temperature": _maybe(_EXTREME_FLOATS),
-        "top_p": _maybe(_EXTREME_FLOATS),
-        "top_k": _maybe(st.sampled_from([-2, -1, 0, 1, 5, 10**9, 2**63])),
-        "seed": _maybe(st.sampled_from([-(2**63), -1, 0, 2**63 - 1, 2**63, 2**64])),
-        "stop": _maybe(st.one_of(_TEXT, st.lists(_TEXT, max_size=6),
-                                 st.lists(st.text(min_size=1000, max_size=1100), max_size=2))),
-        "stop_token_ids": _maybe(st.lists(st.integers(min_value=-1, max_value=2**64), max_size=4)),
-        "ignore_eos": _maybe(st.booleans()),
-        "n": _maybe(st.integers(min_value=-1, max_value=3)),
-        "best_of": _maybe(st.integers(min_value=0, max_value=2)),
-        "user": _maybe(_TEXT),
-        "logprobs": _maybe(st.booleans()),
-        "echo": _maybe(st.booleans()),
-        "max_completion_tokens": st.one_of(st.integers(min_value=-1, max_value=3), _STRANGE_VALUE),
-        "unknown_field": _STRANGE,
-    })
+def _valid(base: st.SearchStrategy[dict[str, Any]], max_new_tokens: int) -> st.SearchStrategy[dict[str, Any]]:
+    fields = st.fixed_dictionaries({"max_tokens": st.integers(min_value=1, max_value=max_new_tokens)},
+                                   optional=_VALID_FIELDS)
+    body = st.builds(lambda b, f: {**b, **f}, base, fields)
+    return st.builds(_with_stream_options, body, st.booleans())
+
+
+def _corrupted(valid: st.SearchStrategy[dict[str, Any]],
+               keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid body with one field set to something strange (never a null max_tokens)."""
+    def corrupt(body: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+        if value is None and key in ("max_tokens", "max_completion_tokens"):
+            value = -1
+        return {**body, key: value}
+
+    extremes = st.one_of(_STRANGE, st.sampled_from([-1e-40, -1.0, 0, -2, 2**64, 10**6, "", [""], [-1]]))
+    return st.builds(corrupt, valid, st.sampled_from(keys), extremes)
 
 
 def request_bodies(max_new_tokens: int) -> st.SearchStrategy[tuple[str, Any]]:
-    """(path, body) over the whole replica request schema: valid requests generate at most
-    `max_new_tokens` tokens (so a slow engine stays quick); invalid ones are anything."""
-    max_tokens = st.one_of(st.integers(min_value=1, max_value=max_new_tokens),
-                           st.sampled_from([0, -1, 10**6, 2**64]), _STRANGE_VALUE)
-    part = st.fixed_dictionaries({"type": _maybe(st.just("text")), "text": _maybe(_TEXT)})
-    message = st.fixed_dictionaries({
-        "role": _maybe(st.sampled_from(["user", "system", "assistant", "tool", ""])),
-        "content": _maybe(st.one_of(_TEXT, st.lists(part, max_size=2)))})
-    chat = st.tuples(st.just(CHAT), st.builds(lambda f, m: {**f, "messages": m}, _sampling_fields(max_tokens),
-                                              _maybe(st.lists(message, max_size=3))))
-    prompt = _maybe(st.one_of(_TEXT, st.lists(st.integers(min_value=-1, max_value=70_000), max_size=8),
-                              st.lists(_TEXT, max_size=2)))
-    completion = st.tuples(st.just(COMPLETIONS), st.builds(lambda f, p: {**f, "prompt": p},
-                                                           _sampling_fields(max_tokens), prompt))
-    return st.one_of(chat, completion, st.tuples(st.sampled_from([CHAT, COMPLETIONS]), _STRANGE))
+    """(path, body) over the whole replica request schema: valid bodies (at most `max_new_tokens`
+    generated tokens, so a CPU engine stays quick), valid ones with one field made strange, and
+    arbitrary JSON."""
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]),
+                                     "content": st.one_of(_TEXT.filter(bool), st.lists(
+                                         st.fixed_dictionaries({"type": st.just("text"), "text": _TEXT}),
+                                         min_size=1, max_size=2))})
+    chat_base = st.fixed_dictionaries({"messages": st.lists(message, min_size=1, max_size=3)})
+    prompt = st.one_of(_TEXT.filter(str.strip), st.lists(st.integers(min_value=0, max_value=49_151),
+                                                         min_size=1, max_size=8))
+    completion_base = st.fixed_dictionaries({"prompt": prompt})
+    keys = [*_VALID_FIELDS, "max_tokens", "max_completion_tokens", "stream_options", "echo", "suffix"]
+    bodies = []
+    for path, base, body_key in ((CHAT, chat_base, "messages"), (COMPLETIONS, completion_base, "prompt")):
+        valid = _valid(base, max_new_tokens)
+        bodies += [st.tuples(st.just(path), valid),
+                   st.tuples(st.just(path), _corrupted(valid, [*keys, body_key]))]
+    return st.one_of(*bodies, st.tuples(st.sampled_from([CHAT, COMPLETIONS]), _STRANGE))
 
 
 def check_fuzzed_reply(path: str, body: Any, reply: Reply) -> None:
