@@ -29,9 +29,10 @@ class EngineConfig:
     num_threads: int | None = option(
         None, "torch CPU threads for the model (default: every CPU this process may use)")
     generation_config: str = option(
-        "auto", "default sampling for requests that leave temperature/top_p/top_k/max_tokens out, as "
-        "vLLM's flag: 'auto' = the model's generation_config.json (the bundled model's: temperature "
-        "0.2, top_p 0.9), 'vllm' = the API's neutral defaults, or a directory holding one")
+        "auto", "default temperature/top_p/top_k of requests that leave them out (and a cap on "
+        "max_tokens if it sets max_new_tokens), as vLLM's flag: 'auto' = the model's "
+        "generation_config.json (the bundled model's: temperature 0.2, top_p 0.9), 'vllm' = the "
+        "API's neutral defaults, or a directory holding one")
     limits: RequestLimits = nested(RequestLimits)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ class RequestLimits:
     max_stop_strings: int = option(
         DEFAULT_MAX_STOP_STRINGS, "most 'stop' strings one request may give (vLLM's and OpenAI's limit)")
     max_stop_string_chars: int = option(
-        1024, "longest 'stop' string in characters (stop matching costs this much per token)")
+        1024, "longest 'stop' string in characters")
     max_stop_token_ids: int = option(1024, "most 'stop_token_ids' one request may give")
 
     def __post_init__(self) -> None:
