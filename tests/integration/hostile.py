@@ -161,8 +161,8 @@ def tiny_temperature_beside_a_normal_request(url: str) -> None:
                 {"temperature": 1e-39, "top_k": 1, "stream": True}]
     with ThreadPoolExecutor(max_workers=2) as pool:
         for variant in variants:
-            cold = pool.submit(post, url, CHAT, {"messages": MESSAGES, "max_tokens": 6, **variant})
-            normal = pool.submit(post, url, CHAT, {"messages": MESSAGES, "max_tokens": 6})
+            cold = pool.submit(post, url, CHAT, {"messages": MESSAGES, "max_tokens": 4, **variant})
+            normal = pool.submit(post, url, CHAT, {"messages": MESSAGES, "max_tokens": 4})
             reply = cold.result()
             assert reply.status == 200, reply.body[:300]
             if variant.get("stream"):
