@@ -42,15 +42,22 @@ def is_greedy(p: SamplingParams) -> bool:
 def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
            generators: Sequence[torch.Generator | None]) -> list[int | SampleFailure]:
     """logits [S, V] float32 → one token id (or the reason it has none) per row."""
-    logits = _sanitised(logits)
-    finite = torch.isfinite(logits).any(dim=-1).tolist()  # [S]: rows with any usable logit
-    tokens: list[int | SampleFailure] = [int(t) for t in logits.argmax(dim=-1).tolist()]
+    # One pass finds both the greedy tokens and the rows to distrust: NaN and ±inf show up in
+    # a row's maximum, so only those rows pay for sanitising (a whole-batch nan_to_num costs
+    # several times the argmax itself, on every step).
+    best, greedy = logits.max(dim=-1)  # [S], [S]
+    tokens: list[int | SampleFailure] = [int(t) for t in greedy.tolist()]
+    suspect = set((~torch.isfinite(best)).nonzero().flatten().tolist())
     for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if not finite[row]:
-            tokens[row] = SampleFailure("the model produced no finite logit for this request")
-        elif not is_greedy(p):
+        row_logits = _sanitised(logits[row]) if row in suspect else logits[row]  # [V]
+        if row in suspect:
+            if not bool(torch.isfinite(row_logits).any()):
+                tokens[row] = SampleFailure("the model produced no finite logit for this request")
+                continue
+            tokens[row] = int(row_logits.argmax())
+        if not is_greedy(p):
             try:
-                tokens[row] = _sample_row(logits[row], p, gen)
+                tokens[row] = _sample_row(row_logits, p, gen)
             except RuntimeError as exc:  # torch refusing a distribution: this request only
                 tokens[row] = SampleFailure(f"sampling failed: {exc}")
     return tokens

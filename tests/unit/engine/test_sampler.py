@@ -103,7 +103,7 @@ def test_extreme_seeds_make_generators(seed: int) -> None:
 
 def test_random_parameters_never_raise() -> None:
     rng = random.Random(0)
-    for _ in range(300):
+    for _ in range(100):
         logits = torch.randn(2, 64) * rng.choice([1e-30, 1.0, 1e3, 1e30])
         params = [SamplingParams(temperature=rng.choice([0.0, 1e-45, 1e-7, 1e-2, 0.5, 7.0, 1e38]),
                                  top_p=rng.choice([1e-300, 0.1, 0.99, 1.0]),
