@@ -83,13 +83,26 @@ def start_replica(kind: str, src: str, port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError(f"{kind} from {src} not ready")
 
 
+def still_serving(proc: subprocess.Popen[bytes], port: int, wait_s: float = 10.0) -> bool:
+    """True if /health answers 200; False once the replica has exited (waits for one or the other)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if request(port, "GET", "/health", timeout_s=2)[0] == 200:
+                return True
+        time.sleep(0.2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    return False
+
+
 def run_variant(kind: str, src: str) -> list[tuple[str, str, float, float, bool]]:
     rows = []
     port = free_port()
     proc = start_replica(kind, src, port)
     try:
         for name, (path, body) in REQUESTS.items():
-            if proc.poll() is not None:  # a request before took it down: bring it back
+            if rows and not rows[-1][4]:  # the request before took it down: bring it back
                 port = free_port()
                 proc = start_replica(kind, src, port)
             probes: list[float] = []
@@ -106,10 +119,11 @@ def run_variant(kind: str, src: str) -> list[tuple[str, str, float, float, bool]
             time.sleep(0.5)
             stop.set()
             prober.join()
-            rows.append((name, answer, elapsed, max(probes, default=0.0), proc.poll() is None))
+            rows.append((name, answer, elapsed, max(probes, default=0.0), still_serving(proc, port)))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
     return rows
 
 

@@ -4,8 +4,8 @@ The engine iterator is always closed (aclose) when the run ends — finished, st
 string, or abandoned by a disconnected client — which aborts the request inside the engine.
 
 A failure stays with its request: the engine failing it, the engine refusing its input or our
-own detokenising raising all end `deltas()` with an HTTPError (never a 500, see `failure_status`),
-and the replica serves on.
+own detokenising raising all end `deltas()` with an HTTPError (never a 500: see
+REQUEST_FAILED_STATUS), and the replica serves on.
 """
 
 from __future__ import annotations

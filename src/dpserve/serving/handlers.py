@@ -82,7 +82,6 @@ class ReplicaHandlers:
                 return await _stream(request, prepared, generation)
             return await _collect(prepared, generation)
 
-
     async def _prepare(self, kind: Kind, body: Any) -> PreparedRequest:
         """Validate and tokenise on a worker thread: a chat template or a long prompt takes
         milliseconds to seconds, which on the event loop would stall /health and every stream (the
@@ -94,7 +93,7 @@ class ReplicaHandlers:
         except HTTPError:
             raise
         except Exception as exc:  # a body our validation let through but could not handle
-            raise request_failed("(not started)", exc) from exc
+            raise request_failed("(being prepared)", exc) from exc
 
 
 def _parse_json(raw: bytes) -> Any:
