@@ -8,23 +8,37 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from dpserve.config import ConfigError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def install_uvloop() -> None:
+    """uvloop for every later event loop of this process: only for a process of its own (the
+    benchmark scripts); commands use `run_on_uvloop`."""
     try:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
         pass
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on a uvloop event loop, without changing the process's loop policy
+    (commands also run inside tests, where a global policy would leak into every later test)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -96,5 +110,4 @@ async def serve_app(app: web.Application | Server, host: str, port: int, *, shut
 
 def run_app(app: web.Application | Server, host: str, port: int, *, shutdown_grace_s: float = 5.0) -> None:
     """Blocking entry point for commands: uvloop + serve_app."""
-    install_uvloop()
-    asyncio.run(serve_app(app, host, port, shutdown_grace_s=shutdown_grace_s))
+    run_on_uvloop(serve_app(app, host, port, shutdown_grace_s=shutdown_grace_s))

@@ -12,10 +12,11 @@ from dpserve.engine.config import EngineConfig
 from dpserve.engine.model_runner import ModelRunner
 from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.prompt_limits import check_prompt
+from dpserve.engine.sampler import SampleFailure
 from dpserve.engine.scheduler import Scheduler
 from dpserve.engine.sequence import Sequence
 from dpserve.kv_events.publisher import make_publisher
-from dpserve.serving.engine_client import EngineStats, SamplingParams, TokenDelta
+from dpserve.serving.engine_client import EngineError, EngineStats, SamplingParams, TokenDelta
 
 
 class LLMEngine:
@@ -71,14 +72,17 @@ class LLMEngine:
         return seq is not None
 
     def step(self) -> list[tuple[str, TokenDelta]]:
-        """One engine iteration; returns (request id, delta) for every request that got a token."""
+        """One engine iteration; returns (request id, delta) for every request that got a token,
+        and for every request whose token could not be sampled (failed alone: finish "abort" with
+        the reason, its blocks freed; the rest of the batch goes on)."""
         batch = self.scheduler.schedule()
         if not batch:
             return []
         self.num_prefill_tokens_computed += sum(
             min(it.num_new_tokens, max(0, it.seq.num_prompt_tokens - it.seq.num_computed_tokens))
             for it in batch)
-        sampled = self.runner.run(batch)
+        results = self.runner.run(batch)
+        sampled = {seq: t for seq, t in results.items() if not isinstance(t, SampleFailure)}
         outputs: list[tuple[str, TokenDelta]] = []
         for seq in self.scheduler.postprocess(batch, sampled):
             outputs.append((seq.request_id, TokenDelta(
@@ -87,8 +91,17 @@ class LLMEngine:
             if seq.is_finished:
                 self._sequences.pop(seq.request_id, None)
                 self.runner.release(seq)
+        for seq, failure in results.items():
+            if isinstance(failure, SampleFailure):
+                outputs.append((seq.request_id, self.fail_request(seq.request_id, failure.reason)))
         self._publish_kv_events()
         return outputs
+
+    def fail_request(self, request_id: str, reason: str) -> TokenDelta:
+        """End one request because of a failure of its own: its blocks are freed now, and the delta
+        to send it says why (finish "abort" with an EngineError)."""
+        self.abort_request(request_id)
+        return TokenDelta([], finish_reason="abort", error=EngineError(reason))
 
     def stats(self) -> EngineStats:
         bm = self.block_manager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 from dpserve.config import ConfigError
-from dpserve.http_server import bind_socket, install_uvloop
+from dpserve.http_server import bind_socket, run_on_uvloop
 from dpserve.launcher.backends import Backend, get_backend
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
@@ -64,8 +63,7 @@ def serve(config: ServeConfig) -> int:
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
         service = ServeService(launch, plan, build_gateway_site(config), log_dir)
-        install_uvloop()
-        return asyncio.run(service.run())
+        return run_on_uvloop(service.run())
     finally:
         ports.release_all()
 
@@ -80,7 +78,6 @@ def serve_on_ray(config: ServeConfig) -> int:
         logger.info("replica logs in %s", log_dir)
         service = ServeService(config.launch, session.plan, build_gateway_site(config), log_dir,
                                session.runtime)
-        install_uvloop()
-        return asyncio.run(service.run())
+        return run_on_uvloop(service.run())
     finally:
         session.close()

@@ -35,10 +35,9 @@ logger = logging.getLogger(__name__)
 def run_batch(config: BatchConfig, stream: TextIO = sys.stderr) -> int:
     """0 when every request has its line in OUT; 1 when the job had to stop (resumable)."""
     plan = plan_job(config)
-    from dpserve.http_server import install_uvloop
+    from dpserve.http_server import run_on_uvloop
 
-    install_uvloop()
-    return asyncio.run(_main(config, plan, stream))
+    return run_on_uvloop(_main(config, plan, stream))
 
 
 def replica_source(config: BatchConfig) -> ReplicaSource:

@@ -73,12 +73,11 @@ def choose_time_scale(p: Prediction, s: Setting, most: float) -> float:
 
 def simulate_plan(config: PlanConfig, plan: Plan) -> list[Simulated]:
     """Simulate the best `--simulate-top` layouts the sim can run (not DP-attention), one at a time."""
-    from dpserve.http_server import install_uvloop
+    from dpserve.http_server import run_on_uvloop
 
     chosen = [p for p in plan.ranked if not p.layout.dp_attention][:config.simulate_top]
-    install_uvloop()
     with contextlib.redirect_stdout(sys.stderr):  # the launcher's banner must not mix into --json
-        return [asyncio.run(_simulate_one(config, plan.setting, p)) for p in chosen]
+        return [run_on_uvloop(_simulate_one(config, plan.setting, p)) for p in chosen]
 
 
 async def _simulate_one(config: PlanConfig, s: Setting, p: Prediction) -> Simulated:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, nested, option, require
 from dpserve.kv_events.config import FLAG_HELP as KV_EVENTS_HELP
 from dpserve.kv_events.config import KVEventsConfig, parse_kv_events_config
+from dpserve.serving.limits import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class SimConfig:
     served_model_name: str | None = option(None, "name the replica serves (default: --model)")
     engine: SimEngineConfig = nested(SimEngineConfig)
     faults: FaultConfig = nested(FaultConfig)
+    limits: RequestLimits = nested(RequestLimits)
 
     def __post_init__(self) -> None:
         require(0 <= self.port < 65536, f"--port must be in 0..65535, got {self.port}")

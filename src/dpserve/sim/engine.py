@@ -11,6 +11,7 @@ CPU time overlaps the modelled GPU time instead of adding to it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import zlib
 from collections.abc import AsyncGenerator
@@ -21,6 +22,7 @@ from dpserve.engine.scheduler import ScheduledSeq, Scheduler
 from dpserve.engine.sequence import Sequence
 from dpserve.kv_events.publisher import make_publisher
 from dpserve.serving.engine_client import (
+    EngineError,
     EngineStats,
     FinishReason,
     GenerateRequest,
@@ -35,6 +37,8 @@ _LCG_MUL = 6364136223846793005
 _LCG_ADD = 1442695040888963407
 _MASK64 = (1 << 64) - 1
 
+logger = logging.getLogger(__name__)
+
 
 class _Channel:
     """Tokens produced for one request, waiting for its consumer (merged if it lags)."""
@@ -42,12 +46,15 @@ class _Channel:
     def __init__(self) -> None:
         self.token_ids: list[int] = []
         self.finish_reason: FinishReason | None = None
+        self.error: EngineError | None = None
         self.event = asyncio.Event()
 
-    def push(self, token_id: int | None, finish_reason: FinishReason | None) -> None:
+    def push(self, token_id: int | None, finish_reason: FinishReason | None,
+             error: EngineError | None = None) -> None:
         if token_id is not None:
             self.token_ids.append(token_id)
         self.finish_reason = finish_reason
+        self.error = error
         self.event.set()
 
 
@@ -125,7 +132,7 @@ class SimEngine:
                 tokens, channel.token_ids = channel.token_ids, []
                 yield TokenDelta(tokens, channel.finish_reason,
                                  num_prompt_tokens=seq.num_prompt_tokens if first else 0,
-                                 num_cached_tokens=seq.num_cached_tokens)
+                                 num_cached_tokens=seq.num_cached_tokens, error=channel.error)
                 first = False
                 if channel.finish_reason is not None:
                     return
@@ -158,10 +165,23 @@ class SimEngine:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             # Requests aborted during the step already gave their blocks back: drop them.
             batch = [item for item in batch if not item.seq.is_finished]
-            sampled = {item.seq: self._sample(item.seq) for item in batch if item.samples}
+            sampled: dict[Sequence, int] = {}
+            for item in batch:
+                if item.samples:
+                    try:
+                        sampled[item.seq] = self._sample(item.seq)
+                    except Exception as exc:  # one request's failure ends that request, not the loop
+                        self._fail(item.seq, exc)
+            batch = [item for item in batch if not item.seq.is_finished]  # a failed one was aborted
             for seq in self.scheduler.postprocess(batch, sampled):
                 self._channels[id(seq)].push(seq.token_ids[-1], seq.finish_reason)
             self._publish_kv_events()
+
+    def _fail(self, seq: Sequence, exc: Exception) -> None:
+        logger.error("request %s failed: %s: %s", seq.request_id, type(exc).__name__, exc, exc_info=exc)
+        if not seq.is_finished:
+            self.scheduler.abort(seq.request_id)
+        self._channels[id(seq)].push(None, "abort", EngineError(f"the request failed: {exc}"))
 
     def _publish_kv_events(self) -> None:
         if self.kv_events is not None:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dpserve.serving.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from dpserve.serving.detokenizer import IncrementalDetokenizer
+from dpserve.serving.stop_strings import StopStringMatcher
 
 
 class ByteTokenizer:
