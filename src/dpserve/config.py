@@ -21,6 +21,7 @@ import yaml
 
 # The only place where addresses and ports are literals.
 DEFAULT_HOST = "127.0.0.1"
+ANY_HOST = "0.0.0.0"  # every IPv4 interface (a bind there reserves a port on all of them)
 DEFAULT_GATEWAY_PORT = 8000
 DEFAULT_REPLICA_PORT = 8100
 DEFAULT_MODEL = "smollm2-135m"

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.launcher.serve_process import chat, serve_process
+from tests.integration.launcher.serve_process import chat, gateway_metric, serve_process
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.model, pytest.mark.timeout(600),
@@ -23,14 +22,6 @@ pytestmark = [
                        reason="vllm is not installed in this environment; install vLLM (its CPU build "
                               "works) to check precise_prefix against a real vLLM replica's KV events"),
 ]
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
 
 
 def test_vllm_events_reach_the_precise_index(tmp_path: Path) -> None:
@@ -42,5 +33,6 @@ def test_vllm_events_reach_the_precise_index(tmp_path: Path) -> None:
         assert status == 200
         status, _ = chat(port, "Tell me about the solar system. " * 8)
         assert status == 200
-        assert _metric(port, "dpserve_kv_events_batches_total") > 0
-        assert _metric(port, "dpserve_kv_index_blocks") > 0, json.dumps("no vLLM block reached the index")
+        assert gateway_metric(port, "dpserve_kv_events_batches_total") > 0
+        assert gateway_metric(port, "dpserve_kv_index_blocks") > 0, \
+            json.dumps("no vLLM block reached the index")

@@ -1,8 +1,9 @@
 """`dpserve serve --ray` and `dpserve batch --ray` on a real two-node Ray cluster (127.0.0.1 only).
 
 One cluster for the whole module (Ray is heavy: one start, shared), and the tests run in file
-order on it: sim replicas spread over both nodes → placement that cannot happen → replicas
-killed under load → a node lost → SIGTERM → SIGKILL → the built-in engine → a batch job.
+order on it: sim replicas spread over both nodes → precise_prefix fed by KV events from both
+nodes → placement that cannot happen → replicas killed under load → a node lost → SIGTERM →
+SIGKILL → the built-in engine → a batch job.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from dpserve.http_names import WORKER_HEADER
 from tests.conftest import free_port
-from tests.integration.launcher.serve_process import chat, workers
+from tests.integration.launcher.serve_process import chat, gateway_metric, workers
 from tests.ray.cluster import CPUS_PER_NODE, RayTestCluster, replica_processes, wait_until
 from tests.support import stop_process, wait_http_ok
 
@@ -119,10 +123,32 @@ def cluster() -> Iterator[RayTestCluster]:
         assert left == [], f"Ray processes left after ray stop: {left}"
 
 
+def complete(base_url: str, prompt: str) -> str:
+    """A 1-token completion at base_url (the gateway or one replica); the x-dpserve-worker header."""
+    body = json.dumps({"model": "smollm2-135m", "prompt": prompt, "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"{base_url}/v1/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        resp.read()
+        return resp.headers.get(WORKER_HEADER, "")
+
+
+def scrape_targets(serve: Serve) -> dict[str, str]:
+    """Replica name → host:port in the file `--write-prometheus-config` keeps."""
+    jobs = yaml.safe_load((serve.dir / "prometheus.yml").read_text())["scrape_configs"]
+    return {c["labels"]["replica"]: c["targets"][0] for c in jobs[1]["static_configs"]}
+
+
+def worker_targets(serve: Serve) -> dict[str, str]:
+    """Replica name → host:port of the gateway's workers."""
+    return {str(w["name"]): str(w["url"]).removeprefix("http://") for w in workers(serve.port)}
+
+
 @pytest.fixture(scope="module")
 def sim_serve(cluster: RayTestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    serve = start_serve(cluster, tmp_path_factory.mktemp("sim4"),
-                        [*SIM_ARGS, "--dp-size", "4", "--policy", "round_robin"])
+    tmp = tmp_path_factory.mktemp("sim4")
+    serve = start_serve(cluster, tmp, [*SIM_ARGS, "--dp-size", "4", "--policy", "round_robin",
+                                       "--write-prometheus-config", str(tmp / "prometheus.yml")])
     try:
         yield serve
     finally:
@@ -149,6 +175,8 @@ def test_sim_replicas_land_on_both_nodes_and_serve_the_openai_client(
     assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+", str(w["url"])) for w in workers(sim_serve.port))
     seen = {chat(sim_serve.port, f"spread {i}")[1] for i in range(40)}
     assert seen == {str(w["id"]) for w in workers(sim_serve.port)}  # the gateway routes to all 4
+    # Prometheus is told where Ray put them (their addresses are known only once placed).
+    wait_until(lambda: scrape_targets(sim_serve) == worker_targets(sim_serve), 10, "scrape config")
 
     from openai import OpenAI
 
@@ -157,6 +185,32 @@ def test_sim_replicas_land_on_both_nodes_and_serve_the_openai_client(
                                            messages=[{"role": "user", "content": "hello"}])
     assert reply.choices[0].message.content and reply.usage is not None and reply.usage.completion_tokens == 8
     assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
+
+
+def test_precise_prefix_routes_on_kv_events_from_replicas_on_both_nodes(
+        cluster: RayTestCluster, sim_serve: Serve, tmp_path: Path) -> None:
+    """Each replica publishes on tcp of its node (actor-reserved ports) and the gateway subscribes
+    there. A prompt sent straight to one replica is known to the gateway only through that
+    replica's BlockStored events; the gateway then routes the same prompt to that replica."""
+    serve = start_serve(cluster, tmp_path, [*SIM_ARGS, "--dp-size", "4", "--policy", "precise_prefix"])
+    try:  # the cluster's other 4 CPUs: both nodes hold some of these replicas too
+        wait_until(lambda: serve.healthy() == 4, 60, "4 healthy workers")
+        assert set(node_of_each_replica(cluster, serve).values()) == {n.node_id for n in cluster.nodes()}
+        r0_log = (serve.dir / "logs/r0.log").read_text()
+        assert '"endpoint": "tcp://*:' in r0_log and '"replay_endpoint": "tcp://127.0.0.1:' in r0_log
+        for i, worker in enumerate(workers(serve.port)):
+            prompt = f"replica {i}: " + " ".join(f"w{i}x{k}" for k in range(80))  # 5 blocks of 16
+            before = gateway_metric(serve.port, "dpserve_kv_index_blocks")  # only BlockStored adds to it
+            complete(str(worker["url"]), prompt)  # not through the gateway
+            wait_until(lambda: gateway_metric(serve.port, "dpserve_kv_index_blocks") >= before + 5,  # noqa: B023
+                       15, f"BlockStored events of {worker['name']} in the gateway's index")
+            assert complete(f"http://127.0.0.1:{serve.port}", prompt) == worker["id"]
+        assert gateway_metric(serve.port, "dpserve_kv_events_gaps_total") == 0
+    finally:
+        os.kill(serve.proc.pid, signal.SIGTERM)
+        assert serve.proc.wait(timeout=60) == 0
+    wait_until(lambda: cluster.actors(serve.prefix) == [] and cluster.groups(serve.prefix) == [], 15,
+               "the precise_prefix serve's actors and groups gone")  # their CPUs are the next test's
 
 
 def test_a_second_serve_that_cannot_be_placed_in_time_fails_and_takes_only_its_own(
@@ -208,6 +262,8 @@ def test_replicas_of_a_lost_node_are_placed_again_on_the_other_node(
     assert sim_serve.proc.poll() is None
     for replica_id in moved:
         assert "its Ray actor is gone" in (sim_serve.dir / "logs" / f"{replica_id}.log").read_text()
+    # Placed again at new addresses: the Prometheus file follows them.
+    wait_until(lambda: scrape_targets(sim_serve) == worker_targets(sim_serve), 10, "scrape config")
 
 
 def test_sigterm_removes_every_actor_and_placement_group_of_the_deployment(
@@ -269,3 +325,5 @@ def test_batch_co_launches_its_replicas_on_ray(cluster: RayTestCluster, tmp_path
     assert all(line["error"] is None for line in lines)
     assert "40 succeeded, 0 failed" in done.stderr
     assert cluster.actors("dpserve-") == [] and cluster.groups("dpserve-") == []
+    # The job talks to its replicas directly: nobody would subscribe to their KV events.
+    assert "--kv-events-config" not in (tmp_path / "logs/r0.log").read_text()

@@ -48,7 +48,8 @@ class LaunchConfig:
     echo_replica_logs: bool = option(True, "copy replica output to our stderr, prefixed with its id")
     kv_events: bool = option(
         True, "replicas whose engine supports it (builtin, sim, vllm) publish KV-cache events "
-              "(vLLM's --kv-events-config: ipc PUB socket, replay on a free loopback port) and the "
+              "(vLLM's --kv-events-config: ipc PUB socket, replay on a free loopback port; with --ray "
+              "tcp://*:PORT and the node's address, ports reserved on the replica's node) and the "
               "gateway is told where; policy precise_prefix routes on them")
     ray: bool = option(False, "place the replicas on a Ray cluster (pip install 'dpserve[ray]'): one "
                               "STRICT_PACK placement group per replica, the replica run by a Ray actor "
@@ -60,7 +61,8 @@ class LaunchConfig:
                                           "runs on the CPU; the simulator needs only this)")
     write_prometheus_config: Path | None = option(
         None, metavar="PATH", help="write a Prometheus scrape config for the gateway and every replica "
-                                   "launched to PATH at start (see deploy/prometheus.yml)")
+                                   "launched to PATH at start, and again (atomically) when a replica "
+                                   "comes back at another address (--ray) (see deploy/prometheus.yml)")
 
     def __post_init__(self) -> None:
         require(self.dp_size >= 1, f"--dp-size must be >= 1, got {self.dp_size}")

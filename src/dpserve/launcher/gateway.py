@@ -7,6 +7,7 @@ import secrets
 
 from dpserve.launcher.backends import get_backend
 from dpserve.launcher.config import ServeConfig
+from dpserve.launcher.kv_events import wants_kv_events
 from dpserve.launcher.plan import resolve_model_path
 from dpserve.launcher.service import GatewaySite
 
@@ -22,7 +23,7 @@ def build_gateway_site(config: ServeConfig) -> GatewaySite:
     gw = config.gateway
     launch = config.launch
     backend = get_backend(launch.backend)
-    if gw.routing.kv_events_tokenizer is None and launch.kv_events and backend.publishes_kv_events:
+    if gw.routing.kv_events_tokenizer is None and wants_kv_events(launch, backend):
         tokenizer = backend.kv_events_tokenizer(launch.model, resolve_model_path(launch.model, backend))
         gw = dataclasses.replace(gw, routing=dataclasses.replace(gw.routing, kv_events_tokenizer=tokenizer))
     link_key = gw.admin_key or secrets.token_urlsafe(32)

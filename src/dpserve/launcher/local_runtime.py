@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import subprocess
 
 from dpserve.launcher.backends import Backend, ReplicaSpec
@@ -71,7 +70,7 @@ class LocalRuntime(ReplicaRuntime):
         try:
             proc = await spawn(argv, {**os.environ, **env}, spec.placement.cpu_cores)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise StartError(f"could not start {shlex.join(argv)}: {exc}") from exc
+            raise StartError(f"could not start {spec.shown(argv)}: {exc}") from exc
         return LocalReplica(spec, argv, env, proc, log, self._watchdog)
 
 

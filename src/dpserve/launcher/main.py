@@ -14,6 +14,7 @@ from dpserve.http_server import bind_socket, run_on_uvloop
 from dpserve.launcher.backends import Backend, get_backend
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
+from dpserve.launcher.kv_events import wants_kv_events
 from dpserve.launcher.plan import build_plan
 from dpserve.launcher.ports import PortAllocator, default_lock_dir
 from dpserve.launcher.service import ServeService
@@ -57,8 +58,9 @@ def serve(config: ServeConfig) -> int:
     try:
         replica_ports = [ports.reserve() for _ in range(launch.dp_size)]
         kv_ports = ([ports.reserve() for _ in range(launch.dp_size)]
-                    if launch.kv_events and get_backend(launch.backend).publishes_kv_events else None)
+                    if wants_kv_events(launch, get_backend(launch.backend)) else None)
         plan = build_plan(launch, replica_ports, kv_event_ports=kv_ports, socket_dir=default_lock_dir())
+        plan = plan.with_api_key(config.gateway.replica_api_key)
         check_backend_installed(plan.backend)
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
@@ -72,12 +74,13 @@ def serve_on_ray(config: ServeConfig) -> int:
     """The same service, its replicas placed on a Ray cluster (joined and left here)."""
     from dpserve.launcher.on_ray.session import RaySession
 
-    session = RaySession.open(config.launch)
+    launch = config.launch
+    session = RaySession.open(launch, kv_events=wants_kv_events(launch, get_backend(launch.backend)))
     try:
-        log_dir = config.launch.log_dir or default_log_dir()
+        log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
-        service = ServeService(config.launch, session.plan, build_gateway_site(config), log_dir,
-                               session.runtime)
+        plan = session.plan.with_api_key(config.gateway.replica_api_key)
+        service = ServeService(launch, plan, build_gateway_site(config), log_dir, session.runtime)
         return run_on_uvloop(service.run())
     finally:
         session.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from dpserve.config import ConfigError
 from dpserve.launcher.backends import Backend, ReplicaSpec, get_backend
 from dpserve.launcher.config import LaunchConfig
-from dpserve.launcher.kv_events import replica_kv_events
+from dpserve.launcher.kv_events import replica_kv_events, with_kv_events
 from dpserve.launcher.placement import (
     Placement,
     PlacementError,
@@ -30,10 +30,23 @@ class LaunchPlan:
     ray_bundle: dict[str, float] | None = None
 
     @property
+    def addresses_known(self) -> bool:
+        """Whether each replica's host:port is known before it starts (with --ray: once placed)."""
+        return self.ray_bundle is None
+
+    @property
     def on_gpu(self) -> bool:
         if self.ray_bundle is not None:
             return self.ray_bundle.get("GPU", 0.0) > 0
         return self.replicas[0].placement.on_gpu
+
+    def with_api_key(self, api_key: str | None) -> LaunchPlan:
+        """Every replica asks its clients for `api_key` (the gateway's --replica-api-key), where
+        its engine can; None changes nothing."""
+        if api_key is None:
+            return self
+        specs = tuple(dataclasses.replace(spec, api_key=api_key) for spec in self.replicas)
+        return dataclasses.replace(self, replicas=specs)
 
     def layout(self) -> str:
         """replicas × TP × PP = devices, and which devices."""
@@ -128,13 +141,7 @@ def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str
                     engine_args=config.engine_argv)
         for p, port in zip(placements, ports, strict=True))
     if kv_event_ports is not None:
-        specs = tuple(_with_kv_events(spec, config.replica_host, kv_port, socket_dir or Path("."))
+        specs = tuple(with_kv_events(spec, *replica_kv_events(config.replica_host, kv_port,
+                                                              socket_dir or Path(".")))
                       for spec, kv_port in zip(specs, kv_event_ports, strict=True))
     return LaunchPlan(backend, specs)
-
-
-def _with_kv_events(spec: ReplicaSpec, host: str, replay_port: int, socket_dir: Path) -> ReplicaSpec:
-    """The flag goes before --engine-args, so a --kv-events-config there still wins."""
-    flag, endpoint = replica_kv_events(host, replay_port, socket_dir)
-    return dataclasses.replace(spec, engine_args=("--kv-events-config", flag, *spec.engine_args),
-                               kv_events=endpoint)

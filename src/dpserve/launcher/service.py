@@ -23,7 +23,7 @@ from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
 from dpserve.launcher.gateway_link import GatewayLink
 from dpserve.launcher.plan import LaunchPlan
-from dpserve.launcher.prometheus_config import scrape_config, write_scrape_config
+from dpserve.launcher.prometheus_config import ScrapeConfigFile
 from dpserve.launcher.runtime import ReplicaRuntime
 from dpserve.launcher.supervisor import ReplicaSupervisor
 
@@ -56,6 +56,7 @@ class ServeService:
         self._gateway_task: asyncio.Task[None] | None = None
         self._announced = False
         self._link: GatewayLink | None = None
+        self._scrape: ScrapeConfigFile | None = None
         self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down, runtime)
 
     @property
@@ -127,6 +128,8 @@ class ServeService:
         assert self._link is not None
         spec = sup.current_spec
         added = await self._link.add(sup.replica_id, spec.url, spec.kv_events, sup.restarts)
+        if self._scrape is not None:  # on Ray it may be on another node and port than before
+            self._scrape.set_replica(sup.replica_id, _target(spec.host, spec.port))
         if added and not self._announced:
             self._announced = True
             print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir),
@@ -157,18 +160,15 @@ class ServeService:
         await self.fleet.stop()
 
     def _write_prometheus_config(self) -> None:
+        """At start, with every replica address the plan knows (on Ray: none yet)."""
         path = self._launch.write_prometheus_config
         if path is None:
             return
-        replicas = [(s.replica_id, _target(s.host, s.port)) for s in self._plan.replicas]
-        key = self._gateway.admin_key
-        text = scrape_config(_target(self._gateway.host, self._gateway_port or 0), replicas, key)
-        try:
-            write_scrape_config(path, text, secret=key is not None)
-        except OSError as exc:
-            logger.error("could not write the Prometheus config %s: %s", path, exc)
-        else:
-            logger.info("Prometheus scrape config for this run written to %s", path)
+        known = self._plan.addresses_known
+        replicas = [(s.replica_id, _target(s.host, s.port) if known else None) for s in self._plan.replicas]
+        self._scrape = ScrapeConfigFile(path, _target(self._gateway.host, self._gateway_port or 0),
+                                        replicas, self._gateway.admin_key)
+        self._scrape.write()
 
     def _base_url(self) -> str:
         return f"http://{_client_host(self._gateway.host)}:{self._gateway_port}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ class ReplicaSupervisor:
         self.instance = instance
         self.pid = instance.pid
         env_text = " ".join(f"{k}={v}" for k, v in instance.env.items())
-        self.log.note(f"started {instance.describe()}: {env_text} {shlex.join(instance.argv)}")
+        self.log.note(f"started {instance.describe()}: {env_text} {instance.spec.shown(instance.argv)}")
         logger.debug("replica %s started: %s", self.replica_id, instance.describe())
         try:
             if await self._wait_healthy(instance):

@@ -54,6 +54,15 @@ def chat(port: int, content: str, max_tokens: int = 8) -> tuple[int, str]:
         return resp.status, resp.headers.get(WORKER_HEADER, "")
 
 
+def gateway_metric(port: int, name: str) -> float:
+    """One unlabelled sample of the gateway's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def workers(port: int) -> list[dict[str, object]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/workers", timeout=5) as resp:
         data = json.loads(resp.read())

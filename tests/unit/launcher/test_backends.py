@@ -55,6 +55,25 @@ def test_sglang_command_line() -> None:
         "--mem-fraction-static", "0.8"]
 
 
+@pytest.mark.parametrize("name", ["vllm", "sglang"])
+def test_the_replica_api_key_is_the_engines_api_key_and_never_shown(name: str) -> None:
+    """serve --replica-api-key K: the gateway sends `Bearer K`, so the engine must ask for K (both
+    take --api-key); --engine-args still come last. Logs show the command with the key masked."""
+    spec = dataclasses.replace(_spec(GPU_PAIR, engine_args=("--x", "1")), api_key="s3cret key")
+    argv = get_backend(name).command(spec)
+    assert argv[-4:] == ["--api-key", "s3cret key", "--x", "1"]
+    assert "--api-key" not in get_backend(name).command(_spec(GPU_PAIR))
+    shown = spec.shown(argv)
+    assert "s3cret" not in shown and shown.endswith("--api-key '***' --x 1")
+    assert "s3cret" not in repr(spec)
+
+
+@pytest.mark.parametrize("name", ["builtin", "sim"])
+def test_engines_without_keys_get_no_key_flag(name: str) -> None:
+    spec = dataclasses.replace(_spec(Placement(0, cpu_cores=(0,), num_threads=1)), api_key="k")
+    assert "--api-key" not in get_backend(name).command(spec)
+
+
 def test_builtin_on_cpu_passes_thread_count_and_limits_threads_in_env() -> None:
     spec = _spec(Placement(0, cpu_cores=(0,), num_threads=1), engine_args=("--max-num-seqs", "8"))
     backend = get_backend("builtin")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from dpserve.config import ConfigError
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.plan import build_plan
 
@@ -78,3 +80,17 @@ def test_builtin_refuses_pipeline_parallelism() -> None:
 def test_unknown_model_for_builtin_is_an_error_before_launch() -> None:
     with pytest.raises(ConfigError, match=r"no-such-model.*smollm2-135m"):
         build_plan(LaunchConfig(model="no-such-model"), [1, 2], gpu_ids=(), cpu_cores=(0, 1))
+
+
+def test_the_replica_api_key_reaches_every_replica_spec() -> None:
+    plan = build_plan(LaunchConfig(), [5001, 5002], gpu_ids=(), cpu_cores=(0, 1))
+    assert plan.with_api_key(None) is plan
+    assert [s.api_key for s in plan.with_api_key("k").replicas] == ["k", "k"]
+
+
+def test_local_replicas_publish_kv_events_on_ipc_and_a_loopback_replay_port(tmp_path: Path) -> None:
+    plan = build_plan(LaunchConfig(backend="sim", dp_size=1), [5001], cpu_cores=(0,), kv_event_ports=[5002],
+                      socket_dir=tmp_path)
+    [spec] = plan.replicas
+    assert spec.kv_events == KvEventsEndpoint(f"ipc://{tmp_path}/kv-events-5002.pub", "tcp://127.0.0.1:5002")
+    assert spec.engine_args[0] == "--kv-events-config"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from dpserve.config import ConfigError
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
+from dpserve.kv_events.config import parse_kv_events_config
+from dpserve.kv_events.publisher import is_bind_endpoint
 from dpserve.launcher.backends import get_backend
 from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.on_ray.bundles import NodeResources
 from dpserve.launcher.on_ray.connection import resolve_address
-from dpserve.launcher.on_ray.placement_groups import PlacementGroups
-from dpserve.launcher.on_ray.runtime import RayRuntime
+from dpserve.launcher.on_ray.runtime import placed_spec
 from dpserve.launcher.on_ray.session import ray_plan, wants_gpus
 from dpserve.offline.replicas import ReplicaPool
 
@@ -58,14 +60,34 @@ def test_a_placed_replica_gets_its_node_address_port_gpus_and_python() -> None:
     config = LaunchConfig(backend="vllm", model="org/m", dp_size=1, tp_size=2, ray=True)
     backend = get_backend("vllm")
     spec = ray_plan(config, backend, "org/m", {"CPU": 1.0, "GPU": 2.0}, on_gpu=True).replicas[0]
-    runtime = RayRuntime(PlacementGroups("dpserve-x", {"CPU": 1.0, "GPU": 2.0}), on_gpu=True,
-                         startup_timeout_s=5, grace_s=1)
-    placed = runtime._placed_spec(spec, {"ip": "10.0.0.7", "port": 41000, "gpu_ids": ["3", "5"],
-                                         "python": "/opt/venv/bin/python", "node_id": "n"})
+    placed = placed_spec(spec, {"ip": "10.0.0.7", "port": 41000, "gpu_ids": ["3", "5"],
+                                "python": "/opt/venv/bin/python", "node_id": "n", "kv_events_ports": None},
+                         on_gpu=True)
     assert placed.url == "http://10.0.0.7:41000"
     assert backend.env(placed) == {"CUDA_VISIBLE_DEVICES": "3,5"}
     argv = backend.command(placed)
     assert argv[0] == "/opt/venv/bin/python" and argv[-2:] == ["--distributed-executor-backend", "mp"]
+    assert placed.kv_events is None and "--kv-events-config" not in argv
+
+
+def test_a_placed_replica_publishes_kv_events_on_tcp_of_its_node() -> None:
+    """The gateway may be on another machine: PUB on tcp://*:P (what vLLM binds), replay on the
+    node's address, both ports the actor reserved there; the gateway connects to NODE_IP."""
+    config = LaunchConfig(backend="vllm", model="org/m", dp_size=1, ray=True, engine_args="--x 1")
+    backend = get_backend("vllm")
+    spec = ray_plan(config, backend, "org/m", {"CPU": 1.0, "GPU": 1.0}, on_gpu=True).replicas[0]
+    placed = placed_spec(spec, {"ip": "10.0.0.7", "port": 41000, "gpu_ids": ["0"], "python": "/py",
+                                "node_id": "n", "kv_events_ports": [41001, 41002]}, on_gpu=True)
+    assert placed.kv_events == KvEventsEndpoint("tcp://10.0.0.7:41001", "tcp://10.0.0.7:41002")
+    argv = backend.command(placed)
+    flag = parse_kv_events_config(argv[argv.index("--kv-events-config") + 1])
+    assert flag is not None and flag.is_publishing
+    assert flag.endpoint == "tcp://*:41001" and is_bind_endpoint(flag.endpoint)
+    assert flag.replay_endpoint == "tcp://10.0.0.7:41002"
+    assert argv[-2:] == ["--x", "1"]  # a --kv-events-config in --engine-args still wins
+    ipv6 = placed_spec(spec, {"ip": "fd00::7", "port": 1, "gpu_ids": [], "python": "/py", "node_id": "n",
+                              "kv_events_ports": [2, 3]}, on_gpu=False)
+    assert ipv6.kv_events == KvEventsEndpoint("tcp://[fd00::7]:2", "tcp://[fd00::7]:3")
 
 
 def test_a_cpu_replica_on_ray_runs_as_many_threads_as_its_bundle_has_cpus() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 # What the gateway polls on every replica (health probes, load polls): backends that can keep
 # these out of their access logs do, so replica logs are about the replicas' work.
 GATEWAY_POLL_PATHS = (HEALTH_PATH, METRICS_PATH)
+_MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,15 @@ class ReplicaSpec:
     engine_args: tuple[str, ...] = ()  # extra engine flags, already shlex-split
     python: str = field(default=sys.executable)
     kv_events: KvEventsEndpoint | None = None  # where it publishes KV events (its --kv-events-config)
+    api_key: str | None = field(default=None, repr=False)  # the key it asks of clients (--replica-api-key)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def shown(self, argv: Sequence[str]) -> str:
+        """The command line for logs and messages, the API key masked (log files are not secret)."""
+        return shlex.join(_MASK if self.api_key is not None and arg == self.api_key else arg for arg in argv)
 
 
 class Backend(ABC):
@@ -61,6 +69,8 @@ class Backend(ABC):
     requires_module: str | None = None
     #: True when the engine takes vLLM's --kv-events-config (serve then turns KV events on).
     publishes_kv_events: bool = False
+    #: The engine's flag that makes it require `Authorization: Bearer KEY` (None: it has none).
+    api_key_flag: str | None = None
 
     def kv_events_tokenizer(self, model: str, model_path: str) -> str:
         """What the gateway loads to compute a request's KV block keys as this engine does."""
@@ -68,8 +78,15 @@ class Backend(ABC):
 
     @abstractmethod
     def command(self, spec: ReplicaSpec) -> list[str]:
-        """argv that runs the replica in the foreground, listening on spec.host:spec.port;
-        spec.engine_args come last so they can override what we set."""
+        """argv that runs the replica in the foreground, listening on spec.host:spec.port, asking
+        clients for spec.api_key (`api_key_args`); spec.engine_args come last so they can override
+        what we set."""
+
+    def api_key_args(self, spec: ReplicaSpec) -> list[str]:
+        """`--api-key KEY` (the engine's flag) when the replica has a key and the engine takes one."""
+        if spec.api_key is None or self.api_key_flag is None:
+            return []
+        return [self.api_key_flag, spec.api_key]
 
     def env(self, spec: ReplicaSpec) -> dict[str, str]:
         """Environment added to ours for this replica: by default the placement's."""

@@ -9,6 +9,7 @@ class SglangBackend(Backend):
     name = "sglang"
     needs_model_path = True  # bundled names mean nothing to it
     requires_module = "sglang"
+    api_key_flag = "--api-key"  # guards all but /health (and /metrics in recent releases)
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         # SGLang has no per-path filter: its HTTP log at warning drops the uvicorn access line of
@@ -17,4 +18,4 @@ class SglangBackend(Backend):
                 "--served-model-name", spec.model, "--tp", str(spec.tp_size),
                 "--pipeline-parallel-size", str(spec.pp_size),
                 "--host", spec.host, "--port", str(spec.port), "--log-level-http", "warning",
-                *spec.engine_args]
+                *self.api_key_args(spec), *spec.engine_args]

@@ -16,6 +16,7 @@ class VllmBackend(Backend):
     requires_module = "vllm"
 
     publishes_kv_events = True
+    api_key_flag = "--api-key"  # guards /v1/*; /health and /metrics stay open for the probes
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         argv = [spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path,
@@ -26,4 +27,4 @@ class VllmBackend(Backend):
             # vLLM's Ray executor loses the placement group's context in a process started by an
             # actor (vLLM issue #30016); its multiprocessing executor uses the GPUs it is given.
             argv += ["--distributed-executor-backend", "mp"]
-        return argv + list(spec.engine_args)
+        return argv + self.api_key_args(spec) + list(spec.engine_args)

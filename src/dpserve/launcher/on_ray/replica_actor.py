@@ -19,6 +19,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from dpserve.config import ANY_HOST
 from dpserve.launcher.logs import pump_lines
 from dpserve.launcher.port_owner import group_listens_on
 from dpserve.launcher.ports import PortAllocator
@@ -33,22 +34,30 @@ class ReplicaActor:
 
     def __init__(self, watchdog_grace_s: float) -> None:
         self._watchdog = Watchdog(grace_s=watchdog_grace_s)
-        self._ports: PortAllocator | None = None
+        self._ports: list[PortAllocator] = []  # on this node's address, and on every interface
         self._port: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._lines: deque[bytes] = deque(maxlen=_MAX_BUFFERED_LINES)
         self._has_lines = asyncio.Event()
 
-    async def where(self) -> dict[str, Any]:
-        """This node and what Ray gave us: node id and address, GPU ids, a free port, our Python."""
+    async def where(self, kv_events: bool = False) -> dict[str, Any]:
+        """This node and what Ray gave us: node id and address, GPU ids, a free port, our Python;
+        with kv_events, `kv_events_ports` [PUB, replay]: the PUB socket binds every interface
+        (`tcp://*:P`, vLLM's only bound tcp form), so its port is reserved on all of them."""
         import ray
 
         context = ray.get_runtime_context()
         ip = ray.util.get_node_ip_address()
-        self._ports = PortAllocator(ip)
-        self._port = self._ports.reserve()  # held (SO_REUSEADDR) until stop(): nobody else's bind(0) gets it
-        return {"node_id": context.get_node_id(), "ip": ip, "port": self._port,
+        here = PortAllocator(ip)
+        self._ports = [here]
+        self._port = here.reserve()  # held (SO_REUSEADDR) until stop(): nobody else's bind(0) gets it
+        kv_ports = None
+        if kv_events:
+            everywhere = PortAllocator(ANY_HOST)
+            self._ports.append(everywhere)
+            kv_ports = [everywhere.reserve(), here.reserve()]
+        return {"node_id": context.get_node_id(), "ip": ip, "port": self._port, "kv_events_ports": kv_ports,
                 "gpu_ids": list(context.get_accelerator_ids().get("GPU", [])), "python": sys.executable}
 
     async def start(self, argv: list[str], env: dict[str, str]) -> int:
@@ -102,6 +111,6 @@ class ReplicaActor:
                 except TimeoutError:
                     self._pump.cancel()
         await self._watchdog.stop()
-        if self._ports is not None:
-            self._ports.release_all()
+        for ports in self._ports:
+            ports.release_all()
         return code

@@ -1,7 +1,8 @@
 """RayRuntime: each start of a replica = its placement group (placed by Ray) + a ReplicaActor on it.
 
-A start asks the actor where it landed (node, address, GPUs, a free port), builds the backend's
-command for that spot (the same code as a local replica), and has the actor run it. An end —
+A start asks the actor where it landed (node, address, GPUs, a free port — and, with KV events,
+the ports of its PUB and replay sockets, reserved on that node), builds the backend's command for
+that spot (the same code as a local replica), and has the actor run it. An end —
 the process exits, the actor dies, its node leaves — is seen through the actor call that waits
 for the exit; stopping kills the actor and removes the group, so a restart is placed afresh,
 on another node if its node is gone. Restarts follow dpserve's own restart policy (the actor's
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpserve.launcher.backends import Backend, ReplicaSpec
+from dpserve.launcher.kv_events import node_kv_events, with_kv_events
 from dpserve.launcher.local_runtime import describe_exit_code
 from dpserve.launcher.logs import ReplicaLog
 from dpserve.launcher.on_ray.placement_groups import PlacementGroups
@@ -116,9 +118,10 @@ class RayRuntime(ReplicaRuntime):
     """Starts replicas as ReplicaActors, each on its own placement group."""
 
     def __init__(self, groups: PlacementGroups, on_gpu: bool, startup_timeout_s: float,
-                 grace_s: float) -> None:
+                 grace_s: float, kv_events: bool = False) -> None:
         self._groups = groups
         self._on_gpu = on_gpu
+        self._kv_events = kv_events  # each replica publishes KV events on its node
         self._startup_timeout_s = startup_timeout_s
         self._grace_s = grace_s
         self._actor_class: Any = None
@@ -138,20 +141,13 @@ class RayRuntime(ReplicaRuntime):
         from ray.exceptions import RayError
 
         try:
-            where = await asyncio.wait_for(actor.where.remote(), self._startup_timeout_s)
-            placed = self._placed_spec(spec, where)
+            where = await asyncio.wait_for(actor.where.remote(self._kv_events), self._startup_timeout_s)
+            placed = placed_spec(spec, where, self._on_gpu)
             argv, env = backend.command(placed), backend.env(placed)
             pid = await asyncio.wait_for(actor.start.remote(argv, env), _CALL_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
             raise StartError(f"its Ray actor could not start it: {_first_line(exc)}") from exc
         return RayReplica(placed, argv, env, pid, str(where["node_id"])[:8], actor, group, self._groups, log)
-
-    def _placed_spec(self, spec: ReplicaSpec, where: Mapping[str, Any]) -> ReplicaSpec:
-        """The planned spec made concrete: the node's address, the port and GPUs it got, its Python."""
-        placement = (Placement(spec.placement.index, gpu_ids=tuple(str(g) for g in where["gpu_ids"]))
-                     if self._on_gpu else spec.placement)
-        return dataclasses.replace(spec, host=str(where["ip"]), port=int(where["port"]),
-                                   python=str(where["python"]), placement=placement, on_ray=True)
 
     def _create_actor(self, replica_id: str, group: Any) -> Any:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -181,6 +177,21 @@ class RayRuntime(ReplicaRuntime):
         with contextlib.suppress(RayError, ValueError):
             ray.kill(actor, no_restart=True)
         self._groups.remove(group)
+
+
+def placed_spec(spec: ReplicaSpec, where: Mapping[str, Any], on_gpu: bool) -> ReplicaSpec:
+    """The planned spec made concrete from the actor's `where`: the node's address, the port and
+    GPUs it got, its Python, and where it publishes KV events when the actor reserved their ports."""
+    placement = (Placement(spec.placement.index, gpu_ids=tuple(str(g) for g in where["gpu_ids"]))
+                 if on_gpu else spec.placement)
+    ip = str(where["ip"])
+    placed = dataclasses.replace(spec, host=ip, port=int(where["port"]), python=str(where["python"]),
+                                 placement=placement, on_ray=True)
+    kv_ports = where.get("kv_events_ports")
+    if kv_ports is None:
+        return placed
+    pub_port, replay_port = kv_ports
+    return with_kv_events(placed, *node_kv_events(ip, int(pub_port), int(replay_port)))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,7 +48,9 @@ class RaySession:
     groups: PlacementGroups
 
     @classmethod
-    def open(cls, config: LaunchConfig) -> RaySession:
+    def open(cls, config: LaunchConfig, kv_events: bool = False) -> RaySession:
+        """kv_events: each replica publishes KV events on its node (serve's gateway subscribes;
+        batch talks to its replicas directly and leaves them off)."""
         connection.require_ray()
         backend = get_backend(config.backend)
         try:
@@ -58,13 +60,13 @@ class RaySession:
         model_path = resolve_model_path(config.model, backend)
         connection.connect(connection.resolve_address(config.ray_address, os.environ))
         try:
-            return cls._place(config, backend, model_path)
+            return cls._place(config, backend, model_path, kv_events)
         except BaseException:
             connection.disconnect()
             raise
 
     @classmethod
-    def _place(cls, config: LaunchConfig, backend: Backend, model_path: str) -> RaySession:
+    def _place(cls, config: LaunchConfig, backend: Backend, model_path: str, kv_events: bool) -> RaySession:
         nodes = connection.alive_nodes()
         on_gpu = wants_gpus(config, backend, nodes)
         bundle = replica_bundle(on_gpu, config.devices_per_replica, config.ray_cpus_per_replica)
@@ -78,7 +80,7 @@ class RaySession:
         logger.info("Ray deployment %s: placing %d replica(s), each {%s} (%s)", deployment_id,
                     config.dp_size, format_resources(bundle), STRATEGY)
         groups.place_all([spec.replica_id for spec in plan.replicas], config.startup_timeout_s)
-        runtime = RayRuntime(groups, on_gpu, config.startup_timeout_s, config.replica_grace_s)
+        runtime = RayRuntime(groups, on_gpu, config.startup_timeout_s, config.replica_grace_s, kv_events)
         return cls(deployment_id, plan, runtime, groups)
 
     def close(self) -> None:
