@@ -18,21 +18,32 @@ from dpserve.gateway.policies.base import (
 )
 from dpserve.gateway.policies.cache_aware import CacheAwarePolicy
 from dpserve.gateway.policies.config import PolicyConfig
-from dpserve.kv_events.wire import KVEvent
+from dpserve.kv_events.wire import AllBlocksCleared, KVEvent
 
 
 class PrecisePrefixPolicy(Policy):
     """Longest cached prefix from the replicas' own BlockStored/BlockRemoved events, against load.
 
     `prepare` computes the request's block keys as the replica will (same tokenizer, chat template,
-    block size and chained hash; in a worker process). `select`: the imbalance guard of
-    `cache_aware` first; then each candidate's cached prefix — from the event index for replicas
-    that publish events, from cache_aware's approximate tree for those that do not — and the
-    least loaded of those with the longest one when it covers more than --cache-threshold of the
-    prompt; else the least loaded. Every decision is also noted for --kv-pending-ttl-s (a burst of
-    a new prefix follows its first request before that one's blocks are published) and recorded
-    in the tree (for the replicas without events). Without keys (no tokenizer configured, no
-    event seen yet, a body the replica will refuse) the request is routed by `cache_aware` alone.
+    block size and chained hash). `select`: the imbalance guard of `cache_aware` first; then each
+    candidate's cached prefix — from the event index for replicas that publish events, from
+    cache_aware's approximate tree for those that do not — and the least loaded of those with the
+    longest one when it covers more than --cache-threshold of the prompt ("cache_hit"). When no
+    replica holds that much (a true miss: never seen, or evicted everywhere), `cache_aware` places
+    the request: back where its tree routed the prefix before ("tree_hit"), else on the replica
+    with the least tree text ("cache_miss"). Measured on the shared-prefix experiment under
+    eviction (docs/benchmarks.md), sending misses to the least loaded replica instead moved 155 of
+    194 misses (mostly groups evicted everywhere) away from the replica the tree named, over a load
+    difference of 2 requests (median): each group ended on 3 replicas (median) instead of 1, every
+    cache held ~3x the groups, and the hit rate was not above cache_aware's. So precise_prefix
+    places like cache_aware except where the events know better: a prefix cached elsewhere
+    (another gateway routed it, the imbalance guard moved it), one evicted, a replica restarted
+    (AllBlocksCleared also empties its tree entries).
+
+    Every decision is also noted for --kv-pending-ttl-s (a burst of a new prefix follows its first
+    request before that one's blocks are published) and recorded in the tree. Without keys (no
+    tokenizer configured, no event seen yet, a body the replica will refuse) the request is routed
+    by `cache_aware` alone.
     """
 
     name = "precise_prefix"
@@ -73,7 +84,8 @@ class PrecisePrefixPolicy(Policy):
         if best > self.config.cache_threshold:
             holders = [w for w in candidates if shares[w.id] == best]
             return Choice(least_loaded(holders, self.rng), "cache_hit")
-        return Choice(least_loaded(candidates, self.rng), "cache_miss")
+        placed = self.fallback.place(candidates, request.text)
+        return placed if placed.reason != "cache_hit" else Choice(placed.worker, "tree_hit")
 
     def _cached_shares(self, candidates: Sequence[Candidate], request: RouteRequest,
                        keys: Sequence[int]) -> dict[str, float]:
@@ -92,6 +104,8 @@ class PrecisePrefixPolicy(Policy):
 
     def on_kv_events(self, worker_id: str, events: Sequence[KVEvent]) -> None:
         self.index.apply(worker_id, events)
+        if any(isinstance(e, AllBlocksCleared) for e in events):  # restarted: its old prefixes are gone
+            self.fallback.tree.remove_worker(worker_id)
 
     def on_worker_removed(self, worker_id: str) -> None:
         self.index.drop_worker(worker_id)
