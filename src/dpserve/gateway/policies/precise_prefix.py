@@ -53,16 +53,17 @@ class PrecisePrefixPolicy(Policy):
         super().__init__(config, rng, clock)
         self.index = KvBlockIndex(config.kv_index_max_blocks_per_worker, config.kv_pending_ttl_s)
         self.fallback = CacheAwarePolicy(config, rng, clock)
-        self._keyer = PromptKeyer(config.kv_events_tokenizer) if config.kv_events_tokenizer else None
+        self.keyer = PromptKeyer(config.kv_events_tokenizer) if config.kv_events_tokenizer else None
 
     async def prepare(self, request: RouteRequest) -> RouteRequest:
-        if self._keyer is None:
+        keyer = self.keyer
+        if keyer is None or request.body is None:
             return request
         block_size = self.index.block_size
-        if block_size is None or request.body is None:  # no event seen yet: route by the tree
-            self._keyer.start()
+        if block_size is None or not keyer.is_ready:  # no event yet, or its worker starting: the tree
+            keyer.start()
             return request
-        result = await self._keyer.keys(request.endpoint, request.body, block_size)
+        result = await keyer.keys(request.endpoint, request.body, block_size)
         return request if result is None else dataclasses.replace(request, block_keys=result[0])
 
     def select(self, candidates: Sequence[Candidate], request: RouteRequest) -> Choice:
@@ -103,6 +104,8 @@ class PrecisePrefixPolicy(Policy):
         return {w.id: shares.get(w.id, 0.0) for w in candidates}
 
     def on_kv_events(self, worker_id: str, events: Sequence[KVEvent]) -> None:
+        if self.keyer is not None:
+            self.keyer.start()  # with the first events, so it is ready before the first request
         self.index.apply(worker_id, events)
         if any(isinstance(e, AllBlocksCleared) for e in events):  # restarted: its old prefixes are gone
             self.fallback.tree.remove_worker(worker_id)
@@ -112,8 +115,8 @@ class PrecisePrefixPolicy(Policy):
         self.fallback.on_worker_removed(worker_id)
 
     async def close(self) -> None:
-        if self._keyer is not None:
-            self._keyer.close()
+        if self.keyer is not None:
+            self.keyer.close()
 
     def gauges(self) -> Mapping[str, float]:
         return {**self.fallback.gauges(), "dpserve_kv_index_blocks": float(self.index.size),
