@@ -2,10 +2,17 @@
 
 Same parsing and tokenisation as the replica's server (`serving.prepare.prompt_token_ids`: chat
 template, then the tokenizer), same block size (learned from the replicas' events), same chained
-key (`kv_events.block_hash`), so a key in the index is a block the replica really holds. The work
-runs in one spawned process: a chat template (Jinja) and a long prompt's tokenisation hold the
-GIL for milliseconds, which a thread would take from the event loop; the round trip costs a
-fraction of that (see docs/benchmarks.md).
+key (`kv_events.block_hash`), so a key in the index is a block the replica really holds.
+
+Why a process (benchmarks/prompt_keys_cost.py, docs/benchmarks.md): on the event loop the work
+is all loop time — SmolLM2's tokenizer with its chat template takes 0.4 ms at 1 KB, 3.6 ms at
+10 KB, 43 ms at 100 KB (the sim's 0.08 / 0.7 / 6.4 ms), and a burst of 32 such 10 KB requests
+stalled the loop 125 ms. The round trip costs the loop 50-200 µs whatever the size (a burst of
+32 × 100 KB: 8 ms stall) but adds 0.25-0.5 ms of latency to every request, more on a loaded
+machine (p50 4-11 ms in the routing experiment on 2 busy cores). So the process is cheaper for
+the loop from ~300 B (SmolLM2) or ~1 KB (sim) up — prompts shorter than that hold a block or two,
+where prefix routing gains little — and costs latency everywhere. A request never waits for the
+process to start (`is_ready`); policies other than precise_prefix never come here.
 """
 
 from __future__ import annotations
