@@ -35,15 +35,12 @@ class CacheAwarePolicy(Policy):
         self.tree = PrefixTree(config.max_tree_chars)
 
     def select(self, candidates: Sequence[Candidate], request: RouteRequest) -> Choice:
-        choice = self.place(candidates, request.text)
+        choice = self._choose(candidates, request.text)
         if request.text:
             self.tree.insert(request.text, choice.worker.id)
         return choice
 
-    def place(self, candidates: Sequence[Candidate], text: str) -> Choice:
-        """This policy's decision for `text` without recording it (precise_prefix places its misses
-        with it): imbalance → least load; a tree match over --cache-threshold → the least loaded of
-        its holders; else the replica with the least tree text."""
+    def _choose(self, candidates: Sequence[Candidate], text: str) -> Choice:
         if len(candidates) > 1 and self._imbalanced(candidates):
             return Choice(least_loaded(candidates, self.rng), "imbalance")
         if text:

@@ -1,4 +1,4 @@
-"""precise_prefix: longest cached prefix from events, imbalance guard, misses placed by cache_aware."""
+"""precise_prefix: longest cached prefix from events, imbalance guard, fallback to the tree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass
 
 from dpserve.gateway.policies.base import RouteRequest
-from dpserve.gateway.policies.cache_aware import CacheAwarePolicy
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.gateway.policies.precise_prefix import PrecisePrefixPolicy
 from dpserve.kv_events.block_hash import chain_keys
@@ -55,24 +54,14 @@ def test_imbalance_overrides_the_cache() -> None:
     assert (choice.worker.id, choice.reason) == ("b", "imbalance")
 
 
-def test_a_new_prefix_goes_to_the_replica_with_the_least_tree_text_as_in_cache_aware() -> None:
+def test_a_miss_goes_to_the_least_loaded_even_where_the_tree_points_elsewhere() -> None:
     p = policy()
-    a, b = W("a", 1.0), W("b", 3.0)
+    a, b = W("a", 3.0), W("b", 1.0)
     for w in (a, b):
         p.on_kv_events(w.id, [])
-    p.fallback.tree.insert("other prefix routed before", "a")
+    p.fallback.tree.insert("t" * 64, "a")  # routed to a before, evicted since: a holds nothing
     choice = p.select([a, b], request())
     assert (choice.worker.id, choice.reason) == ("b", "cache_miss")
-
-
-def test_an_evicted_prefix_goes_back_where_the_tree_sent_it_not_to_the_least_loaded() -> None:
-    p = policy()
-    a, b = W("a", 5.0), W("b", 0.0)
-    for w in (a, b):
-        p.on_kv_events(w.id, [])
-    p.fallback.tree.insert("t" * 64, "a")  # routed there before, evicted since (no block held)
-    choice = p.select([a, b], request())
-    assert (choice.worker.id, choice.reason) == ("a", "tree_hit")
 
 
 def test_evicted_blocks_stop_counting_and_a_copy_elsewhere_wins() -> None:
@@ -96,25 +85,6 @@ def test_a_restarted_replica_leaves_the_tree_too() -> None:
     p.on_kv_events("a", [AllBlocksCleared()])
     assert p.fallback.tree.worker_chars("a") == 0
     assert p.select([a, b], request()).reason == "cache_miss"
-
-
-def test_without_cached_blocks_it_decides_exactly_as_cache_aware() -> None:
-    """Events that show nothing cached (all evicted) leave cache_aware's placement unchanged."""
-    rng = random.Random(7)
-    config = PolicyConfig(policy="precise_prefix", kv_pending_ttl_s=0.0)
-    precise = PrecisePrefixPolicy(config, random.Random(0), lambda: 0.0)
-    approx = CacheAwarePolicy(config, random.Random(0), lambda: 0.0)
-    fleet = [W(f"w{i}") for i in range(4)]
-    for w in fleet:
-        precise.on_kv_events(w.id, [])
-    for _ in range(300):
-        for w in fleet:
-            w.load_ = float(rng.randrange(0, 100))
-        text = f"group {rng.randrange(12)} " + "s" * 40 + f" q{rng.randrange(5)}"
-        ours = precise.select(fleet, request(text=text))
-        theirs = approx.select(fleet, RouteRequest(text))
-        assert ours.worker.id == theirs.worker.id
-        assert ours.reason == {"cache_hit": "tree_hit"}.get(theirs.reason, theirs.reason)
 
 
 def test_workers_without_events_use_the_approximate_tree() -> None:
