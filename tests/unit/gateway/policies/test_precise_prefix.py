@@ -9,7 +9,7 @@ from dpserve.gateway.policies.base import RouteRequest
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.gateway.policies.precise_prefix import PrecisePrefixPolicy
 from dpserve.kv_events.block_hash import chain_keys
-from dpserve.kv_events.wire import BlockStored
+from dpserve.kv_events.wire import AllBlocksCleared, BlockRemoved, BlockStored
 
 TOKENS = list(range(64))  # 4 blocks of 16
 KEYS = tuple(chain_keys(TOKENS, 16))
@@ -54,24 +54,36 @@ def test_imbalance_overrides_the_cache() -> None:
     assert (choice.worker.id, choice.reason) == ("b", "imbalance")
 
 
-def test_a_miss_goes_to_the_least_loaded() -> None:
+def test_a_miss_goes_to_the_least_loaded_even_where_the_tree_points_elsewhere() -> None:
     p = policy()
     a, b = W("a", 3.0), W("b", 1.0)
     for w in (a, b):
         p.on_kv_events(w.id, [])
+    p.fallback.tree.insert("t" * 64, "a")  # routed to a before, evicted since: a holds nothing
     choice = p.select([a, b], request())
     assert (choice.worker.id, choice.reason) == ("b", "cache_miss")
 
 
-def test_evicted_blocks_stop_counting() -> None:
-    from dpserve.kv_events.wire import BlockRemoved
+def test_evicted_blocks_stop_counting_and_a_copy_elsewhere_wins() -> None:
+    p = policy()
+    a, b, c = W("a", 0.0), W("b", 1.0), W("c", 0.0)
+    p.on_kv_events("a", [BlockStored([1, 2, 3, 4], None, TOKENS, 16)])
+    p.on_kv_events("b", [BlockStored([5, 6, 7, 8], None, TOKENS, 16)])
+    p.on_kv_events("c", [])
+    assert p.select([a, b, c], request()).worker.id == "a"  # least loaded of the two holders
+    p.on_kv_events("a", [BlockRemoved([1])])
+    choice = p.select([a, b, c], request())  # the tree says a; the events know b still holds it
+    assert (choice.worker.id, choice.reason) == ("b", "cache_hit")
 
+
+def test_a_restarted_replica_leaves_the_tree_too() -> None:
     p = policy()
     a, b = W("a", 0.0), W("b", 1.0)
     p.on_kv_events("a", [BlockStored([1, 2, 3, 4], None, TOKENS, 16)])
     p.on_kv_events("b", [])
-    assert p.select([a, b], request()).reason == "cache_hit"
-    p.on_kv_events("a", [BlockRemoved([1])])
+    assert p.select([a, b], request()).worker.id == "a"
+    p.on_kv_events("a", [AllBlocksCleared()])
+    assert p.fallback.tree.worker_chars("a") == 0
     assert p.select([a, b], request()).reason == "cache_miss"
 
 
