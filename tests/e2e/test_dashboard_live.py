@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ SCREENSHOT = Path(__file__).parents[2] / "docs" / "img" / "dashboard.png"
 class Fleet:
     url: str
     sims: list  # the sim processes, in --worker-urls order (w0, w1, w2)
+    stop_load: Callable[[], None]  # ends the load and waits for its last requests
 
 
 def _chat(url: str, i: int) -> None:
@@ -84,9 +85,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(16)]
         for t in threads:
             t.start()
-        stack.callback(lambda: [t.join(timeout=40) for t in threads])
-        stack.callback(stop.set)
-        yield Fleet(url, sims)
+
+        def stop_load() -> None:
+            stop.set()
+            for t in threads:
+                t.join(timeout=40)
+
+        stack.callback(stop_load)
+        yield Fleet(url, sims, stop_load)
 
 
 def test_top_shows_every_replica_and_quits_on_q_or_ctrl_c(fleet: Fleet) -> None:
@@ -158,3 +164,27 @@ def test_page_in_chromium_shows_the_fleet_live_and_a_killed_replica_down(fleet: 
         finally:
             browser.close()
     assert problems == [], problems
+
+
+def test_after_the_load_stops_every_token_rate_falls_to_zero(fleet: Fleet) -> None:
+    """Idle replicas are no longer polled; the dashboard must not repeat their last busy rate
+    (it did: 3318 tok/s with nothing running). Runs last: it ends the module's load."""
+    def data() -> dict:
+        with urllib.request.urlopen(fleet.url + "/dashboard/data?series=0", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    assert (data()["fleet"]["generation_tokens_per_s"] or 0) > 0  # the load is running
+    fleet.stop_load()
+    stopped_at = time.monotonic()
+    deadline = stopped_at + 30  # the 5 s rate window, with room for a loaded machine
+    rates: list[float | None] = []
+    while time.monotonic() < deadline:
+        doc = data()
+        rates = [doc["fleet"]["generation_tokens_per_s"]]
+        rates += [r["generation_tokens_per_s"] for r in doc["replicas"]]
+        if doc["fleet"]["in_flight"] == 0 and all(not rate for rate in rates):
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail(f"token rates still {rates} {time.monotonic() - stopped_at:.1f} s after the load stopped")
+    print(f"all token rates 0 after {time.monotonic() - stopped_at:.1f} s")

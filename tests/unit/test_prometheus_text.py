@@ -75,3 +75,39 @@ def test_only_keeps_the_named_series_and_histograms_by_base_name() -> None:
     exp = parse_exposition(text, only={"a_total", "h"})
     assert exp.values == {"a_total": 2.0}
     assert exp.buckets == {"h": ((0.5, 1.0), (math.inf, 4.0))}
+
+
+TRICKY = TEXT + """vllm:ttft_seconds_bucket{le="0.1",model_name="c"} 5
+vllm:ttft_seconds_bucket{model_name="x,le=\\"9\\""} 1
+vllm:ttft_seconds_bucket{model_name="a", le="bad"} 7
+vllm:ttft_seconds_bucket 2
+vllm:ttft_seconds_sum{model_name="a"} 1.5
+vllm:num_requests_running_total 99
+vllm:num_requests_running{model_name="a"} NaN 1700000000000
+vllm:num_requests_running{model_name="a"} oops
+vllm:generation_tokens_total{a="}"} 10
+vllm:generation_tokens_total{a="b"}} 1
+  vllm:generation_tokens_total 5
+vllm:generation_tokens_total\r
+"""
+
+
+@pytest.mark.parametrize("only", [
+    {"vllm:num_requests_running", "vllm:ttft_seconds"},
+    {"vllm:generation_tokens_total", "vllm:ttft_seconds_sum", "vllm:num_requests_running_total"},
+    {"vllm:ttft_seconds", "vllm:ttft_seconds_bucket", "missing"},
+    set(),
+])
+def test_only_reads_what_the_whole_parse_reads_for_those_series(only: set[str]) -> None:
+    """`only` has its own fast reader (one regex); it must agree with the line-by-line parse."""
+    whole, fast = parse_exposition(TRICKY), parse_exposition(TRICKY, only=only)
+
+    def wanted(name: str) -> bool:
+        return name in only or (name.endswith("_bucket") and name[: -len("_bucket")] in only)
+
+    assert _nan_safe(fast.values) == _nan_safe({k: v for k, v in whole.values.items() if wanted(k)})
+    assert fast.buckets == {k: b for k, b in whole.buckets.items() if k in only}
+
+
+def _nan_safe(values: dict[str, float]) -> dict[str, object]:
+    return {k: "nan" if math.isnan(v) else v for k, v in values.items()}

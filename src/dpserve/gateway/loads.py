@@ -5,9 +5,12 @@ plus the in-flight change since that poll, so a burst between two polls does not
 replica that looked idle at the last poll.
 
 A replica is polled only while its gauges can change under us: it has requests of ours in
-flight, or its last poll showed work. An idle replica is not polled (its health probe goes on);
-a polled one is not also health-probed (health.py), so each replica sees one poll per interval,
-not a /health and two /metrics per second.
+flight, its last poll showed work, or a request of ours ended since that poll began. So when a
+replica goes idle it gets exactly one more poll, taken after its last request ended: that
+scrape's counters are final (the dashboard holds them until work comes back instead of repeating
+the rate of a busy scrape), and then it is not polled again (its health probe goes on). A polled
+one is not also health-probed (health.py), so each replica sees one poll per interval, not a
+/health and two /metrics per second.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class PolledLoad:
     kv_cache_usage: float = 0.0
     in_flight_at_poll: int = 0
     at: float = 0.0  # when it answered (the poller's clock): a recent answer also shows it is up
+    # Our requests to it that had ended when the poll was sent: one ending later (even one that
+    # began and ended between two polls) may have moved its counters after this scrape.
+    ended_at_poll: int = 0
 
     @property
     def busy(self) -> bool:
@@ -84,6 +90,7 @@ class PolledWorker(Protocol):
     id: str
     url: str
     in_flight: int
+    requests_ended: int  # how many of our requests to it have ended, ever
     polled: PolledLoad | None
     healthy: bool
     most_running: int
@@ -91,10 +98,17 @@ class PolledWorker(Protocol):
 
 
 def needs_poll(worker: PolledWorker) -> bool:
-    """Whether the replica's gauges may have moved: never polled, requests of ours in flight, or
-    work at the last poll (ours finishing, or another gateway's)."""
+    """Whether the replica's gauges or counters may have moved since its last poll: never polled,
+    requests of ours in flight, work at the last poll (ours finishing, or another gateway's), or
+    one of ours ended after that poll was sent (its last scrape may predate the final counts)."""
     polled = worker.polled
-    return polled is None or worker.in_flight > 0 or polled.busy
+    return (polled is None or worker.in_flight > 0 or polled.busy
+            or worker.requests_ended != polled.ended_at_poll)
+
+
+def is_polled(worker: PolledWorker) -> bool:
+    """Whether the poller will scrape it again: False means its last scrape still describes it."""
+    return worker.healthy and needs_poll(worker)
 
 
 # Told of each successful scrape with its text (the dashboard reads more series than load does,
@@ -123,7 +137,7 @@ class LoadPoller:
         await cancel_and_wait(self._task)
 
     async def poll_once(self) -> None:
-        targets = [w for w in self._workers() if w.healthy and needs_poll(w)]
+        targets = [w for w in self._workers() if is_polled(w)]
         await asyncio.gather(*(self._poll(w) for w in targets))
 
     async def _loop(self) -> None:
@@ -132,6 +146,7 @@ class LoadPoller:
             await asyncio.sleep(self._interval_s)
 
     async def _poll(self, worker: PolledWorker) -> None:
+        ended_at_poll = worker.requests_ended  # before sending: an end during the poll polls again
         try:
             async with self._http.get(worker.url + METRICS_PATH, timeout=self._timeout) as resp:
                 if resp.status != 200:
@@ -144,7 +159,8 @@ class LoadPoller:
         if self._on_scrape is not None:
             self._on_scrape(worker, text)
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
-                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock())
+                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock(),
+                                   ended_at_poll)
         if worker.polled.waiting > 0 and not worker.saturated:  # full: its running count is its slots
             worker.most_running, worker.saturated = int(worker.polled.running), True
         else:

@@ -80,7 +80,9 @@ class Worker:
     """Mutable runtime state of one replica; the registry owns it, the proxy counts in-flight.
 
     `in_flight` rises when a request is sent and falls when its response ends (the proxy does
-    both, the fall in a `finally`). `healthy` is set by health checks and by refused connections.
+    both, the fall in a `finally`); each fall also counts in `requests_ended`, which tells the load
+    poller that the replica's counters moved since its last poll even when a request began and
+    ended between two polls. `healthy` is set by health checks and by refused connections.
     """
 
     def __init__(self, worker_id: str, url: str, weight: float, breaker: CircuitBreaker,
@@ -92,7 +94,8 @@ class Worker:
         self.breaker = breaker
         self.healthy = False
         self.draining = False
-        self.in_flight = 0
+        self._in_flight = 0
+        self.requests_ended = 0
         self.polled: PolledLoad | None = None
         # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs),
         # exact once a poll showed requests waiting beside them (saturated).
@@ -106,8 +109,18 @@ class Worker:
         self.identity: dict[str, dict[str, str]] | None = None
         self.refused: str | None = None
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, count: int) -> None:
+        if count < self._in_flight:
+            self.requests_ended += self._in_flight - count
+        self._in_flight = count
+
     def load(self) -> float:
-        return combined_load(self.polled, self.in_flight)
+        return combined_load(self.polled, self._in_flight)
 
     def slots(self, cap: int | None) -> int:
         """Requests it runs at once, as far as the gateway knows: the cap, or what it was seen

@@ -13,6 +13,7 @@ from dpserve.gateway.loads import (
     WAITING_WEIGHT,
     PolledLoad,
     combined_load,
+    is_polled,
     needs_poll,
     parse_vllm_gauges,
 )
@@ -43,17 +44,21 @@ def test_combined_load_adds_in_flight_change_since_poll() -> None:
 class _W:
     in_flight: int
     polled: PolledLoad | None
+    requests_ended: int = 0
     url: str = "http://x"
     healthy: bool = True
 
 
-@pytest.mark.parametrize(("in_flight", "polled", "expected"), [
-    (0, None, True),                              # never polled
-    (0, PolledLoad(), False),                     # idle at the last poll and nothing of ours: skip
-    (1, PolledLoad(), True),                      # ours in flight: the gauges move
-    (0, PolledLoad(running=1), True),             # work at the last poll (ours ending, or another gateway's)
-    (0, PolledLoad(waiting=2), True),
+@pytest.mark.parametrize(("in_flight", "ended", "polled", "expected"), [
+    (0, 0, None, True),                              # never polled
+    (0, 0, PolledLoad(), False),                     # idle at the last poll and nothing of ours: skip
+    (1, 0, PolledLoad(), True),                      # ours in flight: the gauges move
+    (0, 0, PolledLoad(running=1), True),             # work at the last poll (ours ending, another gateway's)
+    (0, 0, PolledLoad(waiting=2), True),
+    (0, 3, PolledLoad(ended_at_poll=2), True),       # one of ours ended after the poll: one final scrape
+    (0, 3, PolledLoad(ended_at_poll=3), False),      # that final scrape was taken: idle, skip
 ])
-def test_only_replicas_whose_gauges_can_move_are_polled(in_flight: int, polled: PolledLoad | None,
+def test_only_replicas_whose_gauges_can_move_are_polled(in_flight: int, ended: int, polled: PolledLoad | None,
                                                         expected: bool) -> None:
-    assert needs_poll(_W(in_flight, polled)) is expected
+    assert needs_poll(_W(in_flight, polled, ended)) is expected
+    assert is_polled(_W(in_flight, polled, ended, healthy=False)) is False

@@ -50,10 +50,10 @@ def slim(exposition: Exposition) -> Exposition:
 
 
 class ReplicaHistory:
-    """Timed scrapes of one replica over a little more than `span_s`.
+    """Timed scrapes of one replica over a little more than `span_s`, each window ending at the newest.
 
-    At most one scrape per sampler tick is added, so `max_scrapes` bounds the memory even if the
-    clock stalls.
+    At most one scrape (or held copy) per sampler tick is added, so `max_scrapes` bounds the memory
+    even if the clock stalls.
     """
 
     def __init__(self, span_s: float = MINUTE_S, max_scrapes: int = 128) -> None:
@@ -65,6 +65,14 @@ class ReplicaHistory:
     def add(self, t: float, exposition: Exposition) -> None:
         """Keep a scrape taken at `t` (older or equal to the last one: ignored)."""
         self._scrapes.add(t, slim(exposition))
+
+    def hold(self, t: float) -> None:
+        """The newest scrape still describes the replica at `t` (it is idle and will not be scraped
+        again until work comes back): windows then end at `t`, so its rates decay to 0 within
+        RATE_WINDOW_S and its last-minute figures age out, instead of repeating the last scrape's."""
+        newest = self._scrapes.last()
+        if newest is not None:
+            self._scrapes.add(t, newest[1])
 
     def stats(self) -> ReplicaStats | None:
         newest = self._scrapes.last()

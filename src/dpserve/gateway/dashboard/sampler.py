@@ -1,7 +1,9 @@
 """DashboardSampler (start/stop): once a second, the fleet as the gateway sees it → a Sample and the history.
 
 Replica data comes from the load poller's scrapes (handed over with `on_scrape`, parsed here at
-most once per tick), gateway data from its counters; nothing is fetched for the dashboard.
+most once per tick), gateway data from its counters; nothing is fetched for the dashboard. A
+replica the poller no longer scrapes (idle after its one final scrape, or down) is held at its
+last scrape up to now, so its rates fall to 0 and its last-minute windows empty on time.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dpserve.gateway.dashboard.sample import (
     tenants_of,
 )
 from dpserve.gateway.dashboard.timed_window import TimedWindow
-from dpserve.gateway.loads import PolledWorker
+from dpserve.gateway.loads import PolledWorker, is_polled
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.registry import WorkerRegistry
 from dpserve.gateway.worker import Worker
@@ -103,6 +105,9 @@ class DashboardSampler:
         workers = self._registry.all()
         labels = label_workers(workers)
         self._read_scrapes(workers, labels)
+        for w in workers:
+            if not is_polled(w):
+                self._histories[labels[w.id]].hold(now)
         totals = gt.read_totals(self._metrics, self._admission, labels.keys())
         self._totals.add(now, totals)
         t_rate, at_rate = self._totals.base(now - RATE_WINDOW_S)
