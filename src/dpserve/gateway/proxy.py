@@ -192,6 +192,7 @@ class Proxy:
             raise
         finally:
             worker.in_flight -= 1
+            worker.requests_ended += 1
             decision = att.decision or decide(Happened.CLIENT_GONE)
             if decision.mark_down:
                 self._health.report_refused(worker)  # out of rotation now, not at the next probe

@@ -94,7 +94,7 @@ class Worker:
         self.breaker = breaker
         self.healthy = False
         self.draining = False
-        self._in_flight = 0
+        self.in_flight = 0
         self.requests_ended = 0
         self.polled: PolledLoad | None = None
         # Most requests its polls showed running at once: a lower bound of its slots (max_num_seqs),
@@ -109,18 +109,8 @@ class Worker:
         self.identity: dict[str, dict[str, str]] | None = None
         self.refused: str | None = None
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @in_flight.setter
-    def in_flight(self, count: int) -> None:
-        if count < self._in_flight:
-            self.requests_ended += self._in_flight - count
-        self._in_flight = count
-
     def load(self) -> float:
-        return combined_load(self.polled, self._in_flight)
+        return combined_load(self.polled, self.in_flight)
 
     def slots(self, cap: int | None) -> int:
         """Requests it runs at once, as far as the gateway knows: the cap, or what it was seen

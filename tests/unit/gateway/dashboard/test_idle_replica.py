@@ -81,7 +81,7 @@ def test_an_idle_replica_gets_one_final_scrape_and_its_numbers_decay_then_age_ou
     # Load stops between two polls: the last requests end after the last busy scrape.
     fleet.serve(busy, 10, tokens=20, ttft_s=0.05)
     replica.stats = EngineStats(prefix_cache_queries=140, prefix_cache_hits=60)
-    busy.in_flight = 0
+    busy.in_flight, busy.requests_ended = 0, busy.requests_ended + 2  # as the proxy's `finally` does
     gets_when_idle = http.gets[busy.id]
     rates = []
     for _ in range(int(RATE_WINDOW_S) + 3):
@@ -128,6 +128,7 @@ def test_a_request_that_begins_and_ends_between_two_polls_is_scraped() -> None:
     worker.in_flight += 1  # what the proxy does around one short request
     fleet.serve(worker, 1, tokens=50)
     worker.in_flight -= 1
+    worker.requests_ended += 1
     _second(fleet, poller)
     assert http.gets[worker.id] == 2
     assert _stats(fleet, worker).generation_tokens_per_s == pytest.approx(50 / 2)  # 2 s since the last
