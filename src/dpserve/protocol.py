@@ -42,12 +42,19 @@ class SamplingFields:
     stop_token_ids: tuple[int, ...]
     ignore_eos: bool
     user: str | None
+    # vLLM's extension: the prompt's and each chunk's token ids in the response (gateways resume
+    # interrupted streams from them).
+    return_token_ids: bool = False
 
 
 @dataclass(frozen=True)
 class ChatCompletionRequest:
     messages: list[dict[str, Any]]
     fields: SamplingFields
+    # vLLM's chat-template switches: open a new assistant turn (default), or continue the last
+    # (assistant) message as it stands — a gateway's text-level resume of a cut answer.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ def parse_sampling_fields(body: dict[str, Any]) -> SamplingFields:
         stop_token_ids=_parse_token_ids(body.get("stop_token_ids"), "stop_token_ids"),
         ignore_eos=_typed(body, "ignore_eos", bool, False, "a boolean"),
         user=_typed(body, "user", str, None, "a string"),
+        return_token_ids=_typed(body, "return_token_ids", bool, False, "a boolean"),
     )
 
 
@@ -219,8 +227,14 @@ def parse_prompt(value: Any) -> str | tuple[int, ...]:
 
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
-    return ChatCompletionRequest(messages=parse_messages(_require_object(body).get("messages")),
-                                 fields=parse_sampling_fields(body))
+    messages = parse_messages(_require_object(body).get("messages"))
+    fields = parse_sampling_fields(body)
+    add_generation_prompt = _typed(body, "add_generation_prompt", bool, True, "a boolean")
+    continue_final_message = _typed(body, "continue_final_message", bool, False, "a boolean")
+    if continue_final_message and add_generation_prompt:  # vLLM's rule: one or the other
+        raise RequestError("'continue_final_message' needs 'add_generation_prompt': false",
+                           "continue_final_message")
+    return ChatCompletionRequest(messages, fields, add_generation_prompt, continue_final_message)
 
 
 def parse_completion_request(body: Any) -> CompletionRequest:

@@ -18,13 +18,21 @@ _CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
-    """Turns a growing list of generated token ids into text deltas that never split a char."""
+    """Turns a growing list of generated token ids into text deltas that never split a char.
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    `context` (the tail of a token-id prompt, as vLLM does) is decoded as left context and never
+    emitted, so a resumed answer's first token keeps its leading space; a char the context left
+    incomplete is emitted whole once a new token completes it.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()) -> None:
         self._tokenizer = tokenizer
-        self._ids: list[int] = []
+        self._ids: list[int] = list(context[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0
-        self._read_offset = 0
+        self._read_offset = len(self._ids)
+        while self._read_offset and tokenizer.decode(self._ids[:self._read_offset]).endswith(_REPLACEMENT):
+            self._read_offset -= 1
+        self.incomplete = False  # the last push ended inside a char: its text is held back
 
     def push(self, new_ids: Sequence[int]) -> str:
         """Add tokens; return the text they complete (may be "" while a char is incomplete)."""
@@ -32,7 +40,8 @@ class IncrementalDetokenizer:
         decode = self._tokenizer.decode
         prefix_text = decode(self._ids[self._prefix_offset:self._read_offset])
         full_text = decode(self._ids[self._prefix_offset:])
-        if full_text.endswith(_REPLACEMENT) or len(full_text) <= len(prefix_text):
+        self.incomplete = full_text.endswith(_REPLACEMENT)
+        if self.incomplete or len(full_text) <= len(prefix_text):
             return ""
         delta = full_text[len(prefix_text):]
         self._read_offset = len(self._ids)
@@ -45,6 +54,7 @@ class IncrementalDetokenizer:
         full_text = self._tokenizer.decode(self._ids[self._prefix_offset:])
         self._read_offset = len(self._ids)
         self._prefix_offset = self._read_offset
+        self.incomplete = False
         return full_text[len(prefix_text):] if full_text.startswith(prefix_text) else ""
 
 
@@ -95,6 +105,11 @@ class StopStringMatcher:
     def text(self) -> str:
         """All output text so far, stop string excluded."""
         return self._text
+
+    @property
+    def holding(self) -> bool:
+        """Some text is held back because it may start a stop string."""
+        return self._sent < len(self._text)
 
     def _first_stop(self, search_from: int) -> int | None:
         hits = [i for s in self._stops if (i := self._text.find(s, search_from)) != -1]

@@ -21,10 +21,18 @@ from dpserve.serving.responses import Usage
 class TextDelta:
     text: str
     finish_reason: str | None
+    # With `return_token_ids`: exactly the tokens whose text is `text` (see Generation).
+    token_ids: tuple[int, ...] = ()
 
 
 class Generation:
-    """Runs one prepared request; iterate `deltas()` (inside `contextlib.aclosing`)."""
+    """Runs one prepared request; iterate `deltas()` (inside `contextlib.aclosing`).
+
+    With `return_token_ids` each delta carries the ids whose text it is, so what a client has
+    received is always text(ids received): text held back (an incomplete char, a possible stop
+    string) holds its tokens back too. A gateway resuming a cut stream from the ids it saw then
+    neither loses nor repeats text (vLLM sends each step's ids as they come instead).
+    """
 
     def __init__(self, client: EngineClient, metrics: ReplicaMetrics, req: PreparedRequest,
                  is_disconnected: Callable[[], bool]) -> None:
@@ -32,8 +40,11 @@ class Generation:
         self._metrics = metrics
         self._req = req
         self._is_disconnected = is_disconnected
-        self._detok = IncrementalDetokenizer(client.tokenizer)
+        context = req.prompt_token_ids if req.prompt_is_token_ids else ()
+        self._detok = IncrementalDetokenizer(client.tokenizer, context)
         self._stops = StopStringMatcher(req.stop)
+        self._held_ids: list[int] = []  # return_token_ids: tokens whose text is not out yet
+        self._held_text = ""
         self.num_prompt_tokens = len(req.prompt_token_ids)
         self.num_cached_tokens = 0
         self.num_generated_tokens = 0
@@ -54,7 +65,7 @@ class Generation:
                 if delta.new_token_ids:
                     last_token_at = self._record_timing(start, last_token_at, len(delta.new_token_ids))
                 out = self._absorb(delta)
-                if out.text or out.finish_reason:
+                if out.text or out.finish_reason or out.token_ids:
                     yield out
                 if self.finish_reason is not None:
                     return
@@ -96,7 +107,19 @@ class Generation:
             last = delta.new_token_ids[-1] if delta.new_token_ids else None
             if delta.finish_reason == "stop" and last in self._req.sampling.stop_token_ids:
                 self.stop_reason = last
-        return TextDelta(text, self.finish_reason)
+        if not self._req.return_token_ids:
+            return TextDelta(text, self.finish_reason)
+        return self._aligned(text, delta.new_token_ids)
+
+    def _aligned(self, text: str, new_ids: list[int]) -> TextDelta:
+        """Text and ids released together, only where the text of every id so far is out."""
+        self._held_ids += new_ids
+        self._held_text += text
+        if self.finish_reason is None and (self._detok.incomplete or self._stops.holding):
+            return TextDelta("", None)
+        out = TextDelta(self._held_text, self.finish_reason, tuple(self._held_ids))
+        self._held_ids, self._held_text = [], ""
+        return out
 
 
 async def _aclose(iterator: AsyncIterator[TokenDelta]) -> None:

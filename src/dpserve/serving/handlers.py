@@ -106,15 +106,17 @@ def _json(body: dict[str, Any]) -> web.Response:
 
 async def _collect(prepared: PreparedRequest, generation: Generation) -> web.Response:
     parts: list[str] = []
+    token_ids: list[int] = []
     try:
         async with contextlib.aclosing(generation.deltas()) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
+                token_ids += delta.token_ids
     except Exception as exc:
         logger.exception("engine failed on %s", prepared.request_id)
         raise HTTPError(500, f"engine error: {exc}") from exc
     body = full_response(prepared, "".join(parts), generation.finish_reason or "abort", generation.usage,
-                         generation.stop_reason)
+                         generation.stop_reason, token_ids)
     return _json(body)
 
 
@@ -125,10 +127,13 @@ async def _stream(request: web.Request, prepared: PreparedRequest,
     try:
         if prepared.kind == "chat":
             await _send(response, role_chunk(prepared))
+        first = True
         async with contextlib.aclosing(generation.deltas()) as deltas:
             async for delta in deltas:
                 stop_reason = generation.stop_reason if delta.finish_reason else None
-                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason, stop_reason))
+                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason, stop_reason,
+                                                  delta.token_ids, first))
+                first = False
         if prepared.include_usage:
             await _send(response, usage_chunk(prepared, generation.usage))
         await response.write(_DONE)

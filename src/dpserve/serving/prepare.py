@@ -34,6 +34,10 @@ class PreparedRequest:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    # vLLM's `return_token_ids`: prompt ids in the first chunk, each chunk's ids beside its text.
+    return_token_ids: bool = False
+    # The prompt came as token ids (a resumed stream): its tail is the detokenizer's left context.
+    prompt_is_token_ids: bool = False
 
 
 def bad_request(exc: RequestError) -> HTTPError:
@@ -67,6 +71,8 @@ def prepare(kind: Kind, body: Any, client: EngineClient, served_model_name: str)
         stop=fields.stop,
         stream=fields.stream,
         include_usage=fields.include_usage,
+        return_token_ids=fields.return_token_ids,
+        prompt_is_token_ids=isinstance(parsed, CompletionRequest) and not isinstance(parsed.prompt, str),
     )
 
 
@@ -74,7 +80,8 @@ def _prompt_token_ids(parsed: ChatCompletionRequest | CompletionRequest, client:
     tokenizer = client.tokenizer
     if isinstance(parsed, ChatCompletionRequest):
         try:
-            return list(tokenizer.apply_chat_template(parsed.messages))
+            return list(tokenizer.apply_chat_template(
+                parsed.messages, continue_final_message=parsed.continue_final_message))
         except ValueError as exc:
             raise HTTPError(400, f"cannot apply the chat template: {exc}", param="messages") from exc
     if isinstance(parsed.prompt, str):

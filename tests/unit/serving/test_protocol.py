@@ -48,6 +48,14 @@ def test_all_sampling_fields_are_read() -> None:
     assert (f.stop, f.stop_token_ids, f.ignore_eos, f.user) == (("x",), (5,), True, "u")
 
 
+def test_return_token_ids_and_chat_template_switches() -> None:
+    assert not parse_chat_request(chat()).fields.return_token_ids
+    req = parse_chat_request(chat(return_token_ids=True, continue_final_message=True,
+                                  add_generation_prompt=False))
+    assert req.fields.return_token_ids and req.continue_final_message and not req.add_generation_prompt
+    assert parse_completion_request({"prompt": "x", "return_token_ids": True}).fields.return_token_ids
+
+
 def test_content_parts_are_joined() -> None:
     req = parse_chat_request({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]})
@@ -78,6 +86,9 @@ def test_content_parts_are_joined() -> None:
     ({"echo": True}, "echo"),
     ({"tools": [{"type": "function"}]}, "tools"),
     ({"model": 3}, "model"),
+    ({"return_token_ids": 1}, "return_token_ids"),
+    ({"continue_final_message": "yes"}, "continue_final_message"),
+    ({"continue_final_message": True}, "continue_final_message"),  # add_generation_prompt too
     ({"messages": []}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": [{"content": "x"}]}, "messages"),
