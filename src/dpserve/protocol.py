@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-# vLLM's default for /v1/completions (OpenAI's too); chat defaults to "the rest of the context".
+# vLLM's default for /v1/completions without `max_tokens` (OpenAI's too); chat defaults to "the
+# rest of the context", and so does an explicit `"max_tokens": null` on either endpoint.
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 # Seeds must fit a signed 64-bit integer (torch generators and vLLM both require it).
 SEED_RANGE = (-(2**63), 2**63 - 1)
@@ -239,7 +240,9 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
 
 def parse_completion_request(body: Any) -> CompletionRequest:
     fields = parse_sampling_fields(_require_object(body))
-    if fields.max_tokens is None:
+    # Absent: OpenAI's default of 16. An explicit null is the rest of the context, as in vLLM
+    # (a gateway resuming a chat answer on this endpoint relies on it).
+    if fields.max_tokens is None and "max_tokens" not in body and "max_completion_tokens" not in body:
         fields = replace(fields, max_tokens=DEFAULT_COMPLETION_MAX_TOKENS)
     return CompletionRequest(prompt=parse_prompt(body.get("prompt")), fields=fields)
 

@@ -25,6 +25,7 @@ from dpserve.gateway.front_server import FrontServer
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.loads import LoadPoller
 from dpserve.gateway.metrics import GatewayMetrics
+from dpserve.gateway.migration.decision import DRAIN, REPLICA_DOWN
 from dpserve.gateway.policies import build_policy
 from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
@@ -100,7 +101,8 @@ class Gateway:
                                   hc.health_check_timeout_s)
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
-                            self.metrics, self._upstream, self.aliases, self.rng, self.clock)
+                            self.metrics, self._upstream, self.aliases, self.rng, self.clock,
+                            self.config.migration)
         for i, url in enumerate(self.config.worker_urls):
             self.registry.add(url, self.config.weight_of(i))
         self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
@@ -146,9 +148,15 @@ class Gateway:
         await self.registry.drain(worker, self.config.drain_timeout_s)
         self.health.forget(worker.id)
         if self._upstream is not None:
+            if self.config.migration.stream_migration:  # what is left moves on (else it runs on)
+                self._upstream.interrupt(worker.url, DRAIN)
             self._upstream.discard(worker.url)
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
+        if not healthy and self._upstream is not None and self.config.migration.stream_migration:
+            # A hung replica must cost its requests seconds: the waiting ones are retried and the
+            # started ones migrated now, not when a first-byte timeout (300 s) fires.
+            self._upstream.interrupt(worker.url, REPLICA_DOWN)
         if healthy:
             if self._models is not None:  # a restarted replica may serve another model now
                 self._models.refresh_soon(worker)

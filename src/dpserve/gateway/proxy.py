@@ -2,7 +2,9 @@
 
 The in-flight count of a worker rises right after the choice and falls in a `finally` when the
 response has ended, failed, or the client went away (the handler is then cancelled, which closes
-the upstream connection, so the replica stops generating).
+the upstream connection, so the replica stops generating). A response cut after its first byte
+is continued on another replica (`migration/`): the proxy arms the request (`_arm`), records
+the relayed stream (`_pump_armed`) and hands a break to `_resume`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,30 @@ from dpserve.gateway.config import RetryConfig
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.metrics import GatewayMetrics
+from dpserve.gateway.migration.config import MigrationConfig
+from dpserve.gateway.migration.decision import (
+    ERROR_EVENT,
+    INCOMPLETE,
+    REQUEST_TIMEOUT,
+    UPSTREAM_ERROR,
+    Verdict,
+    counts_against_replica,
+)
+from dpserve.gateway.migration.job import ResumeJob, StreamBreak, armed_body
+from dpserve.gateway.migration.output import DONE_EVENT
+from dpserve.gateway.migration.relay_filter import RelayFilter
+from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.policies.base import Policy, RouteRequest
 from dpserve.gateway.registry import WorkerRegistry
 from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
 from dpserve.gateway.routing_text import ParsedRequest, parse_request
-from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
+from dpserve.gateway.upstream import (
+    ConnectFailed,
+    ReplicaInterrupted,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
 
@@ -58,6 +79,7 @@ class _Request:
     body: bytes
     parsed: ParsedRequest
     sink: ResponseSink
+    job: ResumeJob | None = None  # armed: the response may be continued on another replica
 
 
 @dataclass(frozen=True)
@@ -68,13 +90,20 @@ class _Failure:
     reason: str
 
 
+_NO_WORKER = _Failure(HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
+                                headers={"Retry-After": "1"}), "no_worker")
+_DONE_TAIL = b"data: [DONE]\n\n"
+
+
 class Proxy:
     """Handles POST /v1/chat/completions and /v1/completions."""
 
     def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
                  admission: Admission, metrics: GatewayMetrics, upstream: UpstreamPool,
-                 aliases: ModelAliases, rng: random.Random, clock: Callable[[], float]) -> None:
+                 aliases: ModelAliases, rng: random.Random, clock: Callable[[], float],
+                 migration: MigrationConfig | None = None) -> None:
         self._cfg = retry
+        self._migration = migration or MigrationConfig()
         self._registry = registry
         self._policy = policy
         self._health = health
@@ -97,6 +126,8 @@ class Proxy:
         usage = Usage()
         start = self._clock()
         request = _Request(path, _forwarded_headers(headers), raw, parsed, sink)
+        if self._migration.stream_migration and parsed.resume.excluded is None:
+            self._arm(request)
         try:
             await self._with_retries(request, usage, start)
         finally:
@@ -111,31 +142,98 @@ class Proxy:
         return (self._aliases.request_body(raw, target),
                 dataclasses.replace(parsed, model=target, alias=parsed.model))
 
+    def _arm(self, request: _Request) -> None:
+        """Ask the replica for token ids (and stream a non-streaming request internally), and
+        keep what the response needs to be resumed elsewhere."""
+        request.job = ResumeJob(request.path, request.body, request.parsed, self._migration,
+                                self._metrics, self._clock)
+        request.body = armed_body(request.body, request.parsed.stream)
+
     async def _with_retries(self, request: _Request, usage: Usage, start: float) -> None:
-        parsed = request.parsed
         deadline = start + self._cfg.request_timeout_s
         tried: list[Worker] = []
-        failure: _Failure | None = None
+        result = await self._try_workers(request, usage, deadline, tried)
+        if isinstance(result, StreamBreak):
+            result = await self._resume(request, result, usage, deadline, tried)
+        if result is None:
+            return
+        if result is _NO_WORKER:
+            _raise_if_model_unknown(self._registry, self._aliases, request.parsed)
+        else:
+            self._metrics.retries_exhausted[()] += 1
+        raise result.error
+
+    async def _try_workers(self, request: _Request, usage: Usage, deadline: float,
+                           tried: list[Worker]) -> _Failure | StreamBreak | None:
+        """Send to a worker, retrying on others until something reached the client (None), a
+        stream broke after its first byte, or retries ran out (the last failure)."""
+        failure = _NO_WORKER
         for attempt in range(self._cfg.max_retries + 1):
-            worker = self._choose(parsed.route, tried, parsed.model)
+            worker = self._choose(request.parsed.route, tried, request.parsed.model)
             if worker is None:
                 break
             tried.append(worker)
             result = await self._attempt(request, worker, usage, deadline)
-            if result is None:
-                return
+            if not isinstance(result, _Failure):
+                return result
             failure = result
             if attempt == self._cfg.max_retries or self._clock() >= deadline:
                 break
             self._metrics.retries[(result.reason,)] += 1
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
-        if failure is None:
-            _raise_if_model_unknown(self._registry, self._aliases, parsed)
-            raise HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
-                            headers={"Retry-After": "1"})
-        self._metrics.retries_exhausted[()] += 1
-        raise failure.error
+        return failure
+
+    async def _resume(self, request: _Request, brk: StreamBreak, usage: Usage, deadline: float,
+                      tried: list[Worker]) -> _Failure | None:
+        """Continue a response cut after its first byte on other replicas, until it is complete
+        or the decision (migration/decision.py) ends it; a _Failure for a non-streaming client."""
+        job = request.job
+        assert job is not None
+        try:
+            while (verdict := job.on_break(brk, self._clock() >= deadline)).action == "migrate":
+                cont = job.continuation()
+                if isinstance(cont, str):
+                    job.count(brk.reason, cont)
+                    verdict = Verdict("error", cont)
+                    break
+                job.begin_stream(cont)
+                route = RouteRequest(cont.route_text, request.parsed.route.session_key)
+                follow = dataclasses.replace(request, path=cont.path, body=cont.body,
+                                             parsed=dataclasses.replace(request.parsed, route=route))
+                result = await self._try_workers(follow, usage, deadline, tried)
+                if not isinstance(result, StreamBreak):
+                    if result is not None:
+                        job.count(brk.reason, "failed")
+                        verdict = Verdict("error", "failed")
+                        break
+                    return None
+                brk = result
+            return await self._end_resumed(request, job, verdict, brk)
+        finally:
+            usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
+
+    async def _end_resumed(self, request: _Request, job: ResumeJob, verdict: Verdict,
+                           brk: StreamBreak) -> _Failure | None:
+        """Finish the response here (nothing was left to generate), or end it with the error."""
+        sink = request.sink
+        if verdict.action == "finish":
+            if job.client_stream:
+                await sink.write(job.final_bytes())
+                await sink.end()
+            else:
+                await sink.whole(200, {"Content-Type": "application/json", WORKER_HEADER: brk.worker.id},
+                                 job.whole_body())
+            return None
+        status = 504 if verdict.outcome == REQUEST_TIMEOUT else 502
+        message = (f"replica {brk.worker.id} timed out mid-stream" if status == 504 else
+                   f"replica {brk.worker.id} failed mid-stream ({brk.reason}) and the response could "
+                   f"not be continued elsewhere ({verdict.outcome})")
+        if not job.client_stream:
+            return _Failure(HTTPError(status, message, headers={WORKER_HEADER: brk.worker.id}), brk.reason)
+        await sink.write(b"data: " + orjson.dumps(error_body(status, message)) + b"\n\n" + DONE_EVENT)
+        await sink.end()
+        return None
 
     def _choose(self, route: RouteRequest, tried: list[Worker], model: str | None) -> Worker | None:
         """Among workers serving `model`, prefer those not yet tried; the one that just failed
@@ -151,8 +249,9 @@ class Proxy:
         return cast(Worker, choice.worker)
 
     async def _attempt(self, request: _Request, worker: Worker, usage: Usage,
-                       deadline: float) -> _Failure | None:
-        """None once the answer went to the client; a _Failure when nothing did."""
+                       deadline: float) -> _Failure | StreamBreak | None:
+        """None once the answer went to the client; a _Failure when nothing did; a StreamBreak
+        when an armed stream broke after its first byte."""
         worker.in_flight += 1
         worker.breaker.on_dispatch()
         att = _Attempt(worker)
@@ -166,7 +265,7 @@ class Proxy:
             self._admission.on_capacity_freed()
 
     async def _exchange(self, request: _Request, att: _Attempt, usage: Usage,
-                        deadline: float) -> _Failure | None:
+                        deadline: float) -> _Failure | StreamBreak | None:
         first_byte_s = max(0.001, min(self._cfg.first_byte_timeout_s, deadline - self._clock()))
         first_byte_at = self._clock() + first_byte_s
         try:
@@ -190,25 +289,27 @@ class Proxy:
             # Timeouts handed to the pool, not asyncio.timeout: see deadline_sweeper.py for why.
             att.resp = resp = await self._upstream.post(att.worker.url, request.path, request.body,
                                                         request.forward, first_byte_s)
-            if resp.status == 200 and request.parsed.stream:
+            if resp.status == 200 and (request.parsed.stream or request.job is not None):
                 return None
             body = await resp.read(max(0.001, deadline - self._clock()))
         except ConnectFailed as exc:
             self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
             return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc}", "connect_error")
         except TimeoutError:
+            # Not a verdict on the replica (neutral for its breaker): health checks tell a hung
+            # replica from one that is busy with long answers.
             if att.resp is not None:
-                return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout")
+                return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout", neutral=True)
             return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
-                                        f"{first_byte_s:.3g} s", "first_byte_timeout")
+                                        f"{first_byte_s:.3g} s", "first_byte_timeout", neutral=True)
         except UpstreamError as exc:
             return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
         att.body_done = True
         return body
 
     def _fail(self, att: _Attempt, status: int, message: str, reason: str,
-              headers: dict[str, str] | None = None) -> _Failure:
-        att.verdict = "failure"
+              headers: dict[str, str] | None = None, *, neutral: bool = False) -> _Failure:
+        att.verdict = "neutral" if neutral else "failure"
         self._metrics.requests[(att.worker.id, str(status))] += 1
         return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
                         reason)
@@ -232,7 +333,7 @@ class Proxy:
         return None
 
     async def _relay_stream(self, request: _Request, att: _Attempt, usage: Usage, first_byte_at: float,
-                            deadline: float) -> _Failure | None:
+                            deadline: float) -> _Failure | StreamBreak | None:
         assert att.resp is not None
         resp = att.resp
         started = self._clock()
@@ -241,9 +342,18 @@ class Proxy:
                 first = await resp.next_chunk()
         except (UpstreamError, TimeoutError) as exc:
             status = 504 if isinstance(exc, TimeoutError) else 502
-            return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte")
+            return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte",
+                              neutral=status == 504)
         if not first:
             return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
+        job = request.job
+        if job is not None:
+            if first.startswith(b'data: {"error"'):  # failed before any token: retried, unseen
+                message = _upstream_message(first[6:], 502)
+                return self._fail(att, 502, f"replica {att.worker.id} failed: {message}", ERROR_EVENT)
+            resp.watch_stall(self._migration.stream_stall_timeout_s)
+            if not job.passthrough:
+                return await self._relay_resumed(request, job, att, first, usage, deadline)
         out = request.sink
         tail = StreamTail()
         tail.add(first)
@@ -254,9 +364,12 @@ class Proxy:
                              "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
             # Both sockets have TCP_NODELAY, and each chunk is written as it arrives: no Nagle
             # or buffering delay between replica and client.
+            if job is not None:
+                return await self._relay_armed(request, job, att, (first, started), tail, renamer, usage,
+                                               deadline)
             await out.write(first if renamer is None else renamer.feed(first))
             self._metrics.ttft.observe(self._clock() - started)
-            await self._pump_until(resp, out, att, tail, renamer, deadline)
+            await self._pump_until(resp, out, att, tail, renamer, deadline, request.parsed)
             await out.end()
         except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
             return None
@@ -265,15 +378,19 @@ class Proxy:
         return None
 
     async def _pump_until(self, resp: UpstreamResponse, out: ResponseSink, att: _Attempt,
-                          tail: StreamTail, renamer: StreamRenamer | None, deadline: float) -> None:
+                          tail: StreamTail, renamer: StreamRenamer | None, deadline: float,
+                          parsed: ParsedRequest) -> None:
         """Relay the rest of the stream; a replica failure or --request-timeout-s ends it with an
-        SSE error event and [DONE]."""
+        SSE error event and [DONE] (an unarmed request: migration off, or one it never applies to)."""
         try:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
                 await self._pump(resp, out, att, tail, renamer)
         except (UpstreamError, TimeoutError) as exc:
             att.verdict = "failure"
             logger.warning("stream from replica %s ended early: %r", att.worker.id, exc)
+            if not isinstance(exc, TimeoutError):
+                outcome = "disabled" if parsed.resume.excluded is None else "excluded"
+                self._metrics.migrations[(UPSTREAM_ERROR, outcome)] += 1
             if renamer is not None:
                 await out.write(renamer.flush())  # the cut event's start, as it came
             await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
@@ -288,6 +405,88 @@ class Proxy:
         if renamer is not None:
             await out.write(renamer.flush())
         att.verdict, att.body_done = "success", True
+
+    async def _relay_armed(self, request: _Request, job: ResumeJob, att: _Attempt, first: tuple[bytes, float],
+                           tail: StreamTail, renamer: StreamRenamer | None, usage: Usage,
+                           deadline: float) -> StreamBreak | None:
+        """The first stream of an armed request: relayed as bytes like `_pump`, and recorded; a
+        break is handed back (as a StreamBreak) to be continued elsewhere. `first`: the first
+        chunk and when the relay started (for the TTFT metric)."""
+        assert att.resp is not None and job.record is not None
+        filt = job.relay_filter()
+        reason: str | None
+        try:
+            chunk, started = first
+            job.record.add(chunk)
+            await request.sink.write(filt.feed(chunk) if renamer is None else renamer.feed(filt.feed(chunk)))
+            self._metrics.ttft.observe(self._clock() - started)
+            async with asyncio.timeout(max(0.001, deadline - self._clock())):
+                reason = await self._pump_armed(att.resp, request.sink, job.record, filt, renamer, tail)
+        except UpstreamError as exc:
+            reason, detail = _break_reason(exc), str(exc)
+        except TimeoutError:
+            reason, detail = REQUEST_TIMEOUT, "the request's time limit passed"
+        else:
+            detail = ""
+        if reason is None:
+            await request.sink.end()
+            tail.usage_into(usage)
+            self._metrics.requests[(att.worker.id, "200")] += 1
+            att.verdict, att.body_done = "success", True
+            return None
+        return self._break(att, reason, detail)
+
+    async def _pump_armed(self, resp: UpstreamResponse, out: ResponseSink, record: StreamRecord,
+                          filt: RelayFilter, renamer: StreamRenamer | None, tail: StreamTail) -> str | None:
+        """`_pump` plus the record and the filter: None at a complete end, else the break reason."""
+        while chunk := await resp.next_chunk():
+            record.add(chunk)
+            tail.add(chunk)
+            if chunk.startswith(b'data: {"error"'):  # the replica failed mid-stream: not relayed
+                return ERROR_EVENT
+            data = filt.feed(chunk)
+            if renamer is not None:
+                data = renamer.feed(data)
+            await out.write(data)  # a client disconnect raises here; _exchange then aborts upstream
+        return None if record.ends_with(_DONE_TAIL) else INCOMPLETE
+
+    async def _relay_resumed(self, request: _Request, job: ResumeJob, att: _Attempt, first: bytes,
+                             usage: Usage, deadline: float) -> StreamBreak | None:
+        """A continuation's stream (spliced into the client's), or any stream of a non-streaming
+        client (collected into one JSON body)."""
+        assert att.resp is not None
+        if job.later_streams:
+            job.on_resumed(att.worker)
+        try:
+            async with asyncio.timeout(max(0.001, deadline - self._clock())):
+                reason = await job.relay(att.resp, first, request.sink)
+        except ConnectionResetError:
+            return None  # the client went away
+        except UpstreamError as exc:
+            return self._break(att, _break_reason(exc), str(exc))
+        except TimeoutError:
+            return self._break(att, REQUEST_TIMEOUT, "the request's time limit passed")
+        if reason is not None:
+            return self._break(att, reason, "")
+        att.verdict, att.body_done = "success", True
+        self._metrics.requests[(att.worker.id, "200")] += 1
+        usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
+        if job.client_stream:
+            await request.sink.end()
+        else:
+            await request.sink.whole(200, {"Content-Type": "application/json", WORKER_HEADER: att.worker.id},
+                                     job.whole_body())
+        return None
+
+    def _break(self, att: _Attempt, reason: str, detail: str) -> StreamBreak:
+        att.verdict = "failure" if counts_against_replica(reason) else "neutral"
+        self._metrics.requests[(att.worker.id, "502")] += 1
+        logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
+        return StreamBreak(reason, att.worker, detail)
+
+
+def _break_reason(exc: UpstreamError) -> str:
+    return exc.reason if isinstance(exc, ReplicaInterrupted) else UPSTREAM_ERROR
 
 
 def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, parsed: ParsedRequest) -> None:

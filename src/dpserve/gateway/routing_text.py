@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from dpserve.errors import HTTPError
+from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, resume_facts
 from dpserve.gateway.policies.base import RouteRequest
 
 CHAT_PATH = "/v1/chat/completions"
@@ -32,6 +33,8 @@ class ParsedRequest:
     model: str | None = None
     # The `model` the client sent when it was an alias (then `model` is the served name).
     alias: str | None = None
+    # Whether and how the response may be resumed on another replica (migration/eligibility.py).
+    resume: ResumeFacts = NOT_RESUMABLE
 
 
 def _content_text(content: Any) -> str:
@@ -93,4 +96,4 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
     model = body.get("model")
     return ParsedRequest(RouteRequest(text, session), body.get("stream") is True, len(text),
                          max_tokens if isinstance(max_tokens, int) else None,
-                         model if isinstance(model, str) and model else None)
+                         model if isinstance(model, str) and model else None, resume=resume_facts(body))

@@ -35,6 +35,7 @@ def test_completion_defaults_to_16_tokens_and_accepts_token_ids() -> None:
     assert req.fields.max_tokens == DEFAULT_COMPLETION_MAX_TOKENS
     assert parse_completion_request({"prompt": ["one"]}).prompt == "one"
     assert parse_completion_request({"prompt": [[4, 5]]}).prompt == (4, 5)
+    assert parse_completion_request({"prompt": "x", "max_tokens": None}).fields.max_tokens is None
 
 
 def test_all_sampling_fields_are_read() -> None:

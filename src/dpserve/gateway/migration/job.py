@@ -1,0 +1,235 @@
+"""ResumeJob: one client response that may span several replicas' streams.
+
+Created when the proxy arms a request (`arm`); the first stream is relayed by the proxy as bytes
+and only recorded; after a break the job decides (decision.py), builds the continuation
+(continuation.py), and relays each later stream in the client's shape — spliced chunk by chunk
+for a streaming client, collected into one JSON body for a non-streaming one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from dpserve.gateway.exchange import ResponseSink
+from dpserve.gateway.metrics import GatewayMetrics
+from dpserve.gateway.migration.config import MigrationConfig
+from dpserve.gateway.migration.continuation import (
+    Continuation,
+    Mode,
+    build_continuation,
+    generated_count,
+    remaining_tokens,
+)
+from dpserve.gateway.migration.decision import (
+    ERROR_EVENT,
+    INCOMPLETE,
+    REQUEST_TIMEOUT,
+    BreakFacts,
+    Verdict,
+    decide,
+)
+from dpserve.gateway.migration.output import DONE_EVENT, ClientShape, usage_json
+from dpserve.gateway.migration.relay_filter import RelayFilter
+from dpserve.gateway.migration.stream_record import StreamRecord
+from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece
+from dpserve.gateway.routing_text import CHAT_PATH, ParsedRequest
+from dpserve.gateway.sse import event_end, event_payloads
+from dpserve.gateway.upstream import UpstreamResponse
+from dpserve.gateway.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+# Appended to the client's JSON object (the last duplicate key wins in every JSON parser the
+# replicas use), so arming costs one copy of the body, not a parse and a dump.
+_ARM_STREAM = b',"return_token_ids":true}'
+_ARM_WHOLE = b',"stream":true,"stream_options":{"include_usage":true},"return_token_ids":true}'
+
+
+@dataclass(frozen=True)
+class StreamBreak:
+    """A stream that broke after its first byte reached the gateway."""
+
+    reason: str
+    worker: Worker
+    detail: str = ""
+
+
+def armed_body(raw: bytes, client_stream: bool) -> bytes:
+    """The body sent upstream: token ids asked for; a non-streaming request streamed internally."""
+    return raw.rstrip()[:-1] + (_ARM_STREAM if client_stream else _ARM_WHOLE)
+
+
+class ResumeJob:
+    """State of one armed request across its streams; see the module docstring."""
+
+    def __init__(self, path: str, original: bytes, parsed: ParsedRequest, config: MigrationConfig,
+                 metrics: GatewayMetrics, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._original = original  # as the client sent it (the served name if it used an alias)
+        self.facts = parsed.resume
+        self.client_stream = parsed.stream
+        self._alias = parsed.alias
+        self._route_text = parsed.route.text
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self.state = StreamState()
+        self.record: StreamRecord | None = StreamRecord(self.state, first_stream=True)
+        self.later_streams = 0  # streams after the first
+        self.mode: Mode = "token"
+        self._base_generated = 0  # tokens generated before the current stream
+        self._break: StreamBreak | None = None
+        self._break_at = 0.0
+        self._gap_open = False
+        self._shape: ClientShape | None = None
+
+    @property
+    def passthrough(self) -> bool:
+        """The first stream of a streaming client: relayed as bytes by the proxy, recorded here."""
+        return self.client_stream and self.later_streams == 0
+
+    def relay_filter(self) -> RelayFilter:
+        return RelayFilter(strip=not self.facts.wants_token_ids)
+
+    # --- after a break -------------------------------------------------------------------------
+
+    def on_break(self, brk: StreamBreak, past_deadline: bool) -> Verdict:
+        """Settle what the client has, and decide; outcomes other than a migration are counted here."""
+        if self.record is not None:
+            self.record.settle()
+        self._break, self._break_at = brk, self._clock()
+        verdict = decide(BreakFacts(
+            REQUEST_TIMEOUT if past_deadline else brk.reason, enabled=True, excluded=self.facts.excluded,
+            migrations=self.later_streams, max_migrations=self._config.max_migrations,
+            finished=self.state.finish_reason is not None,
+            remaining_tokens=remaining_tokens(self._body(), self.path, self.state)))
+        if verdict.outcome:
+            self.count(brk.reason, verdict.outcome)
+        return verdict
+
+    def continuation(self) -> Continuation | str:
+        return build_continuation(self._body(), self.path, self.state, self._route_text)
+
+    def begin_stream(self, cont: Continuation) -> None:
+        """Before the continuation is sent: a fresh stream's bookkeeping."""
+        self.later_streams += 1
+        self.mode = cont.mode
+        self._base_generated = generated_count(self.state)
+        self.state.error, self.state.done, self.state.usage = None, False, None
+        self.record = None if self.client_stream else StreamRecord(self.state, first_stream=False)
+        self._gap_open = self.client_stream
+
+    def on_resumed(self, worker: Worker) -> None:
+        """The continuation's first chunk arrived: count it and log both replicas."""
+        assert self._break is not None
+        brk = self._break
+        self.count(brk.reason, "migrated" if self.mode == "token" else "text")
+        logger.warning("response %s moved from replica %s to %s (%s%s) after %d tokens, %s-level",
+                       self.state.id, brk.worker.id, worker.id, brk.reason,
+                       f": {brk.detail}" if brk.detail else "", self._base_generated, self.mode)
+
+    def count(self, reason: str, outcome: str) -> None:
+        self._metrics.migrations[(reason, outcome)] += 1
+
+    # --- relaying a later stream (or a non-streaming client's first) ----------------------------
+
+    async def relay(self, resp: UpstreamResponse, first: bytes, sink: ResponseSink) -> str | None:
+        """Relay one upstream stream to its end: None when the response is complete, else the
+        break reason. Transport errors propagate (the proxy names them)."""
+        if self.client_stream:
+            return await self._splice(resp, first, sink)
+        assert self.record is not None
+        chunk = first
+        while chunk:
+            self.record.add(chunk)
+            chunk = await resp.next_chunk()
+        self.record.settle()
+        return self._end_reason()
+
+    async def _splice(self, resp: UpstreamResponse, first: bytes, sink: ResponseSink) -> str | None:
+        held, chunk = b"", first
+        while chunk:
+            data = held + chunk if held else chunk
+            end = event_end(data)
+            held = data[end:]
+            out = []
+            for payload in event_payloads(data[:end]):
+                piece = parse_piece(payload)
+                if piece is not None:
+                    out.append(self._spliced(piece))
+            await self._write(sink, b"".join(out))
+            if self.state.error is not None:
+                return ERROR_EVENT
+            chunk = await resp.next_chunk()
+        reason = self._end_reason()
+        if reason is None:
+            await sink.write(self.final_bytes())
+        return reason
+
+    def _spliced(self, piece: Piece) -> bytes:
+        self.state.add(piece, first_stream=False)
+        if piece.text or piece.finish_reason is not None or (self.facts.wants_token_ids and piece.token_ids):
+            return self.shape.chunk(piece.text, piece.token_ids, piece.finish_reason, piece.stop_reason)
+        return b""  # a role chunk, the usage event, [DONE]: the gateway writes its own
+
+    async def _write(self, sink: ResponseSink, data: bytes) -> None:
+        if not data:
+            return
+        await sink.write(data)
+        if self._gap_open:
+            self._gap_open = False
+            self._metrics.migration_gap.observe(self._clock() - self._break_at)
+
+    def _end_reason(self) -> str | None:
+        if self.state.error is not None:
+            return ERROR_EVENT
+        return INCOMPLETE if self.state.finish_reason is None else None
+
+    # --- the end of the response ---------------------------------------------------------------
+
+    @property
+    def shape(self) -> ClientShape:
+        if self._shape is None:
+            st = self.state
+            self._shape = ClientShape("chat" if self.path == CHAT_PATH else "completion", st.id, st.created,
+                                      self._alias or st.model, self.facts.wants_token_ids,
+                                      self.facts.include_usage)
+        return self._shape
+
+    def final_bytes(self) -> bytes:
+        """What ends a stream the gateway completes: the usage chunk if asked for, [DONE]."""
+        usage = self.shape.usage_chunk(self.usage()) if self.facts.include_usage else b""
+        return usage + DONE_EVENT
+
+    def whole_body(self) -> bytes:
+        return self.shape.whole(self.state, self.usage())
+
+    def usage(self) -> dict[str, Any]:
+        """The original prompt and every completion token once, over all streams. Exact with
+        token ids; text-level counts one token per chunk before the last stream."""
+        st, last = self.state, self.state.usage or {}
+        if self.later_streams == 0 and st.usage is not None:
+            return st.usage
+        cached = (last.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if not st.ids_missing and st.prompt_ids is not None:
+            return usage_json(len(st.prompt_ids), len(st.output_ids), cached)
+        last_completion = last.get("completion_tokens")
+        completion = (self._base_generated + last_completion if isinstance(last_completion, int)
+                      else generated_count(st))
+        prompt = (len(st.prompt_ids) if st.prompt_ids is not None
+                  else max(0, int(last.get("prompt_tokens") or 0) - self._base_generated))
+        return usage_json(prompt, completion, cached)
+
+    def usage_counts(self) -> tuple[int, int]:
+        usage = self.usage()
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+    def _body(self) -> dict[str, Any]:
+        body = orjson.loads(self._original)
+        assert isinstance(body, dict)
+        return body

@@ -1,0 +1,23 @@
+"""SSE framing shared by the relays: where events end, and an event's data payload."""
+
+from __future__ import annotations
+
+DONE = b"[DONE]"
+
+
+def event_end(data: bytes) -> int:
+    """Index just past the last SSE event boundary (a blank line) in `data`; 0 if none."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def event_payloads(data: bytes) -> list[bytes]:
+    """The `data:` payload of every complete event in `data` (multi-line data joined with \\n);
+    comments and other fields are skipped."""
+    out = []
+    for event in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+        lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+        if lines:
+            out.append(b"\n".join(lines))
+    return out
