@@ -423,7 +423,7 @@ class Proxy:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
                 reason = await self._pump_armed(att.resp, request.sink, job.record, filt, renamer, tail)
         except UpstreamError as exc:
-            reason, detail = _break_reason(exc), str(exc)
+            reason, detail = _break_of(exc)
         except TimeoutError:
             reason, detail = REQUEST_TIMEOUT, "the request's time limit passed"
         else:
@@ -463,7 +463,7 @@ class Proxy:
         except ConnectionResetError:
             return None  # the client went away
         except UpstreamError as exc:
-            return self._break(att, _break_reason(exc), str(exc))
+            return self._break(att, *_break_of(exc))
         except TimeoutError:
             return self._break(att, REQUEST_TIMEOUT, "the request's time limit passed")
         if reason is not None:
@@ -485,8 +485,11 @@ class Proxy:
         return StreamBreak(reason, att.worker, detail)
 
 
-def _break_reason(exc: UpstreamError) -> str:
-    return exc.reason if isinstance(exc, ReplicaInterrupted) else UPSTREAM_ERROR
+def _break_of(exc: UpstreamError) -> tuple[str, str]:
+    """(reason, detail) of a stream cut by a transport error or by the gateway itself."""
+    if isinstance(exc, ReplicaInterrupted):
+        return exc.reason, ""
+    return UPSTREAM_ERROR, str(exc)
 
 
 def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, parsed: ParsedRequest) -> None:

@@ -30,6 +30,8 @@ class Knobs:
     running: int = 0                 # gauges on /metrics
     waiting: int = 0
     model: str = "fake-model"        # the id /v1/models lists
+    token_ids: bool = False          # honour `return_token_ids` (vLLM's shape; see token_stream_chunks)
+    stall_after_chunks: int | None = None  # stream: go silent after this many chunks (health still fine)
 
 
 @dataclass
@@ -146,11 +148,17 @@ class FakeWorker:
         k = self.knobs
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i, chunk in enumerate(stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)):
+        if k.token_ids and body.get("return_token_ids"):
+            chunks = token_stream_chunks(self.name, body.get("prompt"), k.chunks, _wants_usage(body))
+        else:
+            chunks = stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)
+        for i, chunk in enumerate(chunks):
             if k.die_after_chunks is not None and i >= k.die_after_chunks:
                 assert request.transport is not None
                 request.transport.abort()
                 return resp
+            while k.stall_after_chunks is not None and i >= k.stall_after_chunks:
+                await asyncio.sleep(0.05)
             await resp.write(chunk)
             if k.chunk_delay_s:
                 await asyncio.sleep(k.chunk_delay_s)
@@ -182,5 +190,33 @@ def stream_chunks(name: str, n: int, usage: bool, pad: int = 0) -> list[bytes]:
     if usage:
         out.append(event({**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n,
                                                            "total_tokens": 7 + n}}))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+PROMPT_IDS = [1, 2, 3]
+FIRST_ANSWER_ID = 1000
+
+
+def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool) -> list[bytes]:
+    """A fake model with token ids: answer token i is `f"{name}-{i} "` with id 1000 + i, the prompt
+    is [1, 2, 3]; a token-id prompt (a resumed answer) continues after the answer ids it holds."""
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+    token_prompt = isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)
+    prompt_ids = prompt if token_prompt else PROMPT_IDS
+    start = sum(1 for t in prompt_ids if t >= FIRST_ANSWER_ID)
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
+    out = [event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                       "finish_reason": None}], "prompt_token_ids": prompt_ids})]
+    out += [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} "},
+                                        "finish_reason": None, "token_ids": [FIRST_ANSWER_ID + i]}]})
+            for i in range(start, n)]
+    out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                                           "token_ids": []}]}))
+    if usage:
+        out.append(event({**base, "choices": [], "usage": {"prompt_tokens": len(prompt_ids),
+                                                           "completion_tokens": n - start,
+                                                           "total_tokens": len(prompt_ids) + n - start}}))
     out.append(b"data: [DONE]\n\n")
     return out
