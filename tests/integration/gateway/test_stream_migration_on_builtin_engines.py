@@ -58,7 +58,8 @@ async def test_raw_stream_survives_sigkill_token_for_token(engines, gateway) -> 
     uninterrupted = asyncio.create_task(reference_run(engines[2]))  # side by side: 2 cores
     body = {**GREEDY_96, "stream": True, "return_token_ids": True, "stream_options": {"include_usage": True}}
     text, ids, events, done = "", [], [], False
-    async with aiohttp.ClientSession() as client, client.post(gw.url + "/v1/chat/completions", json=body) as resp:
+    async with aiohttp.ClientSession() as client, \
+            client.post(gw.url + "/v1/chat/completions", json=body) as resp:
         assert resp.status == 200
         victim = _by_worker(gw, engines, resp.headers["x-dpserve-worker"])
         async for line in resp.content:
@@ -79,7 +80,8 @@ async def test_raw_stream_survives_sigkill_token_for_token(engines, gateway) -> 
     assert events[-1]["usage"]["completion_tokens"] == 96
     assert len({e["id"] for e in events}) == 1
     async with aiohttp.ClientSession() as client, client.get(gw.url + "/metrics") as resp:
-        assert 'dpserve_stream_migrations_total{reason="upstream_error",outcome="migrated"} 1' in await resp.text()
+        metrics = await resp.text()
+    assert 'dpserve_stream_migrations_total{reason="upstream_error",outcome="migrated"} 1' in metrics
 
 
 async def test_openai_client_stream_survives_sigkill(engines, gateway) -> None:
