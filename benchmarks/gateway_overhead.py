@@ -14,6 +14,14 @@ under a c=64 closed loop and reports its CPU µs per request from /proc, alterna
 source trees given as `--variant NAME=SRC_DIR` (each put on PYTHONPATH):
 
     .venv/bin/python benchmarks/gateway_overhead.py --cpu-runs 6 --variant before=/tmp/a --variant after=src
+
+The cost of stream migration being armed (issue 14): `--migration-runs N` alternates the dpserve
+gateway with migration on (the default) and `--no-stream-migration`, N rounds, and reports
+streamed chunks/s at c=16, time to first chunk at c=1, and CPU µs per non-streaming request at
+c=64. The fake replicas answer `return_token_ids` as vLLM does (prompt ids in the first chunk,
+`token_ids` in every chunk), so the armed gateway pays for stripping them:
+
+    .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6
 """
 
 from __future__ import annotations
@@ -49,21 +57,32 @@ def serve_replicas(ports: list[int], chunks: int) -> None:
 
     from dpserve.http_server import bind_socket, install_uvloop
 
+    # A non-streamed answer of 16 tokens (the payload's max_tokens); a stream of up to `chunks`.
     body = orjson.dumps({"id": "x", "object": "chat.completion", "model": "fake", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
-    event = (b'data: {"id":"x","object":"chat.completion.chunk",'
-             b'"choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n')
+        {"index": 0, "message": {"role": "assistant", "content": "tok" * 16}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 16, "total_tokens": 56}})
+    def sse(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+    env = {"id": "x", "object": "chat.completion.chunk"}
+    role = sse({**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    role_ids = sse({**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+                    "prompt_token_ids": list(range(1000, 1040))})
+    event = sse({**env, "choices": [{"index": 0, "delta": {"content": "tok"}}]})
+    event_ids = sse({**env, "choices": [{"index": 0, "delta": {"content": "tok"}, "token_ids": [4242]}]})
+    last = sse({**env, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
     models = orjson.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def completion(request: web.Request) -> web.StreamResponse:
         req = orjson.loads(await request.read())
         if not req.get("stream"):
             return web.Response(body=body, content_type="application/json")
+        ids = req.get("return_token_ids") is True
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for _ in range(chunks):
-            await resp.write(event)
+        await resp.write(role_ids if ids else role)
+        for _ in range(min(chunks, req.get("max_tokens") or chunks) - 1):
+            await resp.write(event_ids if ids else event)
+        await resp.write(last)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -94,7 +113,7 @@ def serve_replicas(ports: list[int], chunks: int) -> None:
 
 def _payload(i: int, stream: bool) -> bytes:
     prefix = f"You are assistant number {i % 8}. " * 8  # 8 shared prefixes: cache_aware has work to do
-    return orjson.dumps({"model": "fake", "stream": stream, "max_tokens": 16,
+    return orjson.dumps({"model": "fake", "stream": stream, "max_tokens": None if stream else 16,
                          "messages": [{"role": "user", "content": f"{prefix}question {i}"}]})
 
 
@@ -221,6 +240,47 @@ def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
               f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {rps[0]:,.0f}–{rps[-1]:,.0f} |")
 
 
+async def stream_points(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """TTFC at c=1 and relayed chunks/s at c=16, for `--migration-runs`."""
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await _closed_loop(100, 8, lambda i: _one_stream(s, url, i))  # warm-up
+        _, c1 = await _closed_loop(args.c1_requests // 4, 1, lambda i: _one_stream(s, url, i))
+        wall, streams = await _closed_loop(args.streams, 16, lambda i: _one_stream(s, url, i))
+    return {"ttfc_p50_ms": statistics.median(t for t, _ in c1) * 1e3,
+            "chunks_per_s_c16": sum(e for _, e in streams) / wall}
+
+
+def run_migration_comparison(args: argparse.Namespace, urls: list[str]) -> None:
+    """`--migration-runs N`: the dpserve gateway with stream migration armed and off, alternated."""
+    variants = {"migration on": [], "--no-stream-migration": ["--no-stream-migration"]}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for run in range(args.migration_runs):
+        for name, flags in variants.items():
+            port = _free_port()
+            cmd = [sys.executable, "-m", "dpserve", "router", "--port", str(port), "--policy", args.policy,
+                   "--log-level", "warning", *flags, "--worker-urls", *urls]
+            proc = _start(cmd, f"http://127.0.0.1:{port}/health")
+            try:
+                url = f"http://127.0.0.1:{port}"
+                r = asyncio.run(stream_points(url, args))
+                r.update(asyncio.run(gateway_cpu(url, proc.pid, args.seconds)))
+            finally:
+                _stop(proc)
+            results[name].append(r)
+            print(f"run {run} {name}: {r['chunks_per_s_c16']:,.0f} chunks/s, TTFC {r['ttfc_p50_ms']:.3f} ms, "
+                  f"non-streaming {r['cpu_us']:.0f} µs/req ({r['rps']:,.0f} req/s)", flush=True)
+    print("| gateway | chunks/s c=16 median (range) | TTFC p50 ms median (range) "
+          "| non-streaming cpu µs/req median (range) |\n| --- | --- | --- | --- |")
+    for name, rs in results.items():
+        cells = []
+        for key, fmt in (("chunks_per_s_c16", "{:,.0f}"), ("ttfc_p50_ms", "{:.3f}"), ("cpu_us", "{:.0f}")):
+            vals = sorted(r[key] for r in rs)
+            low, mid, high = (fmt.format(v) for v in (vals[0], statistics.median(vals), vals[-1]))
+            cells.append(f"{mid} ({low}–{high})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 # ---- processes -----------------------------------------------------------------------------------
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -291,6 +351,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
                     help="with --cpu-runs: a dpserve source tree (put on PYTHONPATH) to alternate with")
     ap.add_argument("--seconds", type=float, default=5.0, help="with --cpu-runs: length of each run")
+    ap.add_argument("--migration-runs", type=int, default=0,
+                    help="instead of the comparison: dpserve with stream migration armed vs off, N rounds")
     ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_replicas:
@@ -303,9 +365,9 @@ def main() -> None:
     replicas = _start([sys.executable, __file__, "--chunks", str(args.chunks), "--serve-replicas",
                        *map(str, ports)], urls[-1] + "/health")
     install_uvloop()
-    if args.cpu_runs:
+    if args.cpu_runs or args.migration_runs:
         try:
-            run_cpu_comparison(args, urls)
+            (run_cpu_comparison if args.cpu_runs else run_migration_comparison)(args, urls)
         finally:
             _stop(replicas)
         return

@@ -204,12 +204,14 @@ class Proxy:
                 result = await self._try_workers(follow, usage, deadline, tried)
                 if not isinstance(result, StreamBreak):
                     if result is not None:
-                        job.count(brk.reason, "failed")
-                        verdict = Verdict("error", "failed")
+                        verdict = Verdict("error", "no_replica" if result is _NO_WORKER else "failed")
+                        job.count(brk.reason, verdict.outcome)
                         break
                     return None
                 brk = result
             return await self._end_resumed(request, job, verdict, brk)
+        except ConnectionResetError:  # the client went away: nothing more to do for it
+            return None
         finally:
             usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
 

@@ -15,8 +15,13 @@ def event_end(data: bytes) -> int:
 def event_payloads(data: bytes) -> list[bytes]:
     """The `data:` payload of every complete event in `data` (multi-line data joined with \\n);
     comments and other fields are skipped."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
     out = []
-    for event in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+    for event in data.split(b"\n\n"):
+        if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one data line
+            out.append(event[6:])
+            continue
         lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
         if lines:
             out.append(b"\n".join(lines))

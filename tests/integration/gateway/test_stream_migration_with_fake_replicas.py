@@ -193,3 +193,19 @@ async def test_sessions_follow_the_migration(fake_workers, gateway, client) -> N
             {"role": "user", "content": "turn two"}]}
         _, _, served = await _stream(client, gw.url, turn_two, headers=session)
         assert served != home, policy
+
+
+async def test_a_break_after_the_finish_is_completed_by_the_gateway(fake_workers, gateway, client) -> None:
+    """Cut after the last token (before the usage chunk), or after the usage chunk (before
+    [DONE]): nothing is left to generate, the gateway ends the stream itself — once."""
+    a, b = await fake_workers(2, chunks=4, token_ids=True)
+    gw = await gateway([a, b], policy="round_robin")
+    body = chat(stream=True, stream_options={"include_usage": True})
+    for cut, usage_events in ((6, 1), (7, 1)):  # role, 4 tokens, finish | usage | [DONE]
+        a.knobs.die_after_chunks = cut
+        events, done, worker = await _stream(client, gw.url, body)
+        assert done and worker == "w0" and len(_text(events).split()) == 4
+        assert [e for e in events if "usage" in e][0]["usage"]["completion_tokens"] == 4
+        assert sum(1 for e in events if "usage" in e) == usage_events
+        await _stream(client, gw.url, body)  # round robin: the next one goes to w1
+    assert b.stats.requests == 2 and 'outcome="completed"} 2' in await _metrics(client, gw.url)

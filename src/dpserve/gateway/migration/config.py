@@ -13,11 +13,13 @@ class MigrationConfig:
     replicas return token ids, vLLM's `return_token_ids`; text-level otherwise)."""
 
     stream_migration: bool = option(
-        True, "continue a stream cut after its first byte (replica reset/EOF, error, stall, drain "
-              "timeout, marked down) on another replica, and resume non-streaming requests the same "
-              "way (streamed from the replica internally). Never for n>1, response_format/guided "
-              "decoding, tools, logprobs or echo (those end with an SSE error event); a seeded "
-              "request continues with the same seed, which is a different random draw")
+        True, "on by default: continue a response cut after its first byte (replica reset/EOF, error "
+              "event, stall, drain timeout, marked down) on another replica, token-exact when the "
+              "replicas return token ids (vLLM's return_token_ids), text-level otherwise; "
+              "non-streaming requests are streamed from the replica internally and resume the same "
+              "way. Never for n>1, response_format/guided decoding, tools, logprobs or echo (those "
+              "end with an SSE error event, as with this off), nor for a client that disconnected; "
+              "a seeded request continues with the same seed, which is a different random draw")
     max_migrations: int = option(3, "migrations of one request at most; then the error event")
     stream_stall_timeout_s: float = option(
         10.0, "a stream with no chunk from its replica for this long is moved to another replica "

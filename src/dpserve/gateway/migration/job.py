@@ -202,9 +202,14 @@ class ResumeJob:
         return self._shape
 
     def final_bytes(self) -> bytes:
-        """What ends a stream the gateway completes: the usage chunk if asked for, [DONE]."""
-        usage = self.shape.usage_chunk(self.usage()) if self.facts.include_usage else b""
-        return usage + DONE_EVENT
+        """What ends a stream the gateway completes: the usage chunk if asked for, [DONE] — minus
+        what the first replica already relayed (later streams' own usage and [DONE] never are)."""
+        relayed = self.later_streams == 0
+        if relayed and self.state.done:
+            return b""
+        if not self.facts.include_usage or (relayed and self.state.usage is not None):
+            return DONE_EVENT
+        return self.shape.usage_chunk(self.usage()) + DONE_EVENT
 
     def whole_body(self) -> bytes:
         return self.shape.whole(self.state, self.usage())
