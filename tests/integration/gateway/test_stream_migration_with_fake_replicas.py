@@ -205,7 +205,7 @@ async def test_a_break_after_the_finish_is_completed_by_the_gateway(fake_workers
         a.knobs.die_after_chunks = cut
         events, done, worker = await _stream(client, gw.url, body)
         assert done and worker == "w0" and len(_text(events).split()) == 4
-        assert [e for e in events if "usage" in e][0]["usage"]["completion_tokens"] == 4
+        assert next(e for e in events if "usage" in e)["usage"]["completion_tokens"] == 4
         assert sum(1 for e in events if "usage" in e) == usage_events
         await _stream(client, gw.url, body)  # round robin: the next one goes to w1
     assert b.stats.requests == 2 and 'outcome="completed"} 2' in await _metrics(client, gw.url)
