@@ -19,7 +19,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from gateway_overhead import _free_port, _stop  # this directory is on sys.path when run as a script
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
@@ -139,12 +133,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await _until_healthy(session, gw_url, "w0")
     finally:
         for p in [*procs, *([router] if router else [])]:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            _stop(p)
     print("| backend | streams moved | gap p50 ms | gap p99 ms | ordinary inter-chunk p50 ms "
           "| client errors |\n| --- | --- | --- | --- | --- | --- |\n"
           f"| {args.backend} ×{args.replicas} | {len(all_gaps)} | {statistics.median(all_gaps) * 1e3:.0f} | "
