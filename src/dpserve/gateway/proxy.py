@@ -462,22 +462,22 @@ class Proxy:
         try:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
                 reason = await job.relay(att.resp, first, request.sink)
+            if reason is not None:
+                return self._break(att, reason, "")
+            att.verdict, att.body_done = "success", True
+            self._metrics.requests[(att.worker.id, "200")] += 1
+            usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
+            if job.client_stream:
+                await request.sink.end()
+            else:
+                await request.sink.whole(200, {"Content-Type": "application/json",
+                                               WORKER_HEADER: att.worker.id}, job.whole_body())
         except ConnectionResetError:
             return None  # the client went away
         except UpstreamError as exc:
             return self._break(att, *_break_of(exc))
         except TimeoutError:
             return self._break(att, REQUEST_TIMEOUT, "the request's time limit passed")
-        if reason is not None:
-            return self._break(att, reason, "")
-        att.verdict, att.body_done = "success", True
-        self._metrics.requests[(att.worker.id, "200")] += 1
-        usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
-        if job.client_stream:
-            await request.sink.end()
-        else:
-            await request.sink.whole(200, {"Content-Type": "application/json", WORKER_HEADER: att.worker.id},
-                                     job.whole_body())
         return None
 
     def _break(self, att: _Attempt, reason: str, detail: str) -> StreamBreak:
