@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import BackgroundTasks, cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
 
@@ -38,12 +38,14 @@ class HealthChecker:
     on_probe: Callable[[Worker, bool], None] = lambda worker, ok: None
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _extra_probes: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="health-checker")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        await self._extra_probes.cancel_all()
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self.probe(w) for w in self.workers()))
@@ -68,6 +70,18 @@ class HealthChecker:
         self._streaks[worker.id] = _Streak(failures=self.config.health_failure_threshold)
         if worker.healthy:
             self._set(worker, False)
+
+    def report_stall(self, worker: Worker) -> None:
+        """A stream from this replica went silent: probe it now, and let this probe's failure
+        alone mark it down (the stall was the first strike), so a hung replica stops getting
+        requests and its other in-flight ones move within a probe timeout, not a probe period."""
+        streak = self._streaks.setdefault(worker.id, _Streak())
+        streak.failures = max(streak.failures, self.config.health_failure_threshold - 1)
+        streak.successes = 0
+        self._extra_probes.spawn(self._probe_quietly(worker))
+
+    async def _probe_quietly(self, worker: Worker) -> None:
+        await self.probe(worker)
 
     def forget(self, worker_id: str) -> None:
         self._streaks.pop(worker_id, None)

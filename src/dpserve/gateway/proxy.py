@@ -31,6 +31,7 @@ from dpserve.gateway.migration.decision import (
     ERROR_EVENT,
     INCOMPLETE,
     REQUEST_TIMEOUT,
+    STALL,
     UPSTREAM_ERROR,
     Verdict,
     counts_against_replica,
@@ -482,6 +483,8 @@ class Proxy:
 
     def _break(self, att: _Attempt, reason: str, detail: str) -> StreamBreak:
         att.verdict = "failure" if counts_against_replica(reason) else "neutral"
+        if reason == STALL:
+            self._health.report_stall(att.worker)
         self._metrics.requests[(att.worker.id, "502")] += 1
         logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
         return StreamBreak(reason, att.worker, detail)

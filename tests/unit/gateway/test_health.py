@@ -50,3 +50,17 @@ async def test_refused_connection_takes_it_out_at_once() -> None:
     assert not worker.healthy and flips == [True, False]
     await checker.probe(worker)
     assert worker.healthy
+
+
+async def test_a_stall_is_the_first_strike_and_probes_at_once() -> None:
+    checker, worker, flips = _setup(health_failure_threshold=3, health_success_threshold=1)
+    checker.answers = [True, False]
+    await checker.probe(worker)
+    checker.report_stall(worker)
+    await checker._extra_probes.wait_all()
+    assert not worker.healthy and flips == [True, False]  # the stall + one failed probe
+    checker.answers = [True, True]
+    await checker.probe(worker)
+    checker.report_stall(worker)
+    await checker._extra_probes.wait_all()
+    assert worker.healthy and flips == [True, False, True]  # it answered: still up
