@@ -29,7 +29,6 @@ from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.migration.config import MigrationConfig
 from dpserve.gateway.migration.decision import (
     ERROR_EVENT,
-    INCOMPLETE,
     REQUEST_TIMEOUT,
     STALL,
     UPSTREAM_ERROR,
@@ -37,13 +36,11 @@ from dpserve.gateway.migration.decision import (
     counts_against_replica,
 )
 from dpserve.gateway.migration.job import ResumeJob, StreamBreak, armed_body
-from dpserve.gateway.migration.output import DONE_EVENT
-from dpserve.gateway.migration.relay_filter import RelayFilter
-from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.policies.base import Policy, RouteRequest
 from dpserve.gateway.registry import WorkerRegistry
 from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
 from dpserve.gateway.routing_text import ParsedRequest, parse_request
+from dpserve.gateway.sse import ERROR_EVENT_START
 from dpserve.gateway.upstream import (
     ConnectFailed,
     ReplicaInterrupted,
@@ -93,7 +90,6 @@ class _Failure:
 
 _NO_WORKER = _Failure(HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
                                 headers={"Retry-After": "1"}), "no_worker")
-_DONE_TAIL = b"data: [DONE]\n\n"
 
 
 class Proxy:
@@ -146,8 +142,10 @@ class Proxy:
     def _arm(self, request: _Request) -> None:
         """Ask the replica for token ids (and stream a non-streaming request internally), and
         keep what the response needs to be resumed elsewhere."""
+        alias = request.parsed.alias
+        renamer = None if alias is None else StreamRenamer(self._aliases, alias)
         request.job = ResumeJob(request.path, request.body, request.parsed, self._migration,
-                                self._metrics, self._clock)
+                                self._metrics, self._clock, renamer)
         request.body = armed_body(request.body, request.parsed.stream)
 
     async def _with_retries(self, request: _Request, usage: Usage, start: float) -> None:
@@ -210,33 +208,12 @@ class Proxy:
                         break
                     return None
                 brk = result
-            return await self._end_resumed(request, job, verdict, brk)
+            error = await job.end(verdict, brk, request.sink, {WORKER_HEADER: brk.worker.id})
+            return None if error is None else _Failure(error, brk.reason)
         except ConnectionResetError:  # the client went away: nothing more to do for it
             return None
         finally:
             usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
-
-    async def _end_resumed(self, request: _Request, job: ResumeJob, verdict: Verdict,
-                           brk: StreamBreak) -> _Failure | None:
-        """Finish the response here (nothing was left to generate), or end it with the error."""
-        sink = request.sink
-        if verdict.action == "finish":
-            if job.client_stream:
-                await sink.write(job.final_bytes())
-                await sink.end()
-            else:
-                await sink.whole(200, {"Content-Type": "application/json", WORKER_HEADER: brk.worker.id},
-                                 job.whole_body())
-            return None
-        status = 504 if verdict.outcome == REQUEST_TIMEOUT else 502
-        message = (f"replica {brk.worker.id} timed out mid-stream" if status == 504 else
-                   f"replica {brk.worker.id} failed mid-stream ({brk.reason}) and the response could "
-                   f"not be continued elsewhere ({verdict.outcome})")
-        if not job.client_stream:
-            return _Failure(HTTPError(status, message, headers={WORKER_HEADER: brk.worker.id}), brk.reason)
-        await sink.write(b"data: " + orjson.dumps(error_body(status, message)) + b"\n\n" + DONE_EVENT)
-        await sink.end()
-        return None
 
     def _choose(self, route: RouteRequest, tried: list[Worker], model: str | None) -> Worker | None:
         """Among workers serving `model`, prefer those not yet tried; the one that just failed
@@ -349,14 +326,8 @@ class Proxy:
                               neutral=status == 504)
         if not first:
             return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
-        job = request.job
-        if job is not None:
-            if first.startswith(b'data: {"error"'):  # failed before any token: retried, unseen
-                message = _upstream_message(first[6:], 502)
-                return self._fail(att, 502, f"replica {att.worker.id} failed: {message}", ERROR_EVENT)
-            resp.watch_stall(self._migration.stream_stall_timeout_s)
-            if not job.passthrough:
-                return await self._relay_resumed(request, job, att, first, usage, deadline)
+        if request.job is not None:
+            return await self._relay_job(request, request.job, att, first, started, usage, deadline)
         out = request.sink
         tail = StreamTail()
         tail.add(first)
@@ -367,9 +338,6 @@ class Proxy:
                              "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
             # Both sockets have TCP_NODELAY, and each chunk is written as it arrives: no Nagle
             # or buffering delay between replica and client.
-            if job is not None:
-                return await self._relay_armed(request, job, att, (first, started), tail, renamer, usage,
-                                               deadline)
             await out.write(first if renamer is None else renamer.feed(first))
             self._metrics.ttft.observe(self._clock() - started)
             await self._pump_until(resp, out, att, tail, renamer, deadline, request.parsed)
@@ -409,72 +377,29 @@ class Proxy:
             await out.write(renamer.flush())
         att.verdict, att.body_done = "success", True
 
-    async def _relay_armed(self, request: _Request, job: ResumeJob, att: _Attempt, first: tuple[bytes, float],
-                           tail: StreamTail, renamer: StreamRenamer | None, usage: Usage,
-                           deadline: float) -> StreamBreak | None:
-        """The first stream of an armed request: relayed as bytes like `_pump`, and recorded; a
-        break is handed back (as a StreamBreak) to be continued elsewhere. `first`: the first
-        chunk and when the relay started (for the TTFT metric)."""
-        assert att.resp is not None and job.record is not None
-        filt = job.relay_filter()
-        reason: str | None
-        try:
-            chunk, started = first
-            job.record.add(chunk)
-            await request.sink.write(filt.feed(chunk) if renamer is None else renamer.feed(filt.feed(chunk)))
-            self._metrics.ttft.observe(self._clock() - started)
-            async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                reason = await self._pump_armed(att.resp, request.sink, job.record, filt, renamer, tail)
-        except UpstreamError as exc:
-            reason, detail = _break_of(exc)
-        except TimeoutError:
-            reason, detail = REQUEST_TIMEOUT, "the request's time limit passed"
-        else:
-            detail = ""
-        if reason is None:
-            await request.sink.end()
-            tail.usage_into(usage)
-            self._metrics.requests[(att.worker.id, "200")] += 1
-            att.verdict, att.body_done = "success", True
-            return None
-        return self._break(att, reason, detail)
-
-    async def _pump_armed(self, resp: UpstreamResponse, out: ResponseSink, record: StreamRecord,
-                          filt: RelayFilter, renamer: StreamRenamer | None, tail: StreamTail) -> str | None:
-        """`_pump` plus the record and the filter: None at a complete end, else the break reason."""
-        while chunk := await resp.next_chunk():
-            record.add(chunk)
-            tail.add(chunk)
-            if chunk.startswith(b'data: {"error"'):  # the replica failed mid-stream: not relayed
-                return ERROR_EVENT
-            data = filt.feed(chunk)
-            if renamer is not None:
-                data = renamer.feed(data)
-            await out.write(data)  # a client disconnect raises here; _exchange then aborts upstream
-        return None if record.ends_with(_DONE_TAIL) else INCOMPLETE
-
-    async def _relay_resumed(self, request: _Request, job: ResumeJob, att: _Attempt, first: bytes,
-                             usage: Usage, deadline: float) -> StreamBreak | None:
-        """A continuation's stream (spliced into the client's), or any stream of a non-streaming
-        client (collected into one JSON body)."""
+    async def _relay_job(self, request: _Request, job: ResumeJob, att: _Attempt, first: bytes,
+                         started: float, usage: Usage, deadline: float) -> _Failure | StreamBreak | None:
+        """An armed request's stream, relayed by its ResumeJob (migration/job.py); a break after
+        the first byte comes back as a StreamBreak for `_resume`."""
         assert att.resp is not None
+        if first.startswith(ERROR_EVENT_START):  # failed before any token: retried, unseen
+            message = _upstream_message(first[6:], 502)
+            return self._fail(att, 502, f"replica {att.worker.id} failed: {message}", ERROR_EVENT)
+        att.resp.watch_stall(self._migration.stream_stall_timeout_s)
         if job.later_streams:
             job.on_resumed(att.worker)
+        head = {WORKER_HEADER: att.worker.id}
         try:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                reason = await job.relay(att.resp, first, request.sink)
+                reason = await job.relay(att.resp, first, request.sink, head, started)
             if reason is not None:
                 return self._break(att, reason, "")
             att.verdict, att.body_done = "success", True
             self._metrics.requests[(att.worker.id, "200")] += 1
-            usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
-            if job.client_stream:
-                await request.sink.end()
-            else:
-                await request.sink.whole(200, {"Content-Type": "application/json",
-                                               WORKER_HEADER: att.worker.id}, job.whole_body())
+            job.usage_into(usage)
+            await job.finish(request.sink, head)
         except ConnectionResetError:
-            return None  # the client went away
+            return None  # the client went away; _exchange aborts the upstream request
         except UpstreamError as exc:
             return self._break(att, *_break_of(exc))
         except TimeoutError:

@@ -12,7 +12,6 @@ import orjson
 from dpserve.gateway.migration.stream_state import StreamState
 
 Kind = Literal["chat", "completion"]
-DONE_EVENT = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
