@@ -15,13 +15,14 @@ source trees given as `--variant NAME=SRC_DIR` (each put on PYTHONPATH):
 
     .venv/bin/python benchmarks/gateway_overhead.py --cpu-runs 6 --variant before=/tmp/a --variant after=src
 
-The cost of stream migration being armed (issue 14): `--migration-runs N` alternates the dpserve
-gateway with migration on (the default) and `--no-stream-migration`, N rounds, and reports
-streamed chunks/s at c=16, time to first chunk at c=1, and CPU µs per non-streaming request at
-c=64. The fake replicas answer `return_token_ids` as vLLM does (prompt ids in the first chunk,
-`token_ids` in every chunk), so the armed gateway pays for stripping them:
+The cost of stream migration being armed (issue 14): `--migration-runs N` runs the dpserve
+gateway with migration on (the default) and with `--no-stream-migration` side by side, and
+measures them in alternation: time to first chunk at c=1 (`--c1-requests` pairs, A then B), then
+N rounds of streamed chunks/s at c=16 with the gateway's CPU µs per chunk, and CPU µs per
+non-streaming request at c=64. The fake replicas answer `return_token_ids` as vLLM does (prompt
+ids in the first chunk, `token_ids` in every chunk), so the armed gateway pays for stripping them:
 
-    .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6
+    .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6 --c1-requests 1000
 """
 
 from __future__ import annotations
@@ -240,45 +241,72 @@ def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
               f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {rps[0]:,.0f}–{rps[-1]:,.0f} |")
 
 
-async def stream_points(url: str, args: argparse.Namespace) -> dict[str, float]:
-    """TTFC at c=1 and relayed chunks/s at c=16, for `--migration-runs`."""
+async def migration_points(gateways: dict[str, tuple[str, int]], args: argparse.Namespace) -> None:
+    """Both gateways up at once, measured in alternation so the machine's load hits both alike:
+    TTFC at c=1 request by request (A, B, A, B, ...), then per round c=16 streams (chunks/s and
+    the gateway's CPU µs per relayed chunk) and a c=64 non-streaming window (CPU µs/request)."""
+    names = list(gateways)
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as s:
-        await _closed_loop(100, 8, lambda i: _one_stream(s, url, i))  # warm-up
-        _, c1 = await _closed_loop(args.c1_requests // 4, 1, lambda i: _one_stream(s, url, i))
-        wall, streams = await _closed_loop(args.streams, 16, lambda i: _one_stream(s, url, i))
-    return {"ttfc_p50_ms": statistics.median(t for t, _ in c1) * 1e3,
-            "chunks_per_s_c16": sum(e for _, e in streams) / wall}
+        for url, _ in gateways.values():
+            await _closed_loop(100, 8, lambda i, url=url: _one_stream(s, url, i))  # warm-up
+        ttfc: dict[str, list[float]] = {n: [] for n in names}
+        for i in range(args.c1_requests):
+            for n in names:
+                ttfc[n].append((await _one_stream(s, gateways[n][0], i))[0])
+        rounds: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        for r in range(args.migration_runs):
+            for n in names:
+                rounds[n].append(await _migration_round(s, *gateways[n], args))
+                p = rounds[n][-1]
+                print(f"round {r} {n}: {p['chunks_per_s']:,.0f} chunks/s, {p['cpu_us_per_chunk']:.1f} "
+                      f"µs/chunk; non-streaming {p['whole_cpu_us']:.0f} µs/req", flush=True)
+    _print_migration_table(names, ttfc, rounds)
+
+
+async def _migration_round(s: aiohttp.ClientSession, url: str, pid: int,
+                           args: argparse.Namespace) -> dict[str, float]:
+    cpu0 = _cpu_s(pid)
+    wall, streams = await _closed_loop(args.streams, 16, lambda i: _one_stream(s, url, i))
+    chunks = sum(e for _, e in streams)
+    point = {"chunks_per_s": chunks / wall, "cpu_us_per_chunk": (_cpu_s(pid) - cpu0) / chunks * 1e6}
+    point.update({f"whole_{k}": v for k, v in (await gateway_cpu(url, pid, args.seconds)).items()})
+    return point
+
+
+def _print_migration_table(names: list[str], ttfc: dict[str, list[float]],
+                           rounds: dict[str, list[dict[str, float]]]) -> None:
+    diffs = [a - b for a, b in zip(ttfc[names[0]], ttfc[names[1]], strict=True)]
+    print(f"TTFC p50 ms: {names[0]} {statistics.median(ttfc[names[0]]) * 1e3:.3f}, {names[1]} "
+          f"{statistics.median(ttfc[names[1]]) * 1e3:.3f}; median of the paired differences "
+          f"{statistics.median(diffs) * 1e3:+.3f} ms ({len(diffs)} pairs)")
+    print("| gateway | chunks/s c=16 | gateway cpu µs/chunk | TTFC p50 ms (c=1) "
+          "| non-streaming cpu µs/req |\n| --- | --- | --- | --- | --- |")
+    for n in names:
+        def cell(key: str, fmt: str, rs: list[dict[str, float]] = rounds[n]) -> str:
+            vals = sorted(r[key] for r in rs)
+            low, mid, high = (fmt.format(v) for v in (vals[0], statistics.median(vals), vals[-1]))
+            return f"{mid} ({low}–{high})"
+        print(f"| {n} | {cell('chunks_per_s', '{:,.0f}')} | {cell('cpu_us_per_chunk', '{:.1f}')} | "
+              f"{statistics.median(ttfc[n]) * 1e3:.3f} | {cell('whole_cpu_us', '{:.0f}')} |")
 
 
 def run_migration_comparison(args: argparse.Namespace, urls: list[str]) -> None:
-    """`--migration-runs N`: the dpserve gateway with stream migration armed and off, alternated."""
+    """`--migration-runs N`: dpserve with stream migration armed (the default) and with
+    `--no-stream-migration`, side by side."""
     variants = {"migration on": [], "--no-stream-migration": ["--no-stream-migration"]}
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    for run in range(args.migration_runs):
+    procs, gateways = [], {}
+    try:
         for name, flags in variants.items():
             port = _free_port()
             cmd = [sys.executable, "-m", "dpserve", "router", "--port", str(port), "--policy", args.policy,
                    "--log-level", "warning", *flags, "--worker-urls", *urls]
-            proc = _start(cmd, f"http://127.0.0.1:{port}/health")
-            try:
-                url = f"http://127.0.0.1:{port}"
-                r = asyncio.run(stream_points(url, args))
-                r.update(asyncio.run(gateway_cpu(url, proc.pid, args.seconds)))
-            finally:
-                _stop(proc)
-            results[name].append(r)
-            print(f"run {run} {name}: {r['chunks_per_s_c16']:,.0f} chunks/s, TTFC {r['ttfc_p50_ms']:.3f} ms, "
-                  f"non-streaming {r['cpu_us']:.0f} µs/req ({r['rps']:,.0f} req/s)", flush=True)
-    print("| gateway | chunks/s c=16 median (range) | TTFC p50 ms median (range) "
-          "| non-streaming cpu µs/req median (range) |\n| --- | --- | --- | --- |")
-    for name, rs in results.items():
-        cells = []
-        for key, fmt in (("chunks_per_s_c16", "{:,.0f}"), ("ttfc_p50_ms", "{:.3f}"), ("cpu_us", "{:.0f}")):
-            vals = sorted(r[key] for r in rs)
-            low, mid, high = (fmt.format(v) for v in (vals[0], statistics.median(vals), vals[-1]))
-            cells.append(f"{mid} ({low}–{high})")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+            procs.append(_start(cmd, f"http://127.0.0.1:{port}/health"))
+            gateways[name] = (f"http://127.0.0.1:{port}", procs[-1].pid)
+        asyncio.run(migration_points(gateways, args))
+    finally:
+        for proc in procs:
+            _stop(proc)
 
 
 # ---- processes -----------------------------------------------------------------------------------

@@ -124,13 +124,13 @@ async def main_async(args: argparse.Namespace) -> None:
             all_gaps += gaps
             all_itl += itl
             errors += errs
-            print(f"round {n}: {len(gaps)} streams moved, gap p50 {statistics.median(gaps) * 1e3:.0f} ms, "
-                  f"max {max(gaps) * 1e3:.0f} ms; client errors {errs}", flush=True)
+            print(f"round {n}: {len(gaps)} streams moved, gap p50 {statistics.median(gaps or [0]) * 1e3:.0f} "
+                  f"ms, max {max(gaps or [0]) * 1e3:.0f} ms; client errors {errs}", flush=True)
             procs[0].wait()
             procs[0] = _spawn(_replica_args(args, ports[0]))
             async with aiohttp.ClientSession() as session:
                 await _wait_ok(session, urls[0] + "/health")
-                await _until_healthy(session, gw_url, "w0")
+                await _until_routable(session, gw_url, "w0")
     finally:
         for p in [*procs, *([router] if router else [])]:
             _stop(p)
@@ -140,12 +140,18 @@ async def main_async(args: argparse.Namespace) -> None:
           f"{_pct(all_gaps, 0.99) * 1e3:.0f} | {statistics.median(all_itl) * 1e3:.1f} | {errors} |")
 
 
-async def _until_healthy(session: aiohttp.ClientSession, gw: str, worker_id: str) -> None:
+async def _until_routable(session: aiohttp.ClientSession, gw: str, worker_id: str) -> None:
+    """Until the restarted replica is healthy and its circuit closed again: the streams cut on it
+    opened its breaker, and only successful trial requests close it."""
+    trial = {"model": "smollm2-135m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
     while True:
         async with session.get(gw + "/workers") as resp:
-            if any(w["id"] == worker_id and w["healthy"] for w in await resp.json()):
+            if any(w["id"] == worker_id and w["healthy"] and w["circuit_state"] == "closed"
+                   for w in await resp.json()):
                 return
-        await asyncio.sleep(0.1)
+        async with session.post(gw + "/v1/chat/completions", json=trial) as resp:
+            await resp.read()
+        await asyncio.sleep(0.2)
 
 
 def main() -> None:
