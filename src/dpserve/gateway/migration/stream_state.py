@@ -22,12 +22,12 @@ class Piece:
     """One event's contribution: text, ids, finish, usage; `done` for [DONE], `error` for an error event."""
 
     text: str = ""
-    token_ids: tuple[int, ...] | None = None
+    token_ids: list[int] | None = None
     finish_reason: str | None = None
     stop_reason: Any = None
     usage: dict[str, Any] | None = None
     prompt_token_ids: list[int] | None = None
-    envelope: tuple[Any, Any, Any] | None = None  # (id, created, model)
+    event: dict[str, Any] | None = None  # the whole event: its id, created and model
     role: bool = False
     done: bool = False
     error: Any = None
@@ -50,23 +50,24 @@ def parse_piece(payload: bytes) -> Piece | None:
     return _content_piece(event)
 
 
+_NO_CHOICE: dict[str, Any] = {}
+
+
 def _content_piece(event: dict[str, Any]) -> Piece:
-    choices = event.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choices = event.get("choices")
+    choice = choices[0] if choices and isinstance(choices[0], dict) else _NO_CHOICE
     delta = choice.get("delta")
     if isinstance(delta, dict):
         text, role = delta.get("content"), "role" in delta
     else:
         text, role = choice.get("text"), False
     ids = choice.get("token_ids")
-    prompt_ids = event.get("prompt_token_ids", choice.get("prompt_token_ids"))
+    prompt_ids = event.get("prompt_token_ids") or choice.get("prompt_token_ids")
     usage = event.get("usage")
-    return Piece(text=text if isinstance(text, str) else "",
-                 token_ids=tuple(ids) if isinstance(ids, list) else None,
-                 finish_reason=choice.get("finish_reason"), stop_reason=choice.get("stop_reason"),
-                 usage=usage if isinstance(usage, dict) else None,
-                 prompt_token_ids=prompt_ids if isinstance(prompt_ids, list) else None,
-                 envelope=(event.get("id"), event.get("created"), event.get("model")), role=role)
+    return Piece(text if isinstance(text, str) else "", ids if isinstance(ids, list) else None,
+                 choice.get("finish_reason"), choice.get("stop_reason"),
+                 usage if isinstance(usage, dict) else None,
+                 prompt_ids if isinstance(prompt_ids, list) else None, event, role)
 
 
 @dataclass
@@ -101,10 +102,11 @@ class StreamState:
             self.error = piece.error
             return
         if first_stream:
-            if self.id is None and piece.envelope is not None:
-                self.id, self.created, self.model = piece.envelope
+            event = piece.event
+            if self.id is None and event is not None:
+                self.id, self.created, self.model = event.get("id"), event.get("created"), event.get("model")
             if piece.prompt_token_ids is not None and self.prompt_ids is None:
-                self.prompt_ids = list(piece.prompt_token_ids)
+                self.prompt_ids = piece.prompt_token_ids
         self.role_sent |= piece.role
         if piece.text:
             self.text_parts.append(piece.text)
