@@ -17,7 +17,7 @@ CAP_BYTES = 256 * 1024
 class StreamRecord:
     """Chunks of one upstream stream, as relayed; folded into `state` by `settle()`."""
 
-    __slots__ = ("_cap", "_first_stream", "_last", "_parts", "_size", "state")
+    __slots__ = ("_cap", "_first_stream", "_parts", "_size", "state")
 
     def __init__(self, state: StreamState, *, first_stream: bool, cap_bytes: int = CAP_BYTES) -> None:
         self.state = state
@@ -25,18 +25,16 @@ class StreamRecord:
         self._cap = cap_bytes
         self._parts: list[bytes] = []
         self._size = 0
-        self._last = b""
 
     def add(self, chunk: bytes) -> None:
-        self._last = chunk
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._size > self._cap:
             self.settle()
 
-    def ends_with(self, suffix: bytes) -> bool:
-        """The last chunk recorded ends with `suffix`."""
-        return self._last.endswith(suffix)
+    def last_chunks(self, n: int) -> list[bytes]:
+        """Up to `n` of the latest chunks not folded yet (what a complete stream's usage is read from)."""
+        return self._parts[-n:]
 
     def settle(self) -> None:
         """Fold every complete event into the state; an incomplete last event stays raw (a cut

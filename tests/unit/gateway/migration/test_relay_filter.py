@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from dpserve.gateway.migration.relay_filter import RelayFilter, strip_token_ids
+from dpserve.gateway.migration.relay_filter import EventGate, strip_token_ids
 
 
 def test_strips_vllm_and_dpserve_token_id_fields() -> None:
@@ -22,13 +22,10 @@ def test_strips_vllm_and_dpserve_token_id_fields() -> None:
 
 
 def test_holds_back_an_incomplete_event() -> None:
-    filt = RelayFilter(strip=True)
+    gate = EventGate()
     event = b'data: {"a":1,"token_ids":[1]}\n\n'
-    assert filt.feed(event[:10]) == b"" and filt.held == event[:10]
-    assert filt.feed(event[10:] + event[:3]) == b'data: {"a":1}\n\n'
-    assert filt.feed(event[3:]) == b'data: {"a":1}\n\n' and filt.held == b""
-
-
-def test_keeps_the_ids_a_client_asked_for() -> None:
-    event = b'data: {"a":1,"token_ids":[1]}\n\n'
-    assert RelayFilter(strip=False).feed(event) == event
+    assert gate.pass_whole(event[:10]) == b"" and gate.held == event[:10]
+    assert gate.pass_whole(event[10:] + event[:3]) == event and gate.held == event[:3]
+    assert gate.pass_whole(event[3:]) == event and gate.held == b""
+    crlf = b"data: {}\r\n\r\n"
+    assert gate.pass_whole(crlf + b"data") == crlf and gate.held == b"data"
