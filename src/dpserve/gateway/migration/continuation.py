@@ -7,6 +7,11 @@ exactly as an uninterrupted run would; a seeded request keeps its seed (a fresh 
 there on). Text-level (no token ids): the same endpoint with the text so far — the assistant's
 partial message continued with vLLM's `continue_final_message` for chat, prompt + text for
 completions — and `max_tokens` reduced by the chunks received (about one token each).
+
+Exactness needs the ids received to be exactly the tokens of the text received. dpserve's
+replicas hold a token's id back with its text (serving/generation.py); vLLM sends each step's ids
+at once, so a vLLM replica cut while it held text back (a possible stop string, an incomplete
+character) loses that text on resume.
 """
 
 from __future__ import annotations
