@@ -15,6 +15,15 @@ source trees given as `--variant NAME=SRC_DIR` (each put on PYTHONPATH):
 
     .venv/bin/python benchmarks/gateway_overhead.py --cpu-runs 6 --variant before=/tmp/a --variant after=src
 
+The cost of a watched dashboard: `--dashboard-runs N` runs one gateway (this tree; replicas answer
+/metrics with real vLLM-named text, so the dashboard's sampler parses what it would in production)
+under the same c=64 loop, N rounds of three states in rotating order: nobody watching, the page's
+own requests (`GET /dashboard/data?since=SEQ` just after each sample, as dashboard.js does), and
+the page open in Debian's headless Chromium (which also competes for this machine's CPUs):
+
+    flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/gateway_overhead.py --dashboard-runs 6 \
+        --replicas 3 --idle-seconds 20
+
 The cost of stream migration being armed (issue 14): `--migration-runs N` runs the dpserve
 gateway with migration on (the default) and with `--no-stream-migration` side by side, and
 measures them in alternation: time to first chunk at c=1 (`--c1-requests` pairs, A then B), then
@@ -22,7 +31,8 @@ N rounds of streamed chunks/s at c=16 with the gateway's CPU µs per chunk, and 
 non-streaming request at c=64. The fake replicas answer `return_token_ids` as vLLM does (prompt
 ids in the first chunk, `token_ids` in every chunk), so the armed gateway pays for stripping them:
 
-    .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6 --c1-requests 1000
+    flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6 \
+        --c1-requests 1000
 """
 
 from __future__ import annotations
@@ -53,10 +63,20 @@ def _free_port() -> int:
 
 # ---- fake replicas (child process) ---------------------------------------------------------------
 
-def serve_replicas(ports: list[int], chunks: int) -> None:
+def serve_replicas(ports: list[int], chunks: int, vllm_metrics: bool = False) -> None:
     from aiohttp import web
 
     from dpserve.http_server import bind_socket, install_uvloop
+    from dpserve.serving.engine_client import EngineStats
+    from dpserve.serving.metrics import ReplicaMetrics
+
+    metrics = ReplicaMetrics("fake")
+    for i in range(1000):  # histograms with data in most buckets, as a busy replica has
+        metrics.record_first_token(0.001 * (i % 300))
+        metrics.record_inter_token(0.02, 1)
+        metrics.record_finished(num_prompt_tokens=50, num_generated_tokens=20, finish_reason="stop",
+                                e2e_s=0.5)
+    metrics_text = metrics.render(EngineStats(3, 1, 0.25, 1000, 400)).encode()
 
     # A non-streamed answer of 16 tokens (the payload's max_tokens); a stream of up to `chunks`.
     body = orjson.dumps({"id": "x", "object": "chat.completion", "model": "fake", "choices": [
@@ -90,6 +110,9 @@ def serve_replicas(ports: list[int], chunks: int) -> None:
     async def ok(request: web.Request) -> web.Response:
         return web.Response(body=b"{}", content_type="application/json")
 
+    async def replica_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics_text, content_type="text/plain")
+
     async def model_list(request: web.Request) -> web.Response:
         return web.Response(body=models, content_type="application/json")
 
@@ -97,8 +120,10 @@ def serve_replicas(ports: list[int], chunks: int) -> None:
         app = web.Application()
         app.router.add_post(CHAT, completion)
         app.router.add_post("/v1/completions", completion)
-        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info", "/metrics"):
+        for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info",
+                     "/get_load"):  # /get_load: sglang-router power_of_two polls it
             app.router.add_get(path, ok)
+        app.router.add_get("/metrics", replica_metrics if vllm_metrics else ok)
         app.router.add_get("/v1/models", model_list)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -186,26 +211,126 @@ async def measure(url: str, args: argparse.Namespace, pid: int) -> dict[str, flo
     return out
 
 
-async def gateway_cpu(url: str, pid: int, seconds: float) -> dict[str, float]:
-    """The gateway alone under a c=64 closed loop for `seconds`: CPU µs per request (user, system)."""
+async def gateway_cpu(url: str, pid: int, seconds: float, concurrency: int = 64,
+                      watcher: str = "") -> dict[str, float]:
+    """The gateway alone under a closed loop for `seconds`: CPU µs per request (user, system),
+    req/s and the latency p50/p99 the load generator saw.
+
+    `watcher` "page-requests": the dashboard page's polling runs beside the loop (see dashboard.js).
+    """
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as s:
-        await _closed_loop(1000, 64, lambda i: _one(s, url, i))  # warm-up: pools, caches
+        await _closed_loop(1000, concurrency, lambda i: _one(s, url, i))  # warm-up: pools, caches
+        # The watcher has its own session, as a browser has its own connection.
+        page = aiohttp.ClientSession() if watcher == "page-requests" else None
+        polls = asyncio.create_task(_poll_like_the_page(page, url)) if page is not None else None
         stop_at = time.perf_counter() + seconds
-        done = 0
+        latencies: list[float] = []
 
         async def worker() -> None:
-            nonlocal done
             while time.perf_counter() < stop_at:
-                await _one(s, url, done)
-                done += 1
+                latencies.append(await _one(s, url, len(latencies)))
         user0, sys0 = _cpu_split_s(pid)
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(64)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
         user1, sys1 = _cpu_split_s(pid)
+        if polls is not None and page is not None:
+            polls.cancel()
+            await page.close()
+    done = len(latencies)
     return {"cpu_us": (user1 + sys1 - user0 - sys0) / done * 1e6, "user_us": (user1 - user0) / done * 1e6,
-            "rps": done / wall}
+            "rps": done / wall, "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": _pct(latencies, 0.99) * 1e3}
+
+
+async def _poll_like_the_page(s: aiohttp.ClientSession, url: str) -> None:
+    """What dashboard.js does: GET /dashboard/data?since=SEQ just after each sample."""
+    seq = 0
+    while True:
+        async with s.get(f"{url}/dashboard/data?since={seq}") as resp:
+            doc = orjson.loads(await resp.read())
+        seq = doc["seq"]
+        await asyncio.sleep(min(1.0, max(0.1, doc["next_sample_in_s"] + 0.06)))
+
+
+def run_dashboard_comparison(args: argparse.Namespace, urls: list[str]) -> None:
+    """`--dashboard-runs N`: one gateway; nobody watching vs the page's requests vs Chromium, N rounds.
+
+    Each state is measured twice: req/s and CPU per request under the c=64 loop (noisy on a shared
+    machine), and the gateway's CPU per second with no load for `--idle-seconds` (what watching
+    costs by itself; at saturation the gateway's one event loop loses that share of a core).
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start([sys.executable, "-m", "dpserve", "router", "--port", str(port), "--policy", args.policy,
+                   "--log-level", "warning", "--worker-urls", *urls], url + "/health")
+    states = ["closed", "page-requests", "chromium"]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in states}
+    try:
+        for run in range(args.dashboard_runs):
+            for name in states[run % 3:] + states[:run % 3]:  # rotate: no state always goes first
+                r = _dashboard_state(url, proc.pid, name, args)
+                results[name].append(r)
+                print(f"run {run} {name}: {r['rps']:.0f} req/s, {r['cpu_us']:.1f} µs/req, idle "
+                      f"{r['idle_cpu_ms_per_s']:.2f} ms CPU/s", flush=True)
+    finally:
+        _stop(proc)
+    idle_base = statistics.median(r["idle_cpu_ms_per_s"] for r in results["closed"])
+    print("| dashboard | req/s median (range) | req/s vs closed, same round: median (quartiles) | "
+          "cpu µs/req median | idle CPU ms/s median (range) | extra vs closed |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, rs in results.items():
+        rps = sorted(r["rps"] for r in rs)
+        # Each round's states ran back to back: their ratio cancels the machine's slow drifts.
+        ratios = sorted(r["rps"] / c["rps"] - 1 for r, c in zip(rs, results["closed"], strict=True))
+        q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        cpu_us = statistics.median(r["cpu_us"] for r in rs)
+        line = (f"| {name} | {statistics.median(rps):,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) | "
+                f"{q2 * 100:+.1f}% ({q1 * 100:+.1f}% … {q3 * 100:+.1f}%) | {cpu_us:.1f} | ")
+        if args.idle_seconds > 0:
+            idle = sorted(r["idle_cpu_ms_per_s"] for r in rs)
+            extra = statistics.median(idle) - idle_base
+            line += (f"{statistics.median(idle):.2f} ({idle[0]:.2f}–{idle[-1]:.2f}) | "
+                     f"{extra:+.2f} ms/s ({extra / 10:+.2f}% of a core) |")
+        else:
+            line += "– | – |"
+        print(line)
+
+
+def _dashboard_state(url: str, pid: int, name: str, args: argparse.Namespace) -> dict[str, float]:
+    import tempfile
+
+    browser = None
+    if name == "chromium":
+        profile = tempfile.mkdtemp(prefix="dpserve-bench-chromium-")
+        browser = subprocess.Popen(
+            ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", url + "/dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(3.0)  # the page loaded and polling
+    try:
+        r = asyncio.run(gateway_cpu(url, pid, args.seconds, watcher=name))
+        r["idle_cpu_ms_per_s"] = (asyncio.run(_idle_cpu(url, pid, args.idle_seconds, name))
+                                  if args.idle_seconds > 0 else 0.0)
+    finally:
+        if browser is not None:
+            _stop(browser)
+    return r
+
+
+async def _idle_cpu(url: str, pid: int, seconds: float, watcher: str) -> float:
+    """The gateway's CPU ms per second with no load (health checks, load polls, sampler, watcher)."""
+    async with aiohttp.ClientSession() as page:
+        polls = asyncio.create_task(_poll_like_the_page(page, url)) if watcher == "page-requests" else None
+        await asyncio.sleep(1.5)  # past the first (whole-history) poll
+        cpu0, t0 = _cpu_s(pid), time.perf_counter()
+        await asyncio.sleep(seconds)
+        cpu1, t1 = _cpu_s(pid), time.perf_counter()
+        if polls is not None:
+            polls.cancel()
+    return (cpu1 - cpu0) / (t1 - t0) * 1e3
 
 
 def _cpu_split_s(pid: int) -> tuple[float, float]:
@@ -227,18 +352,23 @@ def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
                    "--log-level", "warning", "--worker-urls", *urls]
             proc = _start(cmd, f"http://127.0.0.1:{port}/health", env)
             try:
-                r = asyncio.run(gateway_cpu(f"http://127.0.0.1:{port}", proc.pid, args.seconds))
+                r = asyncio.run(gateway_cpu(f"http://127.0.0.1:{port}", proc.pid, args.seconds,
+                                            args.concurrency))
             finally:
                 _stop(proc)
             results[name].append(r)
             print(f"run {run} {name}: {r['cpu_us']:.0f} µs/req ({r['user_us']:.0f} user), "
-                  f"{r['rps']:.0f} req/s", flush=True)
-    print("| gateway | cpu µs/req (user) median | range | req/s range |\n| --- | --- | --- | --- |")
+                  f"{r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms", flush=True)
+    print(f"c={args.concurrency}\n| gateway | cpu µs/req (user) median | range | req/s median (range) "
+          "| p50 ms median | p99 ms median (range) |\n| --- | --- | --- | --- | --- | --- |")
     for name, rs in results.items():
         cpu = sorted(r["cpu_us"] for r in rs)
         rps = sorted(r["rps"] for r in rs)
+        p99 = sorted(r["p99_ms"] for r in rs)
         print(f"| {name} | {statistics.median(cpu):.0f} ({statistics.median(r['user_us'] for r in rs):.0f}) "
-              f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {rps[0]:,.0f}–{rps[-1]:,.0f} |")
+              f"| {cpu[0]:.0f}–{cpu[-1]:.0f} | {statistics.median(rps):,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) "
+              f"| {statistics.median(r['p50_ms'] for r in rs):.2f} "
+              f"| {statistics.median(p99):.2f} ({p99[0]:.2f}–{p99[-1]:.2f}) |")
 
 
 async def migration_points(gateways: dict[str, tuple[str, int]], args: argparse.Namespace) -> None:
@@ -381,18 +511,31 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="with --cpu-runs: length of each run")
     ap.add_argument("--migration-runs", type=int, default=0,
                     help="instead of the comparison: dpserve with stream migration armed vs off, N rounds")
+    ap.add_argument("--concurrency", type=int, default=64, help="with --cpu-runs: requests in flight")
+    ap.add_argument("--dashboard-runs", type=int, default=0,
+                    help="instead of the comparison: req/s with the dashboard closed vs watched, N rounds")
+    ap.add_argument("--idle-seconds", type=float, default=20.0,
+                    help="with --dashboard-runs: length of each no-load CPU measurement (0 = none)")
+    ap.add_argument("--vllm-metrics", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-replicas", nargs="*", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_replicas:
-        serve_replicas(args.serve_replicas, args.chunks)
+        serve_replicas(args.serve_replicas, args.chunks, args.vllm_metrics)
         return
     from dpserve.http_server import install_uvloop
 
     ports = [_free_port() for _ in range(args.replicas)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    replicas = _start([sys.executable, __file__, "--chunks", str(args.chunks), "--serve-replicas",
+    replicas = _start([sys.executable, __file__, "--chunks", str(args.chunks),
+                       *(["--vllm-metrics"] if args.dashboard_runs else []), "--serve-replicas",
                        *map(str, ports)], urls[-1] + "/health")
     install_uvloop()
+    if args.dashboard_runs:
+        try:
+            run_dashboard_comparison(args, urls)
+        finally:
+            _stop(replicas)
+        return
     if args.cpu_runs or args.migration_runs:
         try:
             (run_cpu_comparison if args.cpu_runs else run_migration_comparison)(args, urls)

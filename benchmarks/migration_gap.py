@@ -29,6 +29,8 @@ import aiohttp
 import orjson
 from gateway_overhead import _free_port, _stop  # this directory is on sys.path when run as a script
 
+from dpserve.http_names import CHAT_PATH, HEALTH_PATH, WORKER_HEADER, WORKERS_PATH
+
 
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "dpserve", *args], stdout=subprocess.DEVNULL,
@@ -63,8 +65,8 @@ async def _stream(session: aiohttp.ClientSession, url: str, i: int, args: argpar
             "ignore_eos": True, "messages": messages}
     arrivals: list[float] = []
     error = False
-    async with session.post(url + "/v1/chat/completions", json=body) as resp:
-        worker = resp.headers.get("x-dpserve-worker")
+    async with session.post(url + CHAT_PATH, json=body) as resp:
+        worker = resp.headers.get(WORKER_HEADER)
         async for line in resp.content:
             if line.startswith(b"data: {"):
                 event = orjson.loads(line[6:])
@@ -115,7 +117,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         async with aiohttp.ClientSession() as session:
             for url in urls:
-                await _wait_ok(session, url + "/health")
+                await _wait_ok(session, url + HEALTH_PATH)
             router = _spawn(["router", "--port", str(gw_port), "--policy", "round_robin",
                              "--log-level", "warning", "--worker-urls", *urls])
             await _wait_ok(session, gw_url + "/readiness")
@@ -129,7 +131,7 @@ async def main_async(args: argparse.Namespace) -> None:
             procs[0].wait()
             procs[0] = _spawn(_replica_args(args, ports[0]))
             async with aiohttp.ClientSession() as session:
-                await _wait_ok(session, urls[0] + "/health")
+                await _wait_ok(session, urls[0] + HEALTH_PATH)
                 await _until_routable(session, gw_url, "w0")
     finally:
         for p in [*procs, *([router] if router else [])]:
@@ -145,11 +147,11 @@ async def _until_routable(session: aiohttp.ClientSession, gw: str, worker_id: st
     opened its breaker, and only successful trial requests close it."""
     trial = {"model": "smollm2-135m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
     while True:
-        async with session.get(gw + "/workers") as resp:
+        async with session.get(gw + WORKERS_PATH) as resp:
             if any(w["id"] == worker_id and w["healthy"] and w["circuit_state"] == "closed"
                    for w in await resp.json()):
                 return
-        async with session.post(gw + "/v1/chat/completions", json=trial) as resp:
+        async with session.post(gw + CHAT_PATH, json=trial) as resp:
             await resp.read()
         await asyncio.sleep(0.2)
 

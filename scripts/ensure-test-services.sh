@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Installs the system services that integration tests start themselves (redis-server), when they
-# are missing and we may install them (root + apt). Otherwise those tests skip, saying why.
+# Installs the system programs that integration tests start themselves (redis-server; chromium for
+# the dashboard page test), when they are missing and we may install them (root + apt). Otherwise
+# those tests skip, saying why. Playwright drives /usr/bin/chromium; it never downloads a browser.
 set -u
-if command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing redis-server for the cluster-quota tests..."
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-    || echo "could not install redis-server: the Redis quota tests will be skipped"
-  # The package starts a system instance; tests run their own on free ports, so stop it.
+  echo "installing ${missing[*]} for the integration tests..."
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "could not install ${missing[*]}: the tests that need them will be skipped"
+  # The redis package starts a system instance; tests run their own on free ports, so stop it.
   (command -v service >/dev/null 2>&1 && service redis-server stop >/dev/null 2>&1) || true
 else
-  echo "redis-server not found and cannot install it here: the Redis quota tests will be skipped"
+  echo "${missing[*]} not found and cannot install here: the tests that need them will be skipped"
 fi
 exit 0

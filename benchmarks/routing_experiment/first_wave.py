@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from fleet import HOST, free_port, router, sim_fleet
-from run import MODEL, router_argv
+from fleet import sim_fleet
+from routers import MODEL, started
 
 from dpserve.bench.benchmark import build_arrivals, build_conversations, make_text
 from dpserve.bench.config import BenchConfig
@@ -99,12 +99,10 @@ def one_run(name: str, config: BenchConfig, args: argparse.Namespace, tag: str) 
     sim_args = ["--time-scale", str(args.time_scale), "--kv-cache-tokens", str(args.kv_cache_tokens),
                 "--max-model-len", "8192", "--log-level", "warning"]
     log_dir = args.log_dir / tag
-    with sim_fleet(args.replicas, sim_args, log_dir) as workers:
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        with router(router_argv(name, port, workers), url, "/readiness", log_dir / "router.log"):
-            time.sleep(args.settle_s)  # as run.py: every router gets the same wait
-            return asyncio.run(run_requests(url, config))
+    with sim_fleet(args.replicas, sim_args, log_dir) as workers, \
+            started(name, workers, log_dir / "router.log") as url:
+        time.sleep(args.settle_s)  # as run.py: every router gets the same wait
+        return asyncio.run(run_requests(url, config))
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,10 +1,13 @@
 """Processes of one experiment run: N `dpserve sim` replicas and one router, on 127.0.0.1 only.
 
 Every process runs in its own process group and is stopped (SIGTERM, then SIGKILL) on exit.
+With `kv_events_dir`, each sim publishes KV events (ipc PUB socket there, replay on a free
+loopback port); `kv_events_spec(url)` is the `--worker-kv-events` entry for that sim.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +25,11 @@ READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 # free_port() releases the port before the sim binds it; another process may take it in between.
 PORT_ATTEMPTS = 3
+_KV_SPECS: dict[str, str] = {}  # sim URL → PUB_ENDPOINT,REPLAY_ENDPOINT
+
+
+def kv_events_spec(url: str) -> str | None:
+    return _KV_SPECS.get(url)
 
 
 def free_port() -> int:
@@ -69,10 +77,11 @@ def spawn(argv: Sequence[str], log_path: Path, stack: ExitStack) -> subprocess.P
 
 
 @contextmanager
-def sim_fleet(num_replicas: int, sim_args: Sequence[str], log_dir: Path) -> Iterator[list[str]]:
+def sim_fleet(num_replicas: int, sim_args: Sequence[str], log_dir: Path,
+              kv_events_dir: Path | None = None) -> Iterator[list[str]]:
     """Start `num_replicas` fresh sims (empty caches) at once; yield their base URLs when all are up."""
     with ExitStack() as stack:
-        started = [_spawn_sim(i, sim_args, log_dir, stack) for i in range(num_replicas)]
+        started = [_spawn_sim(i, sim_args, log_dir, stack, kv_events_dir) for i in range(num_replicas)]
         urls = []
         for i, (url, proc) in enumerate(started):
             for attempt in range(PORT_ATTEMPTS):
@@ -82,16 +91,22 @@ def sim_fleet(num_replicas: int, sim_args: Sequence[str], log_dir: Path) -> Iter
                 except RuntimeError:  # exited: its free port was taken meanwhile (or a real failure)
                     if attempt == PORT_ATTEMPTS - 1:
                         raise
-                    url, proc = _spawn_sim(i, sim_args, log_dir, stack)
+                    url, proc = _spawn_sim(i, sim_args, log_dir, stack, kv_events_dir)
             urls.append(url)
         yield urls
 
 
-def _spawn_sim(i: int, sim_args: Sequence[str], log_dir: Path,
-               stack: ExitStack) -> tuple[str, subprocess.Popen[bytes]]:
+def _spawn_sim(i: int, sim_args: Sequence[str], log_dir: Path, stack: ExitStack,
+               kv_events_dir: Path | None) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     argv = [sys.executable, "-m", "dpserve", "sim", "--host", HOST, "--port", str(port), *sim_args]
     url = f"http://{HOST}:{port}"
+    if kv_events_dir is not None:
+        kv_events_dir.mkdir(parents=True, exist_ok=True)
+        pub, replay = f"ipc://{kv_events_dir / f'kv-{port}.pub'}", f"tcp://{HOST}:{free_port()}"
+        argv += ["--kv-events-config", json.dumps({"enable_kv_cache_events": True, "endpoint": pub,
+                                                   "replay_endpoint": replay})]
+        _KV_SPECS[url] = f"{pub},{replay}"
     return url, spawn(argv, log_dir / f"sim{i}.log", stack)
 
 

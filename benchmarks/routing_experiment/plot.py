@@ -23,7 +23,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         for j, (key, label) in enumerate(METRICS):
             ax = axes[i][j]
             values = [r[key] or 0.0 for r in runs]
-            colors = ["tab:orange" if n.startswith("sglang") else "tab:blue" for n in names]
+            colors = ["tab:orange" if "sglang" in n else "tab:blue" for n in names]
             ax.barh(names, values, color=colors)
             ax.set_title(f"{scenario}: {label}")
             ax.invert_yaxis()

@@ -3,6 +3,12 @@ front of the same fresh fleet of `dpserve sim` replicas, on a shared-prefix and 
 
     .venv/bin/python benchmarks/routing_experiment/run.py --out-dir benchmarks/routing_experiment/results
 
+The sims publish KV events (issue 17) and every dpserve router is told where (precise_prefix routes
+on them; the other policies ignore them). A router named `2x:NAME` (e.g. `2x:precise_prefix`,
+`2x:sglang:cache_aware`, via --two-gateways) is two such routers in front of the same fleet with
+the traffic split between them request by request (a `dpserve router --policy round_robin` in
+front of both, as a load balancer in front of gateway replicas would).
+
 Writes results.json, results.md (the table) and routing.png into --out-dir. Every process listens on
 127.0.0.1 and is stopped before the next run; each run gets a fresh fleet, so caches start empty.
 """
@@ -15,17 +21,19 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet import HOST, free_port, router, sim_fleet
+import routers
+from fleet import sim_fleet
 from queue_trace import policy_decisions, sampled
+from routers import MODEL, started
 from tables import markdown_table, median_rows, summarize
 
-SGLANG_PYTHON = Path("/tmp/sglvenv/bin/python")
-MODEL = "smollm2-135m"
+TWO_GATEWAYS = "2x:"
 BENCH_TIMEOUT_S = 900
 
 
@@ -56,26 +64,21 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
              str(args.turns), "--input-len", "256", "--output-len", str(args.output_len),
              "--concurrency", str(args.num_sessions // 2))
     return [Scenario("shared-prefix", shared, None),
-            Scenario("multi-turn", multi, ("round_robin", "consistent_hash", "cache_aware"))]
+            Scenario("multi-turn", multi,
+                     ("round_robin", "consistent_hash", "cache_aware", "precise_prefix"))]
 
 
-def dpserve_router(port: int, policy: str, workers: list[str]) -> list[str]:
-    return [sys.executable, "-m", "dpserve", "router", "--host", HOST, "--port", str(port),
-            "--policy", policy, "--worker-urls", *workers]
-
-
-def sglang_router(port: int, policy: str, workers: list[str]) -> list[str]:
-    return [str(SGLANG_PYTHON), "-m", "sglang_router.launch_router", "--host", HOST, "--port", str(port),
-            "--policy", policy, "--worker-urls", *workers, "--log-level", "warn",
-            "--prometheus-port", str(free_port())]  # its default port stays taken between runs
-
-
-def router_argv(router_name: str, port: int, workers: list[str]) -> list[str]:
-    """`sglang:POLICY` → SGLang's router with POLICY; any other name → `dpserve router --policy NAME`."""
-    sglang_policy = router_name.removeprefix("sglang:")
-    if sglang_policy != router_name:
-        return sglang_router(port, sglang_policy, workers)
-    return dpserve_router(port, router_name, workers)
+@contextmanager
+def gateways(router_name: str, workers: list[str], log_dir: Path) -> Iterator[str]:
+    """One router, or (`2x:NAME`) two behind a round-robin front; yields the URL the bench calls."""
+    inner = router_name.removeprefix(TWO_GATEWAYS)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(started(inner, workers, log_dir / f"router{i}.log"))
+                for i in range(2 if inner != router_name else 1)]
+        if len(urls) == 1:
+            yield urls[0]
+            return
+        yield stack.enter_context(started("round_robin", urls, log_dir / "front.log"))
 
 
 def run_bench(url: str, workers: list[str], scenario: Scenario, out: Path, seed: int) -> dict[str, Any]:
@@ -92,19 +95,19 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
     log_dir = (args.log_dir or args.out_dir / "logs") / tag
     sim_args = ["--time-scale", str(args.time_scale), "--kv-cache-tokens", str(args.kv_cache_tokens),
                 "--max-model-len", str(args.max_model_len), "--log-level", "warning"]
-    with sim_fleet(args.replicas, sim_args, log_dir) as workers:
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        with router(router_argv(router_name, port, workers), url, "/readiness", log_dir / "router.log"):
-            # SGLang's router registers workers in the background, so it needs the wait; every router
-            # gets the same one, so each bench starts the same time after its fleet (CPU settled).
-            time.sleep(args.sglang_settle_s)
-            queueing: dict[str, Any] = {}
-            interval = args.trace_interval_s
-            with sampled(workers, interval, queueing) if interval else nullcontext():
-                report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
-            if interval:
-                report["queueing"] = queueing
+    kv_dir = log_dir / "kv" if args.kv_events else None
+    with sim_fleet(args.replicas, sim_args, log_dir, kv_dir) as workers, \
+            gateways(router_name, workers, log_dir) as url:
+        # Every router gets the same wait after it routes to all sims, so each bench starts the
+        # same time after its fleet (CPU settled after the start-up).
+        time.sleep(args.sglang_settle_s)
+        queueing: dict[str, Any] = {}
+        interval = args.trace_interval_s
+        with sampled(workers, interval, queueing) if interval else nullcontext():
+            report = run_bench(url, workers, scenario, log_dir / "bench.json", args.seed)
+        if interval:
+            report["queueing"] = queueing
+        if not router_name.startswith(TWO_GATEWAYS):
             report["decisions"] = policy_decisions(url)
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
@@ -137,10 +140,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--policies", nargs="*", default=None, help="default: all of `dpserve router`'s")
     p.add_argument("--scenarios", nargs="*", default=["shared-prefix", "multi-turn"])
     p.add_argument("--no-sglang", action="store_true", help="skip SGLang's router")
+    p.add_argument("--sglang-python", type=Path, default=routers.sglang_python,
+                   help="python of the venv where sglang-router is installed")
+    p.add_argument("--no-kv-events", dest="kv_events", action="store_false",
+                   help="sims publish no KV events (precise_prefix then routes like cache_aware)")
+    p.add_argument("--two-gateways", nargs="*", default=[],
+                   help="routers to also run as two gateways splitting the traffic (e.g. precise_prefix "
+                        "cache_aware sglang:cache_aware)")
     p.add_argument("--sglang-policies", nargs="*", default=["cache_aware"],
                    help="SGLang router policies to run (e.g. round_robin too, to measure router overhead)")
     p.add_argument("--sglang-settle-s", type=float, default=3.0,
-                   help="wait between a router's readiness and the bench (every router, for fairness)")
+                   help="wait between a router's readiness (all sims registered) and the bench (every "
+                   "router, for fairness)")
     p.add_argument("--trace-interval-s", type=float, default=0.0,
                    help="sample each sim's running/waiting gauges this often during the bench (0: off); "
                    "the spread across replicas lands in results.json under 'queueing'")
@@ -151,16 +162,18 @@ def main() -> int:
     args = parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     all_policies = args.policies if args.policies is not None else gateway_policies()
-    use_sglang = not args.no_sglang and SGLANG_PYTHON.exists()
+    routers.sglang_python = args.sglang_python
+    use_sglang = not args.no_sglang and args.sglang_python.exists()
     results = []
     for scenario in scenarios(args):
         if scenario.name not in args.scenarios:
             continue
-        routers = [p for p in (scenario.policies or all_policies) if p in all_policies]
+        names = [p for p in (scenario.policies or all_policies) if p in all_policies]
         if use_sglang and scenario.with_sglang:
-            routers += [f"sglang:{p}" for p in args.sglang_policies]
+            names += [f"sglang:{p}" for p in args.sglang_policies]
+        names += [TWO_GATEWAYS + r for r in args.two_gateways if use_sglang or not r.startswith("sglang:")]
         for repeat in range(args.repeats):
-            for name in routers:
+            for name in names:
                 print(f"== {scenario.name} / {name} / run {repeat + 1} of {args.repeats}", flush=True)
                 try:
                     results.append(one_run(args, scenario, name, repeat))

@@ -28,6 +28,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "sim": CommandSpec("dpserve.sim.command", "one simulated replica (timing + prefix-cache model)"),
     "batch": CommandSpec("dpserve.offline.command", "offline inference over a JSONL batch file"),
     "bench": CommandSpec("dpserve.bench.command", "load generator for OpenAI-compatible URLs"),
+    "plan": CommandSpec("dpserve.planner.command",
+                        "choose DP × TP × PP for a model on N GPUs; --simulate it, --diagnose a fleet"),
+    "top": CommandSpec("dpserve.top.command", "live per-replica table of a gateway in the terminal"),
 }
 
 

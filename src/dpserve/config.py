@@ -21,6 +21,7 @@ import yaml
 
 # The only place where addresses and ports are literals.
 DEFAULT_HOST = "127.0.0.1"
+ANY_HOST = "0.0.0.0"  # every IPv4 interface (a bind there reserves a port on all of them)
 DEFAULT_GATEWAY_PORT = 8000
 DEFAULT_REPLICA_PORT = 8100
 DEFAULT_MODEL = "smollm2-135m"
@@ -212,14 +213,19 @@ def _unknown_message(kind: str, unknown: str, valid: Sequence[str]) -> str:
     return f"unknown {kind} {unknown}{hint}; valid: {', '.join(sorted(valid))}"
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; ConfigError naming `what` and the path when unreadable or invalid."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
 def read_config_file(path: Path, cls: type) -> dict[str, Any]:
     """Read a YAML file of flag values for `cls`; returns {field name: checked value}."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "config file") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must be a mapping of flag names to values")
     by_name = {fl.name: fl for fl in config_flags(cls)}

@@ -12,6 +12,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     408: "timeout_error",
     409: "conflict_error",
     413: "invalid_request_error",
@@ -24,6 +25,8 @@ _TYPES = {
     502: "upstream_error",
     503: "service_unavailable_error",
     504: "timeout_error",
+    505: "invalid_request_error",
+    508: "upstream_error",
 }
 
 

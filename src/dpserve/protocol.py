@@ -6,8 +6,11 @@ raise RequestError (the server answers 400 with the message and the offending `p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
+
+from dpserve.serving.limits import RequestLimits
 
 # vLLM's default for /v1/completions without `max_tokens` (OpenAI's too); chat defaults to "the
 # rest of the context", and so does an explicit `"max_tokens": null` on either endpoint.
@@ -16,6 +19,9 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 SEED_RANGE = (-(2**63), 2**63 - 1)
 # Known OpenAI features this server does not implement: rejected rather than silently ignored.
 _UNSUPPORTED = ("echo", "logprobs", "top_logprobs", "suffix", "tools")
+# Client strings echoed in error messages are cut to this many characters.
+_ECHO_CHARS = 80
+_DEFAULT_LIMITS = RequestLimits()
 
 
 class RequestError(ValueError):
@@ -29,14 +35,18 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class SamplingFields:
-    """The sampling/control fields chat and completion requests share."""
+    """The sampling/control fields chat and completion requests share.
+
+    temperature/top_p/top_k are None when the request leaves them out, so the model's recommended
+    defaults (generation_config.json) can apply; top_k -1 means "off" explicitly.
+    """
 
     model: str | None
     stream: bool
     include_usage: bool
     max_tokens: int | None
-    temperature: float
-    top_p: float
+    temperature: float | None
+    top_p: float | None
     top_k: int | None
     seed: int | None
     stop: tuple[str, ...]
@@ -77,7 +87,12 @@ def _typed(body: dict[str, Any], name: str, types: type | tuple[type, ...], defa
     return value
 
 
-def _parse_stop(body: dict[str, Any]) -> tuple[str, ...]:
+def clip(value: str) -> str:
+    """A client string for an error message, cut so that a huge value is not sent back whole."""
+    return value if len(value) <= _ECHO_CHARS else value[:_ECHO_CHARS] + "..."
+
+
+def _parse_stop(body: dict[str, Any], limits: RequestLimits) -> tuple[str, ...]:
     stop = body.get("stop")
     if stop is None:
         return ()
@@ -89,18 +104,29 @@ def _parse_stop(body: dict[str, Any]) -> tuple[str, ...]:
         raise RequestError("'stop' must be a string or a list of strings", "stop")
     if not all(isinstance(s, str) for s in stops):
         raise RequestError("'stop' must be a string or a list of strings", "stop")
+    if len(stops) > limits.max_stop_strings:
+        raise RequestError(f"'stop' may hold at most {limits.max_stop_strings} strings, got {len(stops)}",
+                           "stop")
+    if not all(isinstance(s, str) for s in stops):
+        raise RequestError("'stop' must be a string or a list of strings", "stop")
     if any(s == "" for s in stops):
         raise RequestError("'stop' strings must not be empty", "stop")
-    return tuple(stops)
+    longest = max(len(s) for s in stops) if stops else 0
+    if longest > limits.max_stop_string_chars:
+        raise RequestError(f"'stop' strings may be at most {limits.max_stop_string_chars} characters, "
+                           f"got one of {longest}", "stop")
+    return tuple(dict.fromkeys(stops))  # duplicates dropped, in order (as vLLM does)
 
 
-def _parse_token_ids(value: Any, name: str) -> tuple[int, ...]:
+def _parse_token_ids(value: Any, name: str, max_count: int) -> tuple[int, ...]:
     if value is None:
         return ()
+    if isinstance(value, list) and len(value) > max_count:
+        raise RequestError(f"'{name}' may hold at most {max_count} ids, got {len(value)}", name)
     if not isinstance(value, list) or not all(
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
         raise RequestError(f"'{name}' must be a list of non-negative integers", name)
-    return tuple(value)
+    return tuple(dict.fromkeys(value))
 
 
 def _parse_max_tokens(body: dict[str, Any]) -> int | None:
@@ -111,17 +137,30 @@ def _parse_max_tokens(body: dict[str, Any]) -> int | None:
     return max_tokens
 
 
-def _parse_sampling_values(body: dict[str, Any]) -> tuple[float, float, int | None]:
-    temperature = float(_typed(body, "temperature", (int, float), 1.0, "a number"))
-    if temperature < 0:
+def _number(body: dict[str, Any], name: str) -> float | None:
+    value = _typed(body, name, (int, float), None, "a number")
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise RequestError(f"'{name}' must be a finite number", name)
+    return number
+
+
+def _parse_sampling_values(body: dict[str, Any]) -> tuple[float | None, float | None, int | None]:
+    """temperature, top_p, top_k as given (None when absent); ranges as vLLM checks them."""
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None and temperature < 0:
         raise RequestError(f"'temperature' must be >= 0, got {temperature}", "temperature")
-    top_p = float(_typed(body, "top_p", (int, float), 1.0, "a number"))
-    if not 0 < top_p <= 1:
+    if top_p is not None and not 0 < top_p <= 1:
         raise RequestError(f"'top_p' must be in (0, 1], got {top_p}", "top_p")
     top_k = _typed(body, "top_k", int, None, "an integer")
     if top_k is not None and (top_k < -1 or top_k == 0):
         raise RequestError(f"'top_k' must be -1 (off) or at least 1, got {top_k}", "top_k")
-    return temperature, top_p, None if top_k == -1 else top_k
+    return temperature, top_p, top_k
 
 
 def _parse_stream(body: dict[str, Any]) -> tuple[bool, bool]:
@@ -146,7 +185,7 @@ def _parse_seed(body: dict[str, Any]) -> int | None:
     return seed
 
 
-def parse_sampling_fields(body: dict[str, Any]) -> SamplingFields:
+def parse_sampling_fields(body: dict[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> SamplingFields:
     """The shared fields of a chat or completion body; raises RequestError."""
     _reject_unsupported(body)
     n = _typed(body, "n", int, 1, "an integer")
@@ -165,8 +204,9 @@ def parse_sampling_fields(body: dict[str, Any]) -> SamplingFields:
         top_p=top_p,
         top_k=top_k,
         seed=_parse_seed(body),
-        stop=_parse_stop(body),
-        stop_token_ids=_parse_token_ids(body.get("stop_token_ids"), "stop_token_ids"),
+        stop=_parse_stop(body, limits),
+        stop_token_ids=_parse_token_ids(body.get("stop_token_ids"), "stop_token_ids",
+                                        limits.max_stop_token_ids),
         ignore_eos=_typed(body, "ignore_eos", bool, False, "a boolean"),
         user=_typed(body, "user", str, None, "a string"),
         return_token_ids=_typed(body, "return_token_ids", bool, False, "a boolean"),
@@ -203,7 +243,7 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
             raise RequestError(f"messages[{i}].role must be a non-empty string", "messages")
         content = _message_content(message, i)
         if content is None and role != "assistant":
-            raise RequestError(f"messages[{i}].content is required for role {role!r}", "messages")
+            raise RequestError(f"messages[{i}].content is required for role {clip(role)!r}", "messages")
         messages.append({**message, "content": content or ""})
     return messages
 
@@ -227,9 +267,9 @@ def parse_prompt(value: Any) -> str | tuple[int, ...]:
                        "(batched prompts are not supported)", "prompt")
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest:
+def parse_chat_request(body: Any, limits: RequestLimits = _DEFAULT_LIMITS) -> ChatCompletionRequest:
     messages = parse_messages(_require_object(body).get("messages"))
-    fields = parse_sampling_fields(body)
+    fields = parse_sampling_fields(body, limits)
     add_generation_prompt = _typed(body, "add_generation_prompt", bool, True, "a boolean")
     continue_final_message = _typed(body, "continue_final_message", bool, False, "a boolean")
     if continue_final_message and add_generation_prompt:  # vLLM's rule: one or the other
@@ -238,8 +278,8 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest(messages, fields, add_generation_prompt, continue_final_message)
 
 
-def parse_completion_request(body: Any) -> CompletionRequest:
-    fields = parse_sampling_fields(_require_object(body))
+def parse_completion_request(body: Any, limits: RequestLimits = _DEFAULT_LIMITS) -> CompletionRequest:
+    fields = parse_sampling_fields(_require_object(body), limits)
     # Absent: OpenAI's default of 16. An explicit null is the rest of the context, as in vLLM
     # (a gateway resuming a chat answer on this endpoint relies on it).
     if fields.max_tokens is None and "max_tokens" not in body and "max_completion_tokens" not in body:

@@ -23,6 +23,7 @@ from dpserve.bench.runner import Runner
 from dpserve.bench.text import HFTokenizer, PromptText
 from dpserve.bench.workloads import get_workload
 from dpserve.config import ConfigError
+from dpserve.http_names import MODELS_PATH
 
 MODEL_DISCOVERY_TIMEOUT_S = 30.0
 # Independent streams per purpose, so e.g. changing --warmup never changes the measured prompts.
@@ -62,7 +63,7 @@ def build_warmup(config: BenchConfig, text: PromptText) -> list[Conversation]:
 
 async def discover_model(http: aiohttp.ClientSession, base_url: str) -> str:
     """The first model id from GET /v1/models."""
-    url = base_url.rstrip("/") + "/v1/models"
+    url = base_url.rstrip("/") + MODELS_PATH
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=MODEL_DISCOVERY_TIMEOUT_S)) as resp:
             text = await resp.text(errors="replace")

@@ -11,8 +11,8 @@ import orjson
 
 from dpserve.bench.conversation import RequestResult
 from dpserve.bench.sse import DONE, SSEParser
+from dpserve.http_names import WORKER_HEADER
 
-WORKER_HEADER = "x-dpserve-worker"
 ERROR_PREVIEW_CHARS = 300
 
 

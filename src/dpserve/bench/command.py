@@ -34,11 +34,10 @@ def run(config: BenchConfig, common: CommonOptions) -> int:
 
     from dpserve.bench.benchmark import BenchError
     from dpserve.bench.report import format_table
-    from dpserve.http_server import install_uvloop
+    from dpserve.http_server import run_on_uvloop
 
-    install_uvloop()
     try:
-        report = asyncio.run(_main(config))
+        report = run_on_uvloop(_main(config))
     except BenchError as exc:
         print(f"dpserve bench: error: {exc}", file=sys.stderr)
         return 1

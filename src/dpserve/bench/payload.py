@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dpserve.bench.conversation import Conversation
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, SESSION_HEADER
 
-SESSION_HEADER = "x-session-id"
 TURN_SEPARATOR = "\n\n"
 
 
@@ -25,7 +25,7 @@ class RequestOptions:
 
     @property
     def path(self) -> str:
-        return "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"
+        return CHAT_PATH if self.endpoint == "chat" else COMPLETIONS_PATH
 
 
 def chat_messages(conv: Conversation, turn_index: int, replies: Sequence[str]) -> list[dict[str, str]]:

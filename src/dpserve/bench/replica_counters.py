@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from dpserve.http_names import METRICS_PATH
+
 QUERIES = "vllm:prefix_cache_queries_total"
 HITS = "vllm:prefix_cache_hits_total"
 REQUESTS = "vllm:request_success_total"
@@ -43,7 +45,7 @@ class Counters:
 def metrics_url(url: str) -> str:
     """Accept a replica base URL or its /metrics URL."""
     url = url.rstrip("/")
-    return url if url.endswith("/metrics") else url + "/metrics"
+    return url if url.endswith(METRICS_PATH) else url + METRICS_PATH
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> Counters | None:

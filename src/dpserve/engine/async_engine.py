@@ -26,7 +26,7 @@ from dpserve.engine.core_process import engine_core_main
 from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.prompt_limits import check_prompt
 from dpserve.engine.tokenizer import HFTokenizer
-from dpserve.serving.engine_client import EngineStats, GenerateRequest, TokenDelta, Tokenizer
+from dpserve.serving.engine_client import EngineError, EngineStats, GenerateRequest, TokenDelta, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ class AsyncEngine:
     def __init__(self, config: EngineConfig, model_dir: Path) -> None:
         self.config = config
         self.model_dir = model_dir
-        self.tokenizer: Tokenizer = HFTokenizer(model_dir)
         args = LlamaArgs.from_model_dir(model_dir)
         self.vocab_size = args.vocab_size
         self.max_model_len = config.resolved_max_model_len(args.max_position_embeddings)
+        self.tokenizer: Tokenizer = HFTokenizer(model_dir, max_prompt_tokens=self.max_model_len)
         self._process: BaseProcess | None = None
         self._commands: Connection | None = None  # we write, the core reads
         self._outputs: Connection | None = None  # the core writes, we read
@@ -155,10 +155,10 @@ class AsyncEngine:
         kind = message[0]
         if kind == "step":
             self._stats = message[2]
-            for rid, token_ids, finish_reason, num_prompt, num_cached in message[1]:
+            for rid, token_ids, finish_reason, num_prompt, num_cached, error in message[1]:
                 stream = self._streams.get(rid)
                 if stream is not None:  # None: the consumer already left and its abort is queued
-                    stream.put_nowait(TokenDelta(token_ids, finish_reason, num_prompt, num_cached))
+                    stream.put_nowait(TokenDelta(token_ids, finish_reason, num_prompt, num_cached, error))
         elif kind == "stats":
             self._stats = message[1]
         elif kind == "ready" and self._ready is not None and not self._ready.done():
@@ -189,5 +189,6 @@ class AsyncEngine:
             outputs.close()
 
     def _fail_all(self) -> None:
+        error = EngineError("the engine core stopped; retry on another replica", engine_down=True)
         for stream in self._streams.values():
-            stream.put_nowait(TokenDelta([], finish_reason="abort"))
+            stream.put_nowait(TokenDelta([], finish_reason="abort", error=error))

@@ -3,6 +3,10 @@
 Plain Python (no torch) so it is unit-tested exactly. A block is in exactly one of three states:
 free (no content), cached (content registered by hash, ref count 0, evictable in LRU order), or
 in use (ref count > 0, possibly shared by several sequences through the prefix cache).
+
+With `record_events`, it also records vLLM-style KV events as they happen (BlockStored when full
+blocks are registered, BlockRemoved when a cached block is evicted, AllBlocksCleared when it is
+created empty); the engine takes them once per step (`take_events`) for its publisher.
 """
 
 from __future__ import annotations
@@ -11,17 +15,15 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence as Seq
 
 from dpserve.engine.sequence import Sequence
-
-
-def block_hash(prev_hash: int | None, tokens: tuple[int, ...]) -> int:
-    """Chained hash: a block's key covers every token before it, so equal keys mean equal prefixes."""
-    return hash((prev_hash, tokens))
+from dpserve.kv_events.block_hash import chain_key as block_hash
+from dpserve.kv_events.wire import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
 
 class BlockManager:
     """Owns which KV blocks each sequence holds; never touches tensors."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 record_events: bool = False) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError("num_blocks and block_size must be >= 1")
         self.num_blocks = num_blocks
@@ -35,6 +37,16 @@ class BlockManager:
         self._hash_to_block: dict[int, int] = {}
         self.prefix_cache_queries = 0  # cumulative prompt tokens looked up
         self.prefix_cache_hits = 0  # cumulative prompt tokens found
+        # None: not recorded (no cost). A new manager's cache is empty: say so first.
+        self._events: list[KVEvent] | None = [AllBlocksCleared()] if record_events else None
+
+    def take_events(self) -> list[KVEvent]:
+        """The KV events since the last call (empty when not recording)."""
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
 
     # -- capacity -----------------------------------------------------------------------------
     @property
@@ -90,15 +102,25 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         bs = self.block_size
+        stored: BlockStored | None = None  # the run of blocks registered in this call
         for i in range(len(seq.block_hashes), seq.num_computed_tokens // bs):
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
-            key = block_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)
+            parent = seq.block_hashes[-1] if seq.block_hashes else None
+            key = block_hash(parent, tokens)
             seq.block_hashes.append(key)
             block_id = seq.block_table[i]
-            if key not in self._hash_to_block:  # a concurrent twin may have registered it first
-                self._hash_to_block[key] = block_id
-                self._hashes[block_id] = key
-                self._tokens[block_id] = tokens
+            if key in self._hash_to_block:  # a concurrent twin registered it first
+                stored = None
+                continue
+            self._hash_to_block[key] = block_id
+            self._hashes[block_id] = key
+            self._tokens[block_id] = tokens
+            if self._events is not None:
+                if stored is None:
+                    stored = BlockStored([], parent, [], bs)
+                    self._events.append(stored)
+                stored.block_hashes.append(key)
+                stored.token_ids.extend(tokens)
 
     # -- allocation ---------------------------------------------------------------------------
     def ensure_slots(self, seq: Sequence, num_tokens: int) -> bool:
@@ -141,10 +163,20 @@ class BlockManager:
             key = self._hashes[block_id]
             if key is not None and self._hash_to_block.get(key) == block_id:
                 del self._hash_to_block[key]
+                self._record_removed(key)
             self._hashes[block_id] = None
             self._tokens[block_id] = None
         self._ref_counts[block_id] = 1
         return block_id
+
+    def _record_removed(self, key: int) -> None:
+        if self._events is None:
+            return
+        last = self._events[-1] if self._events else None
+        if isinstance(last, BlockRemoved):
+            last.block_hashes.append(key)
+        else:
+            self._events.append(BlockRemoved([key]))
 
     def check_consistency(self, live: Seq[Sequence]) -> None:
         """Assert ref counts equal the live sequences' references (used by tests to catch leaks)."""

@@ -19,6 +19,7 @@ def run(config: EngineConfig, common: CommonOptions) -> int:
     from dpserve.model_store import resolve_model
     from dpserve.model_store.resolver import ModelNotFoundError
     from dpserve.serving.app import create_replica_app
+    from dpserve.serving.sampling_defaults import load_sampling_defaults
 
     try:
         resolved = resolve_model(config.model)
@@ -30,8 +31,10 @@ def run(config: EngineConfig, common: CommonOptions) -> int:
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was given but torch sees no CUDA device")
     served_name = config.served_model_name or config.model
+    defaults = load_sampling_defaults(config.generation_config, resolved.path)
     client = AsyncEngine(config, resolved.path)
     logger.info("serving %s from %s on %s (%s), max_model_len %d", served_name, resolved.path,
                 config.device, config.dtype, client.max_model_len)
-    run_app(create_replica_app(client, served_name), config.host, config.port)
+    app = create_replica_app(client, served_name, limits=config.limits, sampling_defaults=defaults)
+    run_app(app, config.host, config.port)
     return 1 if client.core_died else 0  # a crash is a failure to the supervisor, not a clean stop

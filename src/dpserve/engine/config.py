@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, option, require
+from dpserve.config import DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_REPLICA_PORT, nested, option, require
+from dpserve.kv_events.config import FLAG_HELP as KV_EVENTS_HELP
+from dpserve.kv_events.config import KVEventsConfig, parse_kv_events_config
+from dpserve.serving.limits import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,13 @@ class EngineConfig:
         None, "prompt + completion token limit (default: the model's, capped at the KV capacity)")
     num_threads: int | None = option(
         None, "torch CPU threads for the model (default: every CPU this process may use)")
+    kv_events_config: str | None = option(None, KV_EVENTS_HELP, metavar="JSON")
+    generation_config: str = option(
+        "auto", "default temperature/top_p/top_k of requests that leave them out (and a cap on "
+        "max_tokens if it sets max_new_tokens), as vLLM's flag: 'auto' = the model's "
+        "generation_config.json (the bundled model's: temperature 0.2, top_p 0.9), 'vllm' = the "
+        "API's neutral defaults, or a directory holding one")
+    limits: RequestLimits = nested(RequestLimits)
 
     def __post_init__(self) -> None:
         require(self.block_size >= 1, f"--block-size must be >= 1, got {self.block_size}")
@@ -40,6 +50,11 @@ class EngineConfig:
         require(self.num_threads is None or self.num_threads >= 1,
                 f"--num-threads must be >= 1, got {self.num_threads}")
         require(0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}")
+        parse_kv_events_config(self.kv_events_config)
+
+    @property
+    def kv_events(self) -> KVEventsConfig | None:
+        return parse_kv_events_config(self.kv_events_config)
 
     @property
     def num_blocks(self) -> int:

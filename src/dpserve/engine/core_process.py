@@ -9,8 +9,14 @@ is unsafe) and exits when the parent closes its end of the command pipe, dies, o
 Wire format (pickled tuples over two one-way pipes):
   parent → core: ("add", request_id, prompt_token_ids, SamplingParams) | ("abort", request_id) | ("stop",)
   core → parent: ("ready", EngineStats) | ("failed", message)
-                 | ("step", [(request_id, new_token_ids, finish_reason, num_prompt, num_cached)], EngineStats)
+                 | ("step", [(request_id, new_token_ids, finish_reason, num_prompt, num_cached, error)],
+                    EngineStats)   (error: an EngineError when the engine failed that request, else None)
                  | ("stats", EngineStats)
+
+What one request sends can fail that request only: a command the engine refuses or that raises,
+or a token that cannot be sampled, ends that request with an EngineError and the loop goes on.
+Only an exception out of a whole step (the model's forward pass) ends the process, and the HTTP
+side then exits for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from dpserve.engine.config import EngineConfig
 from dpserve.log import setup_logging
 from dpserve.parent_death import die_with_parent, load_libc
-from dpserve.serving.engine_client import SamplingParams
+from dpserve.serving.engine_client import EngineError, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +99,8 @@ class EngineCoreLoop:
                 if changed:
                     self.outputs.send(("stats", engine.stats()))
                 continue
-            deltas = [(rid, d.new_token_ids, d.finish_reason, d.num_prompt_tokens, d.num_cached_tokens)
-                      for rid, d in engine.step()]
+            deltas = [(rid, d.new_token_ids, d.finish_reason, d.num_prompt_tokens, d.num_cached_tokens,
+                       d.error) for rid, d in engine.step()]
             self.outputs.send(("step", deltas, engine.stats()))
 
     def _apply(self, command: tuple[Any, ...]) -> bool:
@@ -111,6 +117,7 @@ class EngineCoreLoop:
     def _add(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
         try:
             self.engine.add_request(request_id, prompt_token_ids, sampling)
-        except ValueError:
-            logger.exception("request %s rejected by the engine", request_id)
-            self.outputs.send(("step", [(request_id, [], "abort", 0, 0)], self.engine.stats()))
+        except Exception as exc:  # whatever one request brings fails that request, not the engine
+            logger.warning("request %s refused by the engine: %s: %s", request_id, type(exc).__name__, exc)
+            error = EngineError(f"the engine refused the request: {exc}")
+            self.outputs.send(("step", [(request_id, [], "abort", 0, 0, error)], self.engine.stats()))

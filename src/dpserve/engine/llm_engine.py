@@ -12,9 +12,11 @@ from dpserve.engine.config import EngineConfig
 from dpserve.engine.model_runner import ModelRunner
 from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.prompt_limits import check_prompt
+from dpserve.engine.sampler import SampleFailure
 from dpserve.engine.scheduler import Scheduler
 from dpserve.engine.sequence import Sequence
-from dpserve.serving.engine_client import EngineStats, SamplingParams, TokenDelta
+from dpserve.kv_events.publisher import make_publisher
+from dpserve.serving.engine_client import EngineError, EngineStats, SamplingParams, TokenDelta
 
 
 class LLMEngine:
@@ -24,7 +26,9 @@ class LLMEngine:
         self.config = config
         args = LlamaArgs.from_model_dir(model_dir)
         self.max_model_len = config.resolved_max_model_len(args.max_position_embeddings)
-        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.kv_events = make_publisher(config.kv_events)
+        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching,
+                                          record_events=self.kv_events is not None)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens,
                                    max_model_len=self.max_model_len, eos_token_ids=eos_token_ids)
@@ -34,6 +38,13 @@ class LLMEngine:
         self._arrivals = itertools.count()
         self._sequences: dict[str, Sequence] = {}
         self.num_prefill_tokens_computed = 0  # prompt tokens the model actually ran (cache misses)
+        self._publish_kv_events()  # the empty cache of a (re)started engine
+
+    def _publish_kv_events(self) -> None:
+        if self.kv_events is not None:
+            events = self.block_manager.take_events()
+            if events:
+                self.kv_events.publish(events)
 
     @property
     def has_work(self) -> bool:
@@ -61,14 +72,17 @@ class LLMEngine:
         return seq is not None
 
     def step(self) -> list[tuple[str, TokenDelta]]:
-        """One engine iteration; returns (request id, delta) for every request that got a token."""
+        """One engine iteration; returns (request id, delta) for every request that got a token,
+        and for every request whose token could not be sampled (failed alone: finish "abort" with
+        the reason, its blocks freed; the rest of the batch goes on)."""
         batch = self.scheduler.schedule()
         if not batch:
             return []
         self.num_prefill_tokens_computed += sum(
             min(it.num_new_tokens, max(0, it.seq.num_prompt_tokens - it.seq.num_computed_tokens))
             for it in batch)
-        sampled = self.runner.run(batch)
+        results = self.runner.run(batch)
+        sampled = {seq: t for seq, t in results.items() if not isinstance(t, SampleFailure)}
         outputs: list[tuple[str, TokenDelta]] = []
         for seq in self.scheduler.postprocess(batch, sampled):
             outputs.append((seq.request_id, TokenDelta(
@@ -77,14 +91,25 @@ class LLMEngine:
             if seq.is_finished:
                 self._sequences.pop(seq.request_id, None)
                 self.runner.release(seq)
+        for seq, failure in results.items():
+            if isinstance(failure, SampleFailure):
+                outputs.append((seq.request_id, self.fail_request(seq.request_id, failure.reason)))
+        self._publish_kv_events()
         return outputs
+
+    def fail_request(self, request_id: str, reason: str) -> TokenDelta:
+        """End one request because of a failure of its own: its blocks are freed now, and the delta
+        to send it says why (finish "abort" with an EngineError)."""
+        self.abort_request(request_id)
+        return TokenDelta([], finish_reason="abort", error=EngineError(reason))
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
         return EngineStats(num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
                            kv_cache_usage=bm.usage, prefix_cache_queries=bm.prefix_cache_queries,
                            prefix_cache_hits=bm.prefix_cache_hits,
-                           num_preemptions=self.scheduler.num_preemptions)
+                           num_preemptions=self.scheduler.num_preemptions,
+                           max_num_seqs=self.config.max_num_seqs)
 
     def generate(self, prompts: Seq[Seq[int]],
                  sampling: SamplingParams | Seq[SamplingParams]) -> list[list[int]]:

@@ -11,7 +11,7 @@ from dpserve.engine.attention import AttentionMetadata, PrefillSegment
 from dpserve.engine.models.llama import RMSNorm, load_llama, rope_tables
 from dpserve.engine.models.llama_args import LlamaArgs
 from dpserve.engine.models.packed_linear import PackedLinear
-from dpserve.engine.sampler import make_generator, sample
+from dpserve.engine.sampler import SampleFailure, is_greedy, make_generator, sample
 from dpserve.engine.scheduler import ScheduledSeq
 from dpserve.engine.sequence import Sequence
 
@@ -53,8 +53,9 @@ class ModelRunner:
         self._generators.pop(seq.request_id, None)
 
     @torch.inference_mode()
-    def run(self, batch: list[ScheduledSeq]) -> dict[Sequence, int]:
-        """Forward the batch; returns the sampled token of every sequence whose chunk reached its end."""
+    def run(self, batch: list[ScheduledSeq]) -> dict[Sequence, int | SampleFailure]:
+        """Forward the batch; returns the sampled token (or why there is none) of every sequence
+        whose chunk reached its end."""
         # decodes first: they share one batched attention call; prefill chunks follow as segments
         ordered = ([it for it in batch if it.num_new_tokens == 1]
                    + [it for it in batch if it.num_new_tokens > 1])
@@ -70,7 +71,7 @@ class ModelRunner:
         return dict(zip(samplers, tokens, strict=True))
 
     def _generator(self, seq: Sequence) -> torch.Generator | None:
-        if seq.sampling.temperature <= 0:
+        if is_greedy(seq.sampling):
             return None
         gen = self._generators.get(seq.request_id)
         if gen is None:

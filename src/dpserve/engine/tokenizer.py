@@ -7,11 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dpserve.serving.engine_client import PromptTooLongError
+
 
 class HFTokenizer:
-    """Wraps transformers' AutoTokenizer; the chat template comes from the model directory."""
+    """Wraps transformers' AutoTokenizer; the chat template comes from the model directory.
 
-    def __init__(self, model_dir: Path) -> None:
+    With `max_prompt_tokens`, `encode` refuses (PromptTooLongError) text so long that it must have
+    more tokens, without tokenising it: a 10 MB prompt is refused in microseconds, not seconds.
+    """
+
+    def __init__(self, model_dir: Path, max_prompt_tokens: int | None = None) -> None:
         from transformers import AutoTokenizer
 
         self._tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -22,11 +28,23 @@ class HFTokenizer:
         self._clean_up = bool(getattr(self._tok, "clean_up_tokenization_spaces", False))
         self.eos_token_ids: tuple[int, ...] = _eos_ids(model_dir, self._tok.eos_token_id)
         self.vocab_size: int = len(self._tok)  # serving rejects token-id prompts beyond it
+        self.max_token_chars = _max_token_chars(self._fast)
+        self._max_prompt_tokens = max_prompt_tokens
 
     def encode(self, text: str) -> list[int]:
+        self._check_length(text)
         if self._fast is not None:
-            return list(self._fast.encode(text, add_special_tokens=False).ids)
+            # encode_batch, not encode: the Rust encode holds the GIL for the whole call (3 s for a
+            # 2 MB prompt measured here, the event loop frozen meanwhile); the batch call releases
+            # it. The _fast variant skips character offsets we never read (2.6x faster).
+            batch = getattr(self._fast, "encode_batch_fast", self._fast.encode_batch)
+            return list(batch([text], add_special_tokens=False)[0].ids)
         return list(self._tok.encode(text, add_special_tokens=False))
+
+    def _check_length(self, text: str) -> None:
+        limit, per_token = self._max_prompt_tokens, self.max_token_chars
+        if limit is not None and per_token is not None and len(text) > limit * per_token:
+            raise PromptTooLongError(len(text), -(-len(text) // per_token))
 
     def decode(self, token_ids: Sequence[int]) -> str:
         if self._fast is None:
@@ -43,6 +61,19 @@ class HFTokenizer:
         except Exception as exc:  # jinja errors, missing keys, template raise_exception(...)
             raise ValueError(f"messages cannot be rendered by the chat template: {exc}") from exc
         return self.encode(str(text))
+
+
+def _max_token_chars(fast: Any) -> int | None:
+    """The most input characters one token can stand for, or None when unknown.
+
+    A token string never stands for more input characters than it has: byte-level vocabularies
+    spell each byte as one character, SentencePiece ones each character as itself. A normalizer
+    could shrink the input first (stripping, NFKC), so then there is no such bound.
+    """
+    if fast is None or fast.normalizer is not None:
+        return None
+    vocab = fast.get_vocab(with_added_tokens=True)
+    return max((len(token) for token in vocab), default=None)
 
 
 def _eos_ids(model_dir: Path, tokenizer_eos: int | None) -> tuple[int, ...]:

@@ -3,46 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import random
 import time
-import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
-import orjson
-from aiohttp import web
 
 from dpserve.aio import BackgroundTasks
-from dpserve.errors import HTTPError, error_middleware
+from dpserve.config import ConfigError
+from dpserve.errors import HTTPError
+from dpserve.gateway.access import AccessPolicy
 from dpserve.gateway.admission import Admission, build_admission
 from dpserve.gateway.aliases import ModelAliases, parse_aliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import GatewayConfig
-from dpserve.gateway.exchange import AiohttpSink
-from dpserve.gateway.front_server import FrontServer
+from dpserve.gateway.dashboard import Dashboard
+from dpserve.gateway.gc_tuning import settle_after_startup
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint, parse_endpoint_spec
+from dpserve.gateway.kv_events.feed import KvEventFeed
 from dpserve.gateway.loads import LoadPoller
+from dpserve.gateway.loop_guard import points_at
 from dpserve.gateway.metrics import GatewayMetrics
-from dpserve.gateway.migration.decision import DRAIN, REPLICA_DOWN
 from dpserve.gateway.policies import build_policy
 from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
 from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
+from dpserve.gateway.retry import Broke
 from dpserve.gateway.served_models import ModelDiscovery, model_list
+from dpserve.gateway.server import GatewayServer
 from dpserve.gateway.upstream import UpstreamPool
-from dpserve.gateway.worker import Worker, check_worker_url
+from dpserve.gateway.worker import ReplicaOrigin, Worker
 
-GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 # Connections for health probes, load polls and /v1/models (proxied requests use UpstreamPool).
 _PROBE_CONNECTIONS = 256
-MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 class Gateway:
@@ -55,8 +50,10 @@ class Gateway:
         self.metrics = GatewayMetrics(config.routing.policy)
         self.aliases = ModelAliases(parse_aliases(config.model_aliases))
         self.registry = WorkerRegistry(self.policy, config.breaker, clock, config.admission.worker_cap,
-                                       on_transition=self._on_transition)
+                                       on_transition=self._on_transition,
+                                       slots_first=config.admission.ttft_slo_ms is not None)
         self.admission: Admission = build_admission(config.admission, self.registry, clock=clock)
+        self.dashboard = Dashboard(self.registry, self.metrics, self.admission, clock=clock)
         # Retry jitter draws from its own stream, so it never shifts the policy's choices.
         seed = config.routing.seed
         self.rng = random.Random(None if seed is None else seed + 1)
@@ -67,6 +64,8 @@ class Gateway:
         self._upstream: UpstreamPool | None = None
         self._models: ModelDiscovery | None = None
         self._background = BackgroundTasks()
+        self.kv_feed = KvEventFeed(self.policy) if self.policy.wants_kv_events else None
+        self._listening: list[tuple[str, int]] = []  # this gateway's own (host, port): never a worker
 
     @property
     def proxy(self) -> Proxy:
@@ -88,34 +87,51 @@ class Gateway:
         assert self._health is not None, "gateway not started"
         return self._health
 
-    async def start(self) -> None:
+    async def start(self, listening: Sequence[tuple[str, int]] = ()) -> None:
+        """Start the background loops; `listening`: where this gateway accepts connections (a worker
+        URL reaching one of them is refused: requests would loop through the gateway)."""
+        self._listening = list(listening)
+        for url in self.config.worker_urls:
+            if await points_at(url, self._listening):
+                raise ConfigError(f"--worker-urls: {url} is this gateway itself")
         # Health checks, load polls and /v1/models share one pooled aiohttp client; proxied
         # requests go through the leaner UpstreamPool (see upstream.py).
         connector = aiohttp.TCPConnector(limit=_PROBE_CONNECTIONS, limit_per_host=0, keepalive_timeout=60.0)
+        key = self.config.replica_api_key
         self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                           skip_auto_headers=("User-Agent",))
+                                           skip_auto_headers=("User-Agent",),
+                                           headers={"Authorization": f"Bearer {key}"} if key else None)
         hc = self.config.health
         self._health = HealthChecker(hc, self._http, self.registry.all, self._on_health_change,
                                      self._on_probe)
         self._poller = LoadPoller(self.registry.all, self._http, hc.load_poll_interval_s,
-                                  hc.health_check_timeout_s)
+                                  hc.health_check_timeout_s, on_scrape=self.dashboard.on_scrape)
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock,
-                            self.config.migration)
+                            self.config.migration, replica_api_key=self.config.replica_api_key)
         for i, url in enumerate(self.config.worker_urls):
-            self.registry.add(url, self.config.weight_of(i))
-        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s)
+            worker = self.registry.add(url, self.config.weight_of(i))
+            if self.config.worker_kv_events:
+                self._subscribe(worker, parse_endpoint_spec(self.config.worker_kv_events[i]))
+        self._models = ModelDiscovery(self._http, hc.health_check_timeout_s,
+                                      None if self.config.allow_heterogeneous else self.registry.all)
         await self._health.check_all()  # serve with the replicas that are up now, not after a probe period
         up = [w for w in self.registry.all() if w.healthy]
         await asyncio.gather(*(self._models.refresh(w) for w in up), *(self._prewarm(w) for w in up))
         await self._poller.poll_once()
         self._health.start()
         self._poller.start()
+        self.dashboard.start()
         await self.admission.start()
+        settle_after_startup()  # gc_tuning.py: start-up objects out of every later collection
 
     async def stop(self) -> None:
+        await self.dashboard.stop()
         await self.admission.stop()
+        if self.kv_feed is not None:
+            await self.kv_feed.stop()
+        await self.policy.close()
         await self._background.cancel_all()
         if self._poller is not None:
             await self._poller.stop()
@@ -128,11 +144,16 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
 
-    async def add_worker(self, url: str, weight: float) -> Worker:
+    async def add_worker(self, url: str, weight: float, kv_events: KvEventsEndpoint | None = None,
+                         origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:
+        if await points_at(url, self._listening):
+            raise HTTPError(400, f"'url': {url} is this gateway itself; requests sent there would loop",
+                            code="worker_is_gateway", param="url")
         try:
-            worker = self.registry.add(url, weight)
+            worker = self.registry.add(url, weight, origin)
         except DuplicateWorker as exc:
             raise HTTPError(409, str(exc), code="duplicate_worker") from exc
+        self._subscribe(worker, kv_events)
         if await self.health.probe(worker) and self._models is not None:
             await asyncio.gather(self._models.refresh(worker), self._prewarm(worker))
         return worker
@@ -144,19 +165,26 @@ class Gateway:
             await self._models.refresh_unknown(healthy)
         return model_list(healthy, self.aliases)
 
+    def _subscribe(self, worker: Worker, kv_events: KvEventsEndpoint | None) -> None:
+        """Feed the policy the worker's KV events (when it wants them and the worker publishes)."""
+        if self.kv_feed is not None and kv_events is not None:
+            self.kv_feed.add(worker.id, kv_events)
+
     async def remove_worker(self, worker: Worker) -> None:
+        if self.kv_feed is not None:
+            await self.kv_feed.remove(worker.id)
         await self.registry.drain(worker, self.config.drain_timeout_s)
         self.health.forget(worker.id)
         if self._upstream is not None:
             if self.config.migration.stream_migration:  # what is left moves on (else it runs on)
-                self._upstream.interrupt(worker.url, DRAIN)
+                self._upstream.interrupt(worker.url, Broke.DRAIN)
             self._upstream.discard(worker.url)
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
         if not healthy and self._upstream is not None and self.config.migration.stream_migration:
             # A hung replica must cost its requests seconds: the waiting ones are retried and the
             # started ones migrated now, not when a first-byte timeout (300 s) fires.
-            self._upstream.interrupt(worker.url, REPLICA_DOWN)
+            self._upstream.interrupt(worker.url, Broke.REPLICA_DOWN)
         if healthy:
             if self._models is not None:  # a restarted replica may serve another model now
                 self._models.refresh_soon(worker)
@@ -175,131 +203,13 @@ class Gateway:
         if new is not CircuitState.OPEN:
             self.admission.on_capacity_freed()
 
-    def check_admin(self, request: web.Request) -> None:
-        key = self.config.admin_key
-        if key is None:
-            return
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-            raise HTTPError(401, "this endpoint needs Authorization: Bearer <admin key>",
-                            code="invalid_admin_key")
 
-
-def _gw(request: web.Request) -> Gateway:
-    return request.app[GATEWAY_KEY]
-
-
-async def _proxy(request: web.Request) -> web.StreamResponse:
-    """The proxied routes on connections aiohttp serves (see front.py for the others)."""
-    sink = AiohttpSink(request)
-    await _gw(request).proxy.handle(request.path, request.headers, await request.read(), sink)
-    assert sink.response is not None, "the proxy answers or raises"
-    return sink.response
-
-
-async def _health(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
-
-
-async def _readiness(request: web.Request) -> web.Response:
-    if not _gw(request).registry.any_ready():
-        raise HTTPError(503, "no healthy replica", code="no_healthy_worker")
-    return _json({"status": "ready"})
-
-
-async def _list_workers(request: web.Request) -> web.Response:
-    return _json([w.to_json() for w in _gw(request).registry.all()])
-
-
-async def _add_worker(request: web.Request) -> web.Response:
-    gw = _gw(request)
-    gw.check_admin(request)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
-    url = body.get("url") if isinstance(body, dict) else None
-    if not isinstance(url, str):
-        raise HTTPError(400, "'url' is required: the replica's base URL, http://host:port", param="url")
-    try:
-        url = check_worker_url(url)
-    except ValueError as exc:
-        raise HTTPError(400, f"'url': {exc}", param="url") from exc
-    weight = body.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-        raise HTTPError(400, "'weight' must be a number > 0", param="weight")
-    worker = await gw.add_worker(url, float(weight))
-    return _json(worker.to_json(), status=201)
-
-
-async def _remove_worker(request: web.Request) -> web.Response:
-    gw = _gw(request)
-    gw.check_admin(request)
-    worker = gw.registry.get(request.match_info["worker_id"])
-    if worker is None:
-        raise HTTPError(404, f"no worker {request.match_info['worker_id']!r}", code="unknown_worker")
-    await gw.remove_worker(worker)
-    return web.Response(status=204)
-
-
-async def _get_loads(request: web.Request) -> web.Response:
-    return _json({"workers": [{k: v for k, v in w.to_json().items()
-                               if k in ("id", "url", "in_flight", "running", "waiting", "kv_cache_usage",
-                                        "load", "weight")}
-                              for w in _gw(request).registry.all()]})
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    gw = _gw(request)
-    text = gw.metrics.render(gw.registry.all(), gw.policy.gauges()) + gw.admission.metrics_text()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
-
-
-async def _models(request: web.Request) -> web.Response:
-    gw = _gw(request)
-    gw.admission.authenticate(request.headers)
-    return _json({"object": "list", "data": await gw.model_list()})
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    gw = app[GATEWAY_KEY]
-    await gw.start()
-    yield
-    await gw.stop()
-
-
-with warnings.catch_warnings():
-    # aiohttp discourages subclassing Application; this one changes nothing but the protocol
-    # factory a runner gets, so that connections start on the lean front (front.py).
-    warnings.simplefilter("ignore", DeprecationWarning)
-
-    class _GatewayApplication(web.Application):
-        def _make_handler(self, *, loop: asyncio.AbstractEventLoop | None = None,
-                          **kwargs: Any) -> web.Server:
-            inner = super()._make_handler(loop=loop, **kwargs)
-            # Runners call this after the startup hooks: the gateway (and its proxy) is started.
-            return FrontServer(inner, self[GATEWAY_KEY].proxy.handle, self._client_max_size)
-
-
-def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
-    """The gateway as an aiohttp app; start it with `dpserve.http_server.serve_app` or a runner.
-
-    The two proxied routes are served by the lean front (front.py) on every connection that has
-    not been handed to aiohttp; both cancel a handler when its client disconnects, which closes
-    the upstream request.
-    """
-    app = _GatewayApplication(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES,
-                              handler_args={"handler_cancellation": True})
-    app[GATEWAY_KEY] = Gateway(config, clock)
-    app.cleanup_ctx.append(_lifecycle)
-    app.router.add_post(CHAT_PATH, _proxy)
-    app.router.add_post(COMPLETIONS_PATH, _proxy)
-    app.router.add_get("/v1/models", _models)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/readiness", _readiness)
-    app.router.add_get("/workers", _list_workers)
-    app.router.add_post("/workers", _add_worker)
-    app.router.add_delete("/workers/{worker_id}", _remove_worker)
-    app.router.add_get("/get_loads", _get_loads)
-    app.router.add_get("/metrics", _metrics)
-    return app
+def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
+              link_key: str | None = None) -> GatewayServer:
+    """The gateway, ready to serve: `await server.start(sock)` ... `await server.stop(grace_s)`
+    (`dpserve.http_server.serve_app` does both). `link_key`: an extra admin key for `dpserve serve`'s
+    own POST/DELETE /workers (access.py), accepted whatever --admin-key says."""
+    gateway = Gateway(config, clock)
+    access = AccessPolicy(config.admin_key, link_key, config.admission.api_keys is not None,
+                          gateway.admission.authenticate)
+    return GatewayServer(gateway, access, config.limits)

@@ -73,6 +73,39 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """What clients may make the gateway hold. Memory for requests stays under about
+    max_buffered_request_bytes × 2 (a body is joined once) + max_connections × 64 KiB (request heads):
+    ~1 GiB with the defaults, whatever clients send (README, Security)."""
+
+    max_request_bytes: int = option(
+        16 * 1024 * 1024, "largest request body, after gzip/deflate decoding (413 beyond; an announced "
+                          "Content-Length over it is refused before the body is read). 16 MiB holds a "
+                          "1M-token prompt as text or as token ids, or a few base64 images")
+    max_buffered_request_bytes: int = option(
+        256 * 1024 * 1024, "request body bytes all connections together may hold at once, while they "
+                           "arrive and while their requests are served (503 + Retry-After beyond)")
+    max_connections: int = option(
+        4096, "client connections held at once (each may hold a 64 KiB request head); more are "
+              "answered 503 and closed")
+    header_timeout_s: float = option(
+        10.0, "a request's headers must arrive within this many seconds of its first byte (408 and close)")
+    body_timeout_s: float = option(
+        60.0, "a request's body must arrive within this many seconds after its headers (408 and close)")
+    keepalive_timeout_s: float = option(
+        75.0, "an idle client connection (between requests) is closed after this many seconds")
+
+    def __post_init__(self) -> None:
+        require(self.max_request_bytes >= 1024, "--max-request-bytes must be >= 1024")
+        require(self.max_buffered_request_bytes >= self.max_request_bytes,
+                "--max-buffered-request-bytes must be >= --max-request-bytes")
+        require(self.max_connections >= 1, "--max-connections must be >= 1")
+        require(self.header_timeout_s > 0, "--header-timeout-s must be > 0")
+        require(self.body_timeout_s > 0, "--body-timeout-s must be > 0")
+        require(self.keepalive_timeout_s > 0, "--keepalive-timeout-s must be > 0")
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """`dpserve router`: where it listens, which replicas, and how it routes and recovers."""
 
@@ -82,39 +115,67 @@ class GatewayConfig:
                                           metavar="URL")
     worker_weights: tuple[float, ...] = option(
         (), "weights of --worker-urls, in order (default 1 each); a weight-2 replica takes twice the "
-            "share in load-based policies", metavar="W")
+            "share in load-based policies; at most 100", metavar="W")
     drain_timeout_s: float = option(30.0, "DELETE /workers/{id}: seconds to wait for its in-flight requests")
     shutdown_grace_s: float = option(30.0, "on SIGTERM: seconds to let in-flight requests finish")
     model_aliases: tuple[str, ...] = option(
         (), "client-facing model names, ALIAS=SERVED_NAME each: routed to the replicas serving "
             "SERVED_NAME, answered under ALIAS, listed by /v1/models", metavar="ALIAS=NAME")
-    admin_key: str | None = option(None, "require `Authorization: Bearer KEY` on POST/DELETE /workers",
-                                   metavar="KEY")
+    admin_key: str | None = option(
+        None, "require `Authorization: Bearer KEY` on POST/DELETE /workers and on GET /workers, "
+              "/get_loads, /metrics, /dashboard/data. Without it, workers can be changed only from this host "
+              "(loopback), and not at all when --api-keys is set", metavar="KEY")
+    replica_api_key: str | None = option(
+        None, "sent to every replica as `Authorization: Bearer KEY` (vLLM's --api-key); a client's own "
+              "Authorization is never forwarded", metavar="KEY")
+    worker_kv_events: tuple[str, ...] = option(
+        (), "where each of --worker-urls publishes KV events (policy precise_prefix), in order: "
+            "PUB_ENDPOINT[,REPLAY_ENDPOINT] (e.g. tcp://127.0.0.1:5557,tcp://127.0.0.1:5558, as set "
+            "by the replica's --kv-events-config), or - for none", metavar="SPEC")
+    allow_heterogeneous: bool = option(
+        False, "let replicas that serve one model name differently (root, max_model_len, dtype, "
+               "quantization, KV-cache dtype, TP/PP where published) serve it together; by default "
+               "such a worker is refused, with the reason in /workers")
     routing: PolicyConfig = nested(PolicyConfig)
     health: HealthConfig = nested(HealthConfig)
     breaker: BreakerConfig = nested(BreakerConfig)
     retry: RetryConfig = nested(RetryConfig)
     admission: AdmissionConfig = nested(AdmissionConfig)
     migration: MigrationConfig = nested(MigrationConfig)
+    limits: ClientLimits = nested(ClientLimits)
 
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}")
         require(not self.worker_weights or len(self.worker_weights) == len(self.worker_urls),
                 "--worker-weights needs one weight per --worker-urls entry")
-        require(all(w > 0 for w in self.worker_weights), "--worker-weights must be > 0")
         require(len({u.rstrip("/") for u in self.worker_urls}) == len(self.worker_urls),
                 "--worker-urls lists the same URL twice")
-        from dpserve.gateway.worker import check_worker_url  # here: worker.py imports this module's siblings
+        # here: worker.py imports this module's siblings
+        from dpserve.gateway.worker import check_worker_url, check_worker_weight
 
         for url in self.worker_urls:
             try:
                 check_worker_url(url)
             except ValueError as exc:
                 raise ConfigError(f"--worker-urls: {exc}") from exc
+        for weight in self.worker_weights:
+            try:
+                check_worker_weight(weight)
+            except ValueError as exc:
+                raise ConfigError(f"--worker-weights: {exc}") from exc
         try:
             parse_aliases(self.model_aliases)
         except ValueError as exc:
             raise ConfigError(f"--model-aliases: {exc}") from exc
+        require(not self.worker_kv_events or len(self.worker_kv_events) == len(self.worker_urls),
+                "--worker-kv-events needs one entry per --worker-urls entry (- for none)")
+        from dpserve.gateway.kv_events.endpoint import parse_endpoint_spec
+
+        for spec in self.worker_kv_events:
+            try:
+                parse_endpoint_spec(spec)
+            except ValueError as exc:
+                raise ConfigError(f"--worker-kv-events: {exc}") from exc
         require(self.drain_timeout_s >= 0, "--drain-timeout-s must be >= 0")
         require(self.shutdown_grace_s >= 0, "--shutdown-grace-s must be >= 0")
 

@@ -1,18 +1,19 @@
-"""Lean HTTP/1.1 front for the two proxied routes: an asyncio protocol with httptools.
+"""The gateway's HTTP/1.1 front: an asyncio protocol with httptools, for every route.
 
-Why: aiohttp's server side (parsing into `web.Request`, routing, middlewares, response objects)
-measured 33–50 µs of CPU per request on this project's VM for a trivial handler, against 14–17 µs
-for a bare protocol doing the same work with httptools (benchmarks.md, gateway section); the
-gateway pays it on every proxied request.
+Why not aiohttp's server: its request parsing, `web.Request`, routing, middlewares and response
+objects measured 33–50 µs of CPU per request on this project's VM for a trivial handler, against
+14–17 µs for a bare protocol doing the same work with httptools (benchmarks.md, gateway section);
+the gateway pays it on every proxied request. Routes come from one table (routes.py), matched by
+the server (server.py), which also holds the limits every connection shares. Reading requests
+(httptools callbacks, limits, upgrade offers) is front_reading.py; answers are front_response.py.
 
-Every connection starts on `FrontProtocol`. `POST /v1/chat/completions` and `POST /v1/completions`
-are answered here; the first request for any other route hands the connection to aiohttp at that
-request boundary (the parsed request is re-encoded for aiohttp's protocol, and the connection
-stays there), so every other route keeps aiohttp's routing, middlewares and error pages.
-
-Hostile or odd clients: aiohttp's size limits apply (front_request.py) and bad requests get JSON
-errors in order, then a lingering close; upgrade offers are answered in HTTP/1.1; a client
-pipelining without reading its answers is no longer read from; gzip/deflate bodies are inflated.
+Hostile or odd clients: size limits (front_request.py, `--max-request-bytes`, an announced
+Content-Length over it refused before the body is read), read deadlines for headers and bodies,
+a budget of buffered request bytes shared by all connections, and HTTP/1.1 rules (Host exactly
+once, versions 1.0 and 1.1 only); bad requests get JSON errors in order, then a lingering close.
+Upgrade offers are answered in HTTP/1.1; a client pipelining without reading its answers is no
+longer read from; gzip/deflate bodies are inflated. A client that half-closes after its requests
+gets its answers; one that is really gone is noticed by a probe (see `_probe_client`).
 """
 
 from __future__ import annotations
@@ -24,36 +25,39 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
-from multidict import CIMultiDict
 
 from dpserve.errors import HTTPError
-from dpserve.gateway.front_request import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, Message, Refusal
-from dpserve.gateway.front_response import CLOSE, LeanSink, error_bytes
+from dpserve.gateway.access import is_loopback_peer
+from dpserve.gateway.front_reading import MAX_PIPELINED, RequestReading
+from dpserve.gateway.front_request import Message
+from dpserve.gateway.front_response import CLOSE, LeanSink, error_bytes, linger_close
 
 if TYPE_CHECKING:
-    from dpserve.gateway.front_server import FrontServer
+    from dpserve.gateway.server import GatewayServer
 
 logger = logging.getLogger(__name__)
 
-# Parsed requests a connection may hold unanswered before the front stops reading from it.
-_MAX_PIPELINED = 16
-# Upgrade offers declined within one read (each re-reads the rest of that read).
-_MAX_UPGRADES_PER_READ = 8
-# How long a refused connection keeps reading (and dropping) what the client still sends.
-_LINGER_S = 2.0
+# After a half-close, how often an unanswered client is probed (see _probe_client).
+_PROBE_INTERVAL_S = 0.25
+_PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class FrontProtocol(asyncio.Protocol):
+class FrontProtocol(RequestReading, asyncio.Protocol):
     """One client connection: requests are answered one at a time, in order (pipelining is queued).
 
     The client going away cancels the request being answered (its load is released and the
-    upstream request closed, as with aiohttp's handler cancellation). A request that cannot be
-    parsed or is over a limit is answered with a JSON error after the requests before it, and the
-    connection then closes.
+    upstream request closed). A request that cannot be parsed, is over a limit or too slow to
+    arrive is answered with a JSON error after the requests before it, and the connection closes.
+    `deadline` is the loop time by which the client must have sent what is pending (the server's
+    sweep enforces it, within one sweep period): the rest of the head, the rest of the body, or a
+    next request.
     """
 
-    def __init__(self, server: FrontServer) -> None:
+    def __init__(self, server: GatewayServer) -> None:
         self._server = server
+        self._limits = limits = server.limits
+        self._header_timeout_s = limits.header_timeout_s
+        self._body_timeout_s = limits.body_timeout_s
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -62,15 +66,18 @@ class FrontProtocol(asyncio.Protocol):
         self._queue: deque[Message] = deque()  # parsed, not answered yet
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._busy = False
+        self._sink: LeanSink | None = None  # the answer being given
+        self._probe: asyncio.TimerHandle | None = None
         self.ending = False  # shutdown began: the answer being written is the connection's last
+        self._eof = False  # the client half-closed: it sends nothing more
         self._failed: HTTPError | None = None  # the answer to a request that was refused unparsed
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
-        self._reading_paused = False
+        self.reading_paused = False
         self.closed = False
         self.write_paused = False
-        self.idle_since: float | None = None  # loop time since waiting for the next request
+        self.from_loopback = False
+        self.deadline: float | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,12 +86,19 @@ class FrontProtocol(asyncio.Protocol):
         if sock is not None:  # small SSE chunks must not wait for Nagle; dead peers are noticed
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self._server.lean.add(self)
+        self.from_loopback = is_loopback_peer(transport.get_extra_info("peername"))
+        if not self._server.accept(self):  # answered at once, without reading a request
+            self._refuse(HTTPError(503, f"the gateway holds {self._limits.max_connections} connections "
+                                        "(--max-connections); try again", headers={"Retry-After": "1"}))
         self.task = self._loop.create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._server.lean.discard(self)
+        self._server.forget(self)
+        self._cancel_probe()
+        self._drop_partial()
+        while self._queue:
+            self._release(self._queue.popleft())
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self._wake_drain()
@@ -98,54 +112,33 @@ class FrontProtocol(asyncio.Protocol):
             self._count_head(len(data))
         self._wake()
 
-    def _count_head(self, size: int) -> None:
-        """Reads that end inside a head: the read it began in is not counted (it may hold the end of
-        the request before), later ones are whole head bytes; the read it ends in is not counted."""
-        if self._head_bytes < 0:
-            self._head_bytes = 0
+    def eof_received(self) -> bool:
+        """The client half-closed (or closed): answer the requests it completed, then close."""
+        self._eof = True
+        self._drop_partial()  # a request cut short can never complete
+        if self._sink is not None and not self._sink.started:
+            self._probe_client()
+        self._wake()
+        return True  # keep the transport open: the answers still go out
+
+    def _probe_client(self) -> None:
+        """Half-closed, or gone? Only a write tells: a client that closed fully answers it with a
+        reset, and the next write fails (the handler is then cancelled, and the replica stops). An
+        extra `100 Continue` is the one thing HTTP/1.1 lets a server send before its answer (RFC
+        9110 15.2: clients must accept unexpected 1xx). HTTP/1.0 clients cannot be probed."""
+        self._probe = None
+        sink = self._sink
+        transport = self.transport
+        if (sink is None or sink.started or not sink.chunked or self.closed or transport is None
+                or transport.is_closing()):
             return
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431, f"request headers are larger than {MAX_HEAD_BYTES} bytes")
+        transport.write(_PROBE)
+        self._probe = self._loop.call_later(_PROBE_INTERVAL_S, self._probe_client)
 
-    def _parse_stopped(self, data: bytes, exc: Exception) -> None:
-        """An upgrade offer is declined (and the rest of `data` read on); a request over a limit
-        (a callback raised Refusal) or malformed is refused."""
-        if self._failed is not None:
-            return  # already refused: the parser stays stopped, what follows is dropped
-        for _ in range(_MAX_UPGRADES_PER_READ):
-            if not isinstance(exc, httptools.HttpParserUpgrade):
-                break
-            data = self._decline_upgrade(data[exc.args[0]:])
-            if not data:
-                return
-            try:
-                self._parser.feed_data(data)
-                return
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as again:
-                exc = again
-        refusal = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
-        if isinstance(refusal, Refusal):
-            self._refuse(refusal.status, refusal.message)
-        elif isinstance(exc, httptools.HttpParserCallbackError):
-            raise exc  # a bug in a callback, not the client's fault
-        elif isinstance(exc, httptools.HttpParserUpgrade):
-            if self._queue:
-                self._queue.pop()  # the offer not declined: its body was not read, it is refused
-            self._refuse(400, "too many protocol upgrade offers")
-        else:
-            self._refuse(400, f"malformed HTTP request: {exc}")
-
-    def _decline_upgrade(self, rest: bytes) -> bytes:
-        """llhttp stopped after the head of a request offering an upgrade (h2c, websocket): answer
-        it in HTTP/1.1 instead; a fresh parser reads its head, minus the offer, then the rest.
-        CONNECT is refused."""
-        msg = self._queue.pop() if self._queue else None  # the offer was its last complete request
-        if msg is None or msg.method == b"CONNECT":
-            self._refuse(400, "CONNECT is not supported")
-            return b""
-        self._parser = httptools.HttpRequestParser(self)
-        return msg.head_without_upgrade() + rest
+    def _cancel_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -154,85 +147,12 @@ class FrontProtocol(asyncio.Protocol):
         self.write_paused = False
         self._wake_drain()
 
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._msg = Message()
-        self._in_head = True
-        self._head_bytes = -1  # see _count_head
-
-    def on_url(self, url: bytes) -> None:
-        msg = self._msg
-        assert msg is not None
-        msg.url += url
-        if len(msg.url) > MAX_FIELD_BYTES:
-            raise Refusal(414, f"the request URL is longer than {MAX_FIELD_BYTES} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        msg = self._msg
-        assert msg is not None
-        headers = msg.headers
-        size = len(name)
-        if size + len(value) > MAX_FIELD_BYTES or len(headers) >= MAX_HEADERS:  # trailers count too
-            raise Refusal(431, f"request headers are over the limits: {MAX_FIELD_BYTES} bytes a header, "
-                               f"{MAX_HEADERS} headers")
-        if size == 6 and name.lower() == b"expect":
-            msg.expect_continue = value.lower() == b"100-continue"
-        elif size == 16 and name.lower() == b"content-encoding":
-            msg.encoding = value.decode("latin-1")
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
-        msg = self._msg
-        assert msg is not None
-        self._in_head = False
-        msg.method = self._parser.get_method()
-        msg.keep_alive = self._parser.should_keep_alive()
-        msg.version = self._parser.get_http_version()
-        if msg.expect_continue:
-            self._continue(msg)
-
-    def _continue(self, msg: Message) -> None:
-        """`Expect: 100-continue`: refuse an announced body over the limit, else invite it."""
-        size = msg.content_length()
-        if size is not None and size > self._server.max_body:
-            raise Refusal(413, f"request body is larger than {self._server.max_body} bytes")
-        if not self._busy and not self._queue and self.transport is not None and msg.version != "1.0":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        msg = self._msg
-        assert msg is not None
-        msg.size += len(body)
-        if msg.size > self._server.max_body:
-            raise Refusal(413, f"request body is larger than {self._server.max_body} bytes")
-        msg.body.append(body)
-
-    def on_message_complete(self) -> None:
-        assert self._msg is not None
-        self._queue.append(self._msg)
-        self._msg = None
-        if len(self._queue) > _MAX_PIPELINED and self.transport is not None:
-            self._reading_paused = True  # a client pipelining without reading: stop taking more
-            self.transport.pause_reading()
-
     # the connection's request loop
     async def _serve(self) -> None:
         try:
             while (msg := await self._next()) is not None:
-                if not msg.is_hot():
-                    if self._failed is not None:
-                        break  # a refused request follows: aiohttp cannot take the connection over
-                    if self._msg is None and msg.version == "1.1" and not msg.has_host():
-                        self._refuse(400, "an HTTP/1.1 request needs a Host header")  # else aiohttp's is text
-                        self._queue.clear()
-                        continue
-                    if self._msg is None:  # at a request boundary: aiohttp takes the connection
-                        self._hand_over()
-                        return
-                    await self._wait()  # the next request is half in: hand over once it is whole
-                    continue
                 self._queue.popleft()
-                if self._reading_paused and self._failed is None and len(self._queue) <= _MAX_PIPELINED:
+                if self.reading_paused and self._failed is None and len(self._queue) <= MAX_PIPELINED:
                     self._resume_reading()
                 if not await self._answer(msg):
                     break
@@ -247,11 +167,11 @@ class FrontProtocol(asyncio.Protocol):
 
     async def _next(self) -> Message | None:
         while not self._queue:
-            if self.ending or self._failed is not None or self.closed:
+            if self.ending or self._failed is not None or self.closed or self._eof:
                 return None
-            self.idle_since = self._loop.time()
+            if self._msg is None:  # idle between requests
+                self.deadline = self._server.now + self._limits.keepalive_timeout_s
             await self._wait()
-        self.idle_since = None
         return self._queue[0]
 
     async def _wait(self) -> None:
@@ -266,44 +186,53 @@ class FrontProtocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _busy_or_queued(self) -> bool:
+        return self._sink is not None or bool(self._queue)
+
     async def _answer(self, msg: Message) -> bool:
         """Answer `msg`; False when the connection must end with this answer (it said so, it was cut
         short, or shutdown began meanwhile)."""
-        sink = LeanSink(self, msg.keep_alive, msg.version != "1.0")
-        self._busy = True
+        sink = LeanSink(self, msg.keep_alive, msg.version != "1.0", msg.method == b"HEAD")
+        self._sink = sink
+        if self._eof:
+            self._probe_client()
         try:
-            body = b"".join(msg.body) if msg.encoding is None else msg.decoded_body(self._server.max_body)
-            await self._server.hot(msg.path.decode("latin-1"), CIMultiDict(msg.headers), body, sink)
+            body = b"".join(msg.body) if msg.encoding is None else self._decoded(msg)
+            msg.body = []  # the joined copy is the only one from here on
+            await self._server.respond(msg, body, sink, self.from_loopback)
         except HTTPError as exc:
             if not sink.started:
                 sink.error(exc)
         except ConnectionResetError:
             pass
         except Exception:
-            logger.exception("unexpected error answering %s", msg.path.decode("latin-1"))
+            logger.exception("unexpected error answering %s %s", msg.method.decode("latin-1"),
+                             msg.path.decode("latin-1"))
             if not sink.started:
                 sink.error(HTTPError(500, "internal gateway error"))
         finally:
-            self._busy = False
+            self._sink = None
+            if self._probe is not None:
+                self._cancel_probe()
+            if msg.reserved:
+                self._release(msg)
         return msg.keep_alive and sink.complete and not self.ending
 
-    def _hand_over(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        data = b"".join(m.reencode() for m in self._queue)
-        self._queue.clear()
-        self._server.lean.discard(self)
-        if self._reading_paused:
-            self._resume_reading()
-        handler = self._server.aiohttp_protocol()
-        self.transport.set_protocol(handler)
-        handler.connection_made(self.transport)
-        handler.data_received(data)
+    def _decoded(self, msg: Message) -> bytes:
+        body = msg.decoded_body(self._limits.max_request_bytes)
+        if len(body) > msg.reserved and not self._server.budget.take(len(body) - msg.reserved):
+            raise HTTPError(503, "the gateway is holding as many request bytes as it may "
+                                 "(--max-buffered-request-bytes); try again", headers={"Retry-After": "1"})
+        msg.reserved = max(msg.reserved, len(body))
+        return body
 
     def _resume_reading(self) -> None:
-        self._reading_paused = False
+        self.reading_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+        if self._msg is not None:  # its deadline did not run while we were not reading
+            timeout = self._header_timeout_s if self._in_head else self._body_timeout_s
+            self.deadline = self._server.now + timeout
 
     # used by LeanSink and the server
     def date_line(self) -> bytes:
@@ -327,19 +256,33 @@ class FrontProtocol(asyncio.Protocol):
         self.ending = True
         self._wake()
 
+    def expire(self) -> None:
+        """`deadline` passed: an idle connection is closed, a request too slow to arrive refused (408)."""
+        self.deadline = None
+        if self._msg is None:
+            if not self._busy_or_queued():
+                self.abort()
+            return
+        part, limit = (("headers", self._limits.header_timeout_s) if self._in_head
+                       else ("body", self._limits.body_timeout_s))
+        self._drop_partial()
+        self._refuse(HTTPError(408, f"the request {part} did not arrive within {limit:g} s"))
+        self._wake()
+
     def abort(self) -> None:
         if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
             self.task.cancel()
         if self.transport is not None:
             self.transport.close()
 
-    def _refuse(self, status: int, message: str) -> None:
-        """A request that cannot be parsed or is over a limit: stop reading; `_serve` answers it once
-        the requests before it are answered, then closes."""
+    def _refuse(self, error: HTTPError) -> None:
+        """A request that cannot be parsed, is over a limit or too slow: stop reading; `_serve`
+        answers it once the requests before it are answered, then closes."""
         if self._failed is not None or self.transport is None or self.transport.is_closing():
             return
-        self._failed = HTTPError(status, message)
+        self._failed = error
         self._in_head = False
+        self.deadline = None
         self.transport.pause_reading()
 
     def _send_refusal(self) -> bool:
@@ -347,31 +290,7 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         if self._failed is None or self.ending or transport is None or transport.is_closing():
             return False
-        transport.write(error_bytes(self._failed, CLOSE, self.date_line()))
-        if not transport.can_write_eof():
-            return False
-        # Closing with unread input makes the kernel reset the connection, which can destroy the
-        # answer before the client reads it: send EOF, then read and drop for a moment first.
         self.closed = True
-        self._server.lean.discard(self)
-        transport.write_eof()
-        transport.set_protocol(_Discard(transport, self._loop.call_later(_LINGER_S, transport.close)))
-        transport.resume_reading()
-        return True
-
-
-class _Discard(asyncio.Protocol):
-    """A refused connection's last moments: what the client still sends is dropped (see above)."""
-
-    def __init__(self, transport: asyncio.Transport, timer: asyncio.TimerHandle) -> None:
-        self._transport = transport
-        self._timer = timer
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-    def eof_received(self) -> bool:
-        return False  # the client closed its side too: the transport closes now
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
+        self._server.forget(self)
+        self._drop_partial()
+        return linger_close(transport, error_bytes(self._failed, CLOSE, self.date_line()))

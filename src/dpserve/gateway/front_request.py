@@ -1,8 +1,9 @@
-"""Requests as the lean front (front.py) parses them: one message, the size limits, re-encoding.
+"""Requests as the front (front.py) parses them: one message, and the limits on its head.
 
-Limits follow aiohttp's server, so that a request is refused the same whichever side parses it:
-a request URL or header field over 8190 bytes, more than 128 headers, or a head over 64 KiB
-(counted as it arrives, so a header that never ends is cut off) is refused with a JSON 414/431.
+A request URL or header field over 8190 bytes, more than 128 headers, or a head over 64 KiB
+(counted as it arrives, so a header that never ends is cut off) is refused with a JSON 414/431
+(the limits of aiohttp's server, which the gateway used before). The body's limits are flags
+(`ClientLimits`, gateway/config.py).
 """
 
 from __future__ import annotations
@@ -10,14 +11,10 @@ from __future__ import annotations
 import zlib
 
 from dpserve.errors import HTTPError
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
 
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 128
 MAX_HEAD_BYTES = 64 * 1024
-_HOT_PATHS = frozenset({CHAT_PATH.encode(), COMPLETIONS_PATH.encode()})
-# Headers the re-encoded request for aiohttp must not repeat: the body is sent whole, once.
-_FRAMING = frozenset({"content-length", "transfer-encoding", "expect"})
 # Headers of an upgrade offer (h2c, websocket) the front declines by answering in HTTP/1.1.
 _UPGRADE = frozenset({"upgrade", "http2-settings", "expect"})
 
@@ -25,38 +22,34 @@ _UPGRADE = frozenset({"upgrade", "http2-settings", "expect"})
 class Refusal(Exception):
     """Raised inside a parser callback: answer `status` with `message` and close the connection."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.error = HTTPError(status, message, headers=headers)
 
 
 class Message:
-    """One parsed request."""
+    """One parsed request. `reserved`: the bytes of it counted in the server's body budget."""
 
-    __slots__ = ("body", "encoding", "expect_continue", "headers", "keep_alive", "method", "size", "url",
-                 "version")
+    __slots__ = ("body", "encoding", "expect_continue", "headers", "hosts", "keep_alive", "length", "method",
+                 "reserved", "size", "url", "version")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.size = 0
+        self.reserved = 0
         self.method = b""
         self.keep_alive = True
         self.version = "1.1"
         self.expect_continue = False
         self.encoding: str | None = None  # Content-Encoding, when the request has one
+        self.length: str | None = None  # Content-Length as sent (llhttp has checked it)
+        self.hosts = 0  # Host headers seen
 
     @property
     def path(self) -> bytes:
         return self.url.partition(b"?")[0]
-
-    def is_hot(self) -> bool:
-        return self.method == b"POST" and self.path in _HOT_PATHS
-
-    def has_host(self) -> bool:
-        return any(name.lower() == "host" for name, _ in self.headers)
 
     def decoded_body(self, max_body: int) -> bytes:
         """The body with its Content-Encoding undone (gzip or deflate, as aiohttp's server does);
@@ -81,19 +74,13 @@ class Message:
         return out
 
     def content_length(self) -> int | None:
-        """The announced body size, when the request says one (read only on rare paths)."""
-        for name, value in self.headers:
-            if name.lower() == "content-length" and value.strip().isdigit():
-                return int(value)
-        return None
-
-    def reencode(self) -> bytes:
-        """The request as bytes again, for aiohttp: the body whole, framed by Content-Length."""
-        body = b"".join(self.body)
-        head = [b"%s %s HTTP/%s\r\n" % (self.method, self.url, self.version.encode())]
-        head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers if k.lower() not in _FRAMING]
-        head.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        return b"".join(head) + body
+        """The announced body size, when the request says one."""
+        if self.length is None:
+            return None
+        try:
+            return int(self.length)
+        except ValueError:
+            return None
 
     def head_without_upgrade(self) -> bytes:
         """The request head again, minus its upgrade offer, for a fresh parser to read the body after.

@@ -1,12 +1,14 @@
-"""Responses of the lean front (front.py): status line and headers as bytes, one write per response.
+"""Responses of the front (front.py): status line and headers as bytes, one write per response.
 
 A whole answer is one `transport.write` (head and body together); a stream is the head, then one
 chunk of HTTP/1.1 chunked encoding per relayed piece, written as it arrives (TCP_NODELAY is set on
-the socket, so nothing waits for Nagle), and the terminating chunk.
+the socket, so nothing waits for Nagle), and the terminating chunk. An answer to HEAD is the head
+alone. A refused connection ends with a lingering close (`linger_close`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from email.utils import formatdate
 from http import HTTPStatus
@@ -24,6 +26,8 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) f
 _COPY_LIMIT = 16 * 1024
 CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"  # an HTTP/1.0 client closes unless told otherwise
+# How long a refused connection keeps reading (and dropping) what the client still sends.
+LINGER_S = 2.0
 
 
 def _status_line(status: int) -> bytes:
@@ -45,31 +49,67 @@ def head_bytes(status: int, headers: dict[str, str], connection: bytes, date: by
     return b"".join(parts)
 
 
-def error_bytes(exc: HTTPError, connection: bytes, date: bytes) -> bytes:
-    """A whole OpenAI-style JSON error response, as errors.py's middleware would answer it."""
+def error_bytes(exc: HTTPError, connection: bytes, date: bytes, head_only: bool = False) -> bytes:
+    """A whole OpenAI-style JSON error response, the one error shape of every dpserve server."""
     body = orjson.dumps(error_body(exc.status, exc.message, exc.code, exc.param))
     headers = {"Content-Type": "application/json", **exc.headers}
     head = head_bytes(exc.status, headers, connection, date)
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + (b"" if head_only else body)
+
+
+def linger_close(transport: asyncio.Transport, last: bytes) -> bool:
+    """Write `last` (a refusal), then close lingering; False when the transport cannot half-close
+    (the caller closes it). Closing with unread input makes the kernel reset the connection, which
+    can destroy the answer before the client reads it: send EOF, then read and drop for a moment."""
+    transport.write(last)
+    if not transport.can_write_eof():
+        return False
+    transport.write_eof()
+    timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+    transport.set_protocol(_Discard(timer))
+    transport.resume_reading()
+    return True
+
+
+class _Discard(asyncio.Protocol):
+    """A refused connection's last moments: what the client still sends is dropped (see above)."""
+
+    def __init__(self, timer: asyncio.TimerHandle) -> None:
+        self._timer = timer
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side too: the transport closes now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
 
 
 class LeanSink:
     """The ResponseSink (exchange.py) of one request on a FrontProtocol connection."""
 
-    __slots__ = ("_chunked", "_conn", "_connection", "complete", "started")
+    __slots__ = ("_conn", "_connection", "_head_only", "chunked", "complete", "started")
 
-    def __init__(self, conn: FrontProtocol, keep_alive: bool, chunked: bool) -> None:
+    def __init__(self, conn: FrontProtocol, keep_alive: bool, chunked: bool, head_only: bool = False) -> None:
         self._conn = conn
-        self._chunked = chunked  # an HTTP/1.0 client gets the stream unframed, ended by the close
+        self.chunked = chunked  # HTTP/1.1; an HTTP/1.0 client gets a stream unframed, ended by the close
         self._connection = (CLOSE if not keep_alive else b"" if chunked else _KEEP_ALIVE_10)
+        self._head_only = head_only  # HEAD: the answer's head, no body
         self.started = False
         self.complete = False
 
     async def whole(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.started = True
         conn = self._conn
-        head = (head_bytes(status, headers, CLOSE if conn.ending else self._connection, conn.date_line())
-                + b"Content-Length: %d\r\n\r\n" % len(body))
+        head = head_bytes(status, headers, CLOSE if conn.ending else self._connection, conn.date_line())
+        if status == 204:  # no Content-Length on a 204 (RFC 9110 8.6)
+            head, body = head + b"\r\n", b""
+        else:
+            head += b"Content-Length: %d\r\n\r\n" % len(body)
+        if self._head_only:
+            body = b""
         if len(body) <= _COPY_LIMIT:
             self._send(head + body)
         else:
@@ -82,7 +122,7 @@ class LeanSink:
     async def start(self, headers: dict[str, str]) -> None:
         self.started = True
         conn = self._conn
-        if self._chunked:
+        if self.chunked:
             head = head_bytes(200, headers, CLOSE if conn.ending else self._connection, conn.date_line())
             self._send(head + b"Transfer-Encoding: chunked\r\n\r\n")
         else:  # unframed: only the close can end it
@@ -94,7 +134,7 @@ class LeanSink:
         conn = self._conn
         if conn.closed:
             raise ConnectionResetError("the client closed the connection")
-        if self._chunked:
+        if self.chunked:
             self._send(b"%x\r\n" % len(data) + data + b"\r\n")
         else:
             self._send(data)
@@ -102,14 +142,15 @@ class LeanSink:
             await conn.drained()
 
     async def end(self) -> None:
-        if self._chunked:
+        if self.chunked:
             self._send(b"0\r\n\r\n")
-        self.complete = self._chunked  # unframed: only the close ends it
+        self.complete = self.chunked  # unframed: only the close ends it
 
     def error(self, exc: HTTPError) -> None:
         self.started = True
         conn = self._conn
-        self._send(error_bytes(exc, CLOSE if conn.ending else self._connection, conn.date_line()))
+        self._send(error_bytes(exc, CLOSE if conn.ending else self._connection, conn.date_line(),
+                               self._head_only))
         self.complete = True
 
     def _send(self, data: bytes, more: bytes | None = None) -> None:

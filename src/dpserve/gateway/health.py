@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ import aiohttp
 from dpserve.aio import BackgroundTasks, cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
+from dpserve.http_names import HEALTH_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ logger = logging.getLogger(__name__)
 class _Streak:
     failures: int = 0
     successes: int = 0
+    stalled_at: float | None = None  # a stream from it went silent then (clock); a probe clears it
 
 
 @dataclass
@@ -29,6 +32,9 @@ class HealthChecker:
     A worker goes down after `health_failure_threshold` consecutive failed probes, or at once
     when a real request's connection is refused (`report_refused`); it comes back after
     `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
+    In the periodic round a healthy worker whose load poll (`/metrics`) answered within the
+    last interval counts as a good probe without a request: one poll per interval, not two; a
+    poll from before a stall (`report_stall`) vouches for nothing.
     """
 
     config: HealthConfig
@@ -36,6 +42,7 @@ class HealthChecker:
     workers: Callable[[], list[Worker]]
     on_change: Callable[[Worker, bool], None]
     on_probe: Callable[[Worker, bool], None] = lambda worker, ok: None
+    clock: Callable[[], float] = time.monotonic  # the load poller's clock (PolledLoad.at)
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _extra_probes: BackgroundTasks = field(default_factory=BackgroundTasks)
@@ -56,7 +63,7 @@ class HealthChecker:
         first = worker.id not in self._streaks  # a new worker that answers is up at once
         streak = self._streaks.setdefault(worker.id, _Streak())
         if ok:
-            streak.failures, streak.successes = 0, streak.successes + 1
+            streak.failures, streak.successes, streak.stalled_at = 0, streak.successes + 1, None
             if not worker.healthy and (first or streak.successes >= self.config.health_success_threshold):
                 self._set(worker, True)
         else:
@@ -77,7 +84,7 @@ class HealthChecker:
         requests and its other in-flight ones move within a probe timeout, not a probe period."""
         streak = self._streaks.setdefault(worker.id, _Streak())
         streak.failures = max(streak.failures, self.config.health_failure_threshold - 1)
-        streak.successes = 0
+        streak.successes, streak.stalled_at = 0, self.clock()
         self._extra_probes.spawn(self._probe_quietly(worker))
 
     async def _probe_quietly(self, worker: Worker) -> None:
@@ -95,7 +102,7 @@ class HealthChecker:
     async def _get_health(self, worker: Worker) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.config.health_check_timeout_s)
         try:
-            async with self.http.get(worker.url + "/health", timeout=timeout) as resp:
+            async with self.http.get(worker.url + HEALTH_PATH, timeout=timeout) as resp:
                 await resp.read()
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
@@ -104,4 +111,23 @@ class HealthChecker:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_check_interval_s)
-            await self.check_all()
+            await self.check_round()
+
+    async def check_round(self) -> None:
+        """One periodic round: probe every worker the load poller has not just heard from."""
+        to_probe = []
+        for w in self.workers():
+            streak = self._streaks.setdefault(w.id, _Streak())
+            if self._polled_recently(w, streak.stalled_at):
+                self.on_probe(w, True)  # its /metrics answered: as good as a probe
+                streak.failures = 0
+            else:
+                to_probe.append(w)
+        await asyncio.gather(*(self.probe(w) for w in to_probe))
+
+    def _polled_recently(self, worker: Worker, stalled_at: float | None) -> bool:
+        """Healthy, and its /metrics answered within the last interval (and since any stall)."""
+        polled = worker.polled
+        return (worker.healthy and polled is not None
+                and self.clock() - polled.at < self.config.health_check_interval_s
+                and (stalled_at is None or polled.at > stalled_at))

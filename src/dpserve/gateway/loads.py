@@ -3,12 +3,18 @@
 Polls lag; the gateway's own in-flight counter does not. A worker's load is its polled value
 plus the in-flight change since that poll, so a burst between two polls does not herd onto the
 replica that looked idle at the last poll.
+
+A replica is polled only while its gauges can change under us: it has requests of ours in
+flight, or its last poll showed work. An idle replica is not polled (its health probe goes on);
+a polled one is not also health-probed (health.py), so each replica sees one poll per interval,
+not a /health and two /metrics per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +22,7 @@ from typing import Protocol
 import aiohttp
 
 from dpserve.aio import cancel_and_wait
+from dpserve.http_names import METRICS_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,11 @@ class PolledLoad:
     waiting: float = 0.0
     kv_cache_usage: float = 0.0
     in_flight_at_poll: int = 0
+    at: float = 0.0  # when it answered (the poller's clock): a recent answer also shows it is up
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0 or self.waiting > 0
 
 
 def combined_load(polled: PolledLoad | None, in_flight: int) -> float:
@@ -69,18 +81,36 @@ def parse_vllm_gauges(text: str) -> dict[str, float]:
 class PolledWorker(Protocol):
     """What the poller needs of a worker (the gateway's Worker satisfies it)."""
 
+    id: str
     url: str
     in_flight: int
     polled: PolledLoad | None
     healthy: bool
+    most_running: int
+    saturated: bool
+
+
+def needs_poll(worker: PolledWorker) -> bool:
+    """Whether the replica's gauges may have moved: never polled, requests of ours in flight, or
+    work at the last poll (ours finishing, or another gateway's)."""
+    polled = worker.polled
+    return polled is None or worker.in_flight > 0 or polled.busy
+
+
+# Told of each successful scrape with its text (the dashboard reads more series than load does,
+# from the same scrape rather than a second one).
+ScrapeListener = Callable[[PolledWorker, str], None]
 
 
 class LoadPoller:
     """Background loop: every `interval_s`, GET /metrics of each healthy worker, store the gauges."""
 
     def __init__(self, workers: Callable[[], Iterable[PolledWorker]], http: aiohttp.ClientSession,
-                 interval_s: float, timeout_s: float) -> None:
+                 interval_s: float, timeout_s: float, on_scrape: ScrapeListener | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._workers = workers
+        self._on_scrape = on_scrape
+        self._clock = clock
         self._http = http
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -93,7 +123,7 @@ class LoadPoller:
         await cancel_and_wait(self._task)
 
     async def poll_once(self) -> None:
-        targets = [w for w in self._workers() if w.healthy]
+        targets = [w for w in self._workers() if w.healthy and needs_poll(w)]
         await asyncio.gather(*(self._poll(w) for w in targets))
 
     async def _loop(self) -> None:
@@ -103,12 +133,19 @@ class LoadPoller:
 
     async def _poll(self, worker: PolledWorker) -> None:
         try:
-            async with self._http.get(worker.url + "/metrics", timeout=self._timeout) as resp:
+            async with self._http.get(worker.url + METRICS_PATH, timeout=self._timeout) as resp:
                 if resp.status != 200:
                     return
                 in_flight_at_poll = worker.in_flight  # the count that the gauges reflect
-                gauges = parse_vllm_gauges(await resp.text())
+                text = await resp.text()
+                gauges = parse_vllm_gauges(text)
         except (aiohttp.ClientError, TimeoutError):
             return  # health checks decide whether the replica is down; keep the last poll
+        if self._on_scrape is not None:
+            self._on_scrape(worker, text)
         worker.polled = PolledLoad(gauges.get(RUNNING, 0.0), gauges.get(WAITING, 0.0),
-                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll)
+                                   gauges.get(KV_USAGE, 0.0), in_flight_at_poll, self._clock())
+        if worker.polled.waiting > 0 and not worker.saturated:  # full: its running count is its slots
+            worker.most_running, worker.saturated = int(worker.polled.running), True
+        else:
+            worker.most_running = max(worker.most_running, int(worker.polled.running))

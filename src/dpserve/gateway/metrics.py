@@ -43,6 +43,10 @@ class GatewayMetrics:
         self.retries_exhausted: Counter[tuple[str, ...]] = Counter()
         self.health_checks: Counter[tuple[str, ...]] = Counter()     # (worker, result)
         self.transitions: Counter[tuple[str, ...]] = Counter()  # (worker, from, to)
+        # Per replica, for the dashboard: tries on it that failed and were retried elsewhere, and
+        # streams it served that moved to another replica (stream migration counts them).
+        self.worker_retries: Counter[tuple[str, ...]] = Counter()     # (worker,)
+        self.worker_migrations: Counter[tuple[str, ...]] = Counter()  # (worker,)
         self.duration = Histogram(_LATENCY_BUCKETS_S)
         self.ttft = Histogram(_LATENCY_BUCKETS_S)
         self.migrations: Counter[tuple[str, ...]] = Counter()  # (reason, outcome)
@@ -71,6 +75,10 @@ class GatewayMetrics:
         lines += _counter("dpserve_retries_total", "retries by reason", ("reason",), self.retries)
         lines += ["# TYPE dpserve_retries_exhausted_total counter",
                   f"dpserve_retries_exhausted_total {self.retries_exhausted[()]}"]
+        lines += _counter("dpserve_worker_retries_total", "failed tries on the worker that were retried "
+                          "on another", ("worker",), self.worker_retries)
+        lines += _counter("dpserve_worker_stream_migrations_total", "streams that moved from the worker "
+                          "to another mid-response", ("worker",), self.worker_migrations)
         lines += _counter("dpserve_health_checks_total", "health probes by worker and result",
                           ("worker", "result"), self.health_checks)
         lines += _counter("dpserve_circuit_transitions_total", "circuit state changes",

@@ -2,94 +2,50 @@
 
 The in-flight count of a worker rises right after the choice and falls in a `finally` when the
 response has ended, failed, or the client went away (the handler is then cancelled, which closes
-the upstream connection, so the replica stops generating). A response cut after its first byte
-is continued on another replica (`migration/`): the proxy arms the request (`_arm`), records
-the relayed stream (`_pump_armed`) and hands a break to `_resume`.
+the upstream connection, so the replica stops generating). What each try came to is reported to
+`retry.decide`, which alone says whether to retry and what the replica's breaker and health hear.
+A response cut after its first byte is continued on another replica (`migration/`): the proxy
+arms the request (`_arm`), stream_relay.py relays and records it, and a break goes to
+migration/resume.py, which `retry.decide_break` steers.
+
+The tenant's `Authorization` never goes to a replica (it is the gateway's key, and a replica
+added by someone else would collect it); `--replica-api-key` is sent instead when set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
-import orjson
-
-from dpserve.errors import HTTPError, error_body
+from dpserve.errors import HTTPError
 from dpserve.gateway.admission import Admission, AdmissionContext
 from dpserve.gateway.aliases import ModelAliases, StreamRenamer
+from dpserve.gateway.attempt import Attempt, ProxiedRequest, TryFailure, fail
 from dpserve.gateway.config import RetryConfig
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.loop_guard import hop_count
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.migration.config import MigrationConfig
-from dpserve.gateway.migration.decision import (
-    ERROR_EVENT,
-    REQUEST_TIMEOUT,
-    STALL,
-    UPSTREAM_ERROR,
-    Verdict,
-    counts_against_replica,
-)
 from dpserve.gateway.migration.job import ResumeJob, StreamBreak, armed_body
+from dpserve.gateway.migration.resume import resume
 from dpserve.gateway.policies.base import Policy, RouteRequest
 from dpserve.gateway.registry import WorkerRegistry
-from dpserve.gateway.retry import backoff_s, is_replica_failure, is_retryable_status
+from dpserve.gateway.retry import Happened, Verdict, backoff_s, decide
 from dpserve.gateway.routing_text import ParsedRequest, parse_request
-from dpserve.gateway.sse import ERROR_EVENT_START
-from dpserve.gateway.upstream import (
-    ConnectFailed,
-    ReplicaInterrupted,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamResponse,
-)
-from dpserve.gateway.usage import StreamTail, Usage
+from dpserve.gateway.stream_relay import StreamRelay, upstream_message
+from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
+from dpserve.gateway.usage import Usage
 from dpserve.gateway.worker import Worker
+from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
 
-logger = logging.getLogger(__name__)
-
-WORKER_HEADER = "x-dpserve-worker"
-_FORWARDED_HEADERS = ("Authorization", "X-Request-Id", "X-Session-Id")
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """One try on one worker: the breaker verdict, the upstream response and whether its body was
-    fully read (then its connection goes back to the pool, else it is closed)."""
-
-    worker: Worker
-    verdict: str = "neutral"  # success | failure | neutral (client left, no verdict)
-    resp: UpstreamResponse | None = None
-    body_done: bool = False
-
-
-@dataclass(slots=True)
-class _Request:
-    """One client request as the proxy sends it: path, headers for the replica, body, and the sink."""
-
-    path: str
-    forward: dict[str, str]
-    body: bytes
-    parsed: ParsedRequest
-    sink: ResponseSink
-    job: ResumeJob | None = None  # armed: the response may be continued on another replica
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A try that failed before anything reached the client: retry, or answer `error` at the end."""
-
-    error: HTTPError
-    reason: str
-
-
-_NO_WORKER = _Failure(HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
-                                headers={"Retry-After": "1"}), "no_worker")
+_SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
+# What `_try_workers` returns when no replica could be tried at all.
+_NO_WORKER = TryFailure(HTTPError(503, "no healthy replica is available", code="no_healthy_worker",
+                                  headers={"Retry-After": "1"}), decide(Happened.CLIENT_GONE))
 
 
 class Proxy:
@@ -98,7 +54,7 @@ class Proxy:
     def __init__(self, retry: RetryConfig, registry: WorkerRegistry, policy: Policy, health: HealthChecker,
                  admission: Admission, metrics: GatewayMetrics, upstream: UpstreamPool,
                  aliases: ModelAliases, rng: random.Random, clock: Callable[[], float],
-                 migration: MigrationConfig | None = None) -> None:
+                 migration: MigrationConfig | None = None, replica_api_key: str | None = None) -> None:
         self._cfg = retry
         self._migration = migration or MigrationConfig()
         self._registry = registry
@@ -110,19 +66,25 @@ class Proxy:
         self._aliases = aliases
         self._rng = rng
         self._clock = clock
+        self._replica_auth = None if replica_api_key is None else f"Bearer {replica_api_key}"
+        self._streams = StreamRelay(metrics, health, aliases, self._migration, clock)
 
     async def handle(self, path: str, headers: Mapping[str, str], raw: bytes, sink: ResponseSink) -> None:
-        """Answer one request through `sink`; HTTPError for an answer the gateway gives itself."""
-        self._admission.authenticate(headers)
+        """Answer one request through `sink`; HTTPError for an answer the gateway gives itself.
+        The caller has authenticated the tenant (routes.py: Access.TENANT)."""
+        hops = hop_count(headers)  # 508 before any work when requests loop through gateways
         parsed = parse_request(path, raw, headers)
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
+        route = await self._policy.prepare(parsed.route)  # e.g. tokenised off the loop
+        if route is not parsed.route:
+            parsed = dataclasses.replace(parsed, route=route)
         ticket = await self._admission.admit(headers,
                                              AdmissionContext(parsed.prompt_chars, parsed.max_tokens))
         # No await between admit() and the in-flight increment inside _with_retries (admission relies on it).
         usage = Usage()
         start = self._clock()
-        request = _Request(path, _forwarded_headers(headers), raw, parsed, sink)
+        request = ProxiedRequest(path, self._forwarded_headers(headers, hops), raw, parsed, sink)
         if self._migration.stream_migration and parsed.resume.excluded is None:
             self._arm(request)
         try:
@@ -130,6 +92,18 @@ class Proxy:
         finally:
             ticket.release(usage.prompt_tokens, usage.completion_tokens)
             self._metrics.duration.observe(self._clock() - start)
+
+    def _forwarded_headers(self, client_headers: Mapping[str, str], hops: int) -> dict[str, str]:
+        """What the replica gets: the body's type, the hop count, FORWARDED_HEADERS, and the
+        replica's own key when one is set — never the client's Authorization."""
+        headers = {"Content-Type": "application/json", HOPS_HEADER: str(hops + 1)}
+        for name in FORWARDED_HEADERS:
+            value = client_headers.get(name)  # one lookup per name, not `in` and then `[]`
+            if value is not None:
+                headers[name] = value
+        if self._replica_auth is not None:
+            headers["Authorization"] = self._replica_auth
+        return headers
 
     def _resolve_alias(self, raw: bytes, parsed: ParsedRequest) -> tuple[bytes, ParsedRequest]:
         """An aliased `model`: route on the served name and send that upstream."""
@@ -139,7 +113,7 @@ class Proxy:
         return (self._aliases.request_body(raw, target),
                 dataclasses.replace(parsed, model=target, alias=parsed.model))
 
-    def _arm(self, request: _Request) -> None:
+    def _arm(self, request: ProxiedRequest) -> None:
         """Ask the replica for token ids (and stream a non-streaming request internally), and
         keep what the response needs to be resumed elsewhere."""
         alias = request.parsed.alias
@@ -148,72 +122,52 @@ class Proxy:
                                 self._metrics, self._clock, renamer)
         request.body = armed_body(request.body, request.parsed.stream)
 
-    async def _with_retries(self, request: _Request, usage: Usage, start: float) -> None:
+    async def _with_retries(self, request: ProxiedRequest, usage: Usage, start: float) -> None:
         deadline = start + self._cfg.request_timeout_s
         tried: list[Worker] = []
-        result = await self._try_workers(request, usage, deadline, tried)
+
+        def try_workers(req: ProxiedRequest) -> Awaitable[TryFailure | StreamBreak | None]:
+            return self._try_workers(req, usage, deadline, tried)
+
+        result = await try_workers(request)
         if isinstance(result, StreamBreak):
-            result = await self._resume(request, result, usage, deadline, tried)
+            result = await resume(request, result, usage, lambda: self._clock() >= deadline,
+                                  try_workers, _NO_WORKER)
         if result is None:
             return
         if result is _NO_WORKER:
             _raise_if_model_unknown(self._registry, self._aliases, request.parsed)
-        else:
+        elif result.error.code != _NO_WORKER.error.code:  # not "none left to try"
             self._metrics.retries_exhausted[()] += 1
         raise result.error
 
-    async def _try_workers(self, request: _Request, usage: Usage, deadline: float,
-                           tried: list[Worker]) -> _Failure | StreamBreak | None:
+    async def _try_workers(self, request: ProxiedRequest, usage: Usage, deadline: float,
+                           tried: list[Worker]) -> TryFailure | StreamBreak | None:
         """Send to a worker, retrying on others until something reached the client (None), a
-        stream broke after its first byte, or retries ran out (the last failure)."""
-        failure = _NO_WORKER
+        stream broke after its first byte, or `decide` says stop (the last failure)."""
+        failure: TryFailure | None = None
         for attempt in range(self._cfg.max_retries + 1):
             worker = self._choose(request.parsed.route, tried, request.parsed.model)
             if worker is None:
                 break
             tried.append(worker)
             result = await self._attempt(request, worker, usage, deadline)
-            if not isinstance(result, _Failure):
+            if not isinstance(result, TryFailure):
                 return result
             failure = result
-            if attempt == self._cfg.max_retries or self._clock() >= deadline:
-                break
-            self._metrics.retries[(result.reason,)] += 1
+            if (not result.decision.retry or attempt == self._cfg.max_retries
+                    or self._clock() >= deadline):
+                return result
+            self._metrics.retries[(result.decision.reason,)] += 1
+            self._metrics.worker_retries[(worker.id,)] += 1
             await asyncio.sleep(backoff_s(attempt, self._cfg.retry_backoff_base_s,
                                           self._cfg.retry_backoff_max_s, self._rng))
-        return failure
-
-    async def _resume(self, request: _Request, brk: StreamBreak, usage: Usage, deadline: float,
-                      tried: list[Worker]) -> _Failure | None:
-        """Continue a response cut after its first byte on other replicas, until it is complete
-        or the decision (migration/decision.py) ends it; a _Failure for a non-streaming client."""
-        job = request.job
-        assert job is not None
-        try:
-            while (verdict := job.on_break(brk, self._clock() >= deadline)).action == "migrate":
-                cont = job.continuation()
-                if isinstance(cont, str):
-                    job.count(brk.reason, cont)
-                    verdict = Verdict("error", cont)
-                    break
-                job.begin_stream(cont)
-                route = RouteRequest(cont.route_text, request.parsed.route.session_key)
-                follow = dataclasses.replace(request, path=cont.path, body=cont.body,
-                                             parsed=dataclasses.replace(request.parsed, route=route))
-                result = await self._try_workers(follow, usage, deadline, tried)
-                if not isinstance(result, StreamBreak):
-                    if result is not None:
-                        verdict = Verdict("error", "no_replica" if result is _NO_WORKER else "failed")
-                        job.count(brk.reason, verdict.outcome)
-                        break
-                    return None
-                brk = result
-            error = await job.end(verdict, brk, request.sink, {WORKER_HEADER: brk.worker.id})
-            return None if error is None else _Failure(error, brk.reason)
-        except ConnectionResetError:  # the client went away: nothing more to do for it
-            return None
-        finally:
-            usage.prompt_tokens, usage.completion_tokens = job.usage_counts()
+        if failure is None:
+            return _NO_WORKER
+        # No replica left to try (the last one just failed): the same 503 as when none was up.
+        return TryFailure(HTTPError(503, f"no healthy replica is available (last try: "
+                                         f"{failure.error.message})", code="no_healthy_worker",
+                                    headers={"Retry-After": "1"}), failure.decision)
 
     def _choose(self, route: RouteRequest, tried: list[Worker], model: str | None) -> Worker | None:
         """Among workers serving `model`, prefer those not yet tried; the one that just failed
@@ -228,33 +182,40 @@ class Proxy:
         self._metrics.decision(choice.reason)
         return cast(Worker, choice.worker)
 
-    async def _attempt(self, request: _Request, worker: Worker, usage: Usage,
-                       deadline: float) -> _Failure | StreamBreak | None:
-        """None once the answer went to the client; a _Failure when nothing did; a StreamBreak
+    async def _attempt(self, request: ProxiedRequest, worker: Worker, usage: Usage,
+                       deadline: float) -> TryFailure | StreamBreak | None:
+        """None once the answer went to the client; a TryFailure when nothing did; a StreamBreak
         when an armed stream broke after its first byte."""
         worker.in_flight += 1
         worker.breaker.on_dispatch()
-        att = _Attempt(worker)
+        att = Attempt(worker)
         try:
             return await self._exchange(request, att, usage, deadline)
+        except asyncio.CancelledError:
+            att.settle(Happened.CLIENT_GONE)
+            raise
         finally:
             worker.in_flight -= 1
-            _record_verdict(worker, att.verdict)
-            self._policy.on_request_finished(worker, request.parsed.route, att.verdict != "failure")
+            decision = att.decision or decide(Happened.CLIENT_GONE)
+            if decision.mark_down:
+                self._health.report_refused(worker)  # out of rotation now, not at the next probe
+            _record_verdict(worker, decision.verdict)
+            self._policy.on_request_finished(worker, request.parsed.route,
+                                             decision.verdict != _FAILURE)
             self._registry.notify_finished()
             self._admission.on_capacity_freed()
 
-    async def _exchange(self, request: _Request, att: _Attempt, usage: Usage,
-                        deadline: float) -> _Failure | StreamBreak | None:
+    async def _exchange(self, request: ProxiedRequest, att: Attempt, usage: Usage,
+                        deadline: float) -> TryFailure | StreamBreak | None:
         first_byte_s = max(0.001, min(self._cfg.first_byte_timeout_s, deadline - self._clock()))
         first_byte_at = self._clock() + first_byte_s
         try:
             body = await self._fetch(request, att, first_byte_s, deadline)
-            if isinstance(body, _Failure):
+            if isinstance(body, TryFailure):
                 return body
             assert att.resp is not None
             if body is None:  # a 200 stream: relayed chunk by chunk
-                return await self._relay_stream(request, att, usage, first_byte_at, deadline)
+                return await self._streams.relay(request, att, usage, first_byte_at, deadline)
             return await self._answer_whole(request, att.resp, body, att, usage)
         finally:
             if att.resp is not None and att.body_done:
@@ -262,8 +223,8 @@ class Proxy:
             elif att.resp is not None:
                 att.resp.close()  # abort: the replica sees the disconnect and stops generating
 
-    async def _fetch(self, request: _Request, att: _Attempt, first_byte_s: float,
-                     deadline: float) -> bytes | _Failure | None:
+    async def _fetch(self, request: ProxiedRequest, att: Attempt, first_byte_s: float,
+                     deadline: float) -> bytes | TryFailure | None:
         """Send; then read the whole body, unless the answer is a 200 stream (None)."""
         try:
             # Timeouts handed to the pool, not asyncio.timeout: see deadline_sweeper.py for why.
@@ -273,35 +234,27 @@ class Proxy:
                 return None
             body = await resp.read(max(0.001, deadline - self._clock()))
         except ConnectFailed as exc:
-            self._health.report_refused(att.worker)  # out of rotation now, not at the next probe
-            return self._fail(att, 502, f"replica {att.worker.id} is unreachable: {exc}", "connect_error")
+            return fail(att, self._metrics, Happened.CONNECT_FAILED, 502,
+                        f"replica {att.worker.id} is unreachable: {exc}")
         except TimeoutError:
-            # Not a verdict on the replica (neutral for its breaker): health checks tell a hung
-            # replica from one that is busy with long answers.
             if att.resp is not None:
-                return self._fail(att, 504, f"replica {att.worker.id} timed out", "timeout", neutral=True)
-            return self._fail(att, 504, f"replica {att.worker.id} did not respond within "
-                                        f"{first_byte_s:.3g} s", "first_byte_timeout", neutral=True)
+                return fail(att, self._metrics, Happened.BODY_TIMEOUT, 504,
+                            f"replica {att.worker.id} timed out")
+            return fail(att, self._metrics, Happened.NO_FIRST_BYTE, 504,
+                        f"replica {att.worker.id} did not respond within {first_byte_s:.3g} s")
         except UpstreamError as exc:
-            return self._fail(att, 502, f"replica {att.worker.id} failed: {exc}", "upstream_error")
+            return fail(att, self._metrics, Happened.BROKEN_BEFORE_FIRST_BYTE, 502,
+                        f"replica {att.worker.id} failed: {exc}")
         att.body_done = True
         return body
 
-    def _fail(self, att: _Attempt, status: int, message: str, reason: str,
-              headers: dict[str, str] | None = None, *, neutral: bool = False) -> _Failure:
-        att.verdict = "neutral" if neutral else "failure"
-        self._metrics.requests[(att.worker.id, str(status))] += 1
-        return _Failure(HTTPError(status, message, headers={**(headers or {}), WORKER_HEADER: att.worker.id}),
-                        reason)
-
-    async def _answer_whole(self, request: _Request, resp: UpstreamResponse, body: bytes, att: _Attempt,
-                            usage: Usage) -> _Failure | None:
+    async def _answer_whole(self, request: ProxiedRequest, resp: UpstreamResponse, body: bytes, att: Attempt,
+                            usage: Usage) -> TryFailure | None:
         status = resp.status
-        if is_retryable_status(status):
-            retry_after = resp.headers.get("retry-after")
-            return self._fail(att, status, _upstream_message(body, status), f"status_{status}",
-                              {"Retry-After": retry_after} if retry_after else None)
-        att.verdict = "failure" if is_replica_failure(status) else "success"
+        if att.settle(Happened.ANSWERED, status).retry:
+            retry_after = resp.headers.get(RETRY_AFTER_HEADER)
+            return fail(att, self._metrics, Happened.ANSWERED, status, upstream_message(body, status),
+                        {"Retry-After": retry_after} if retry_after else None, upstream_status=status)
         if status == 200:
             usage.from_body(body)
         alias = request.parsed.alias
@@ -311,115 +264,6 @@ class Proxy:
         content_type = resp.headers.get("content-type", "application/json")
         await request.sink.whole(status, {"Content-Type": content_type, WORKER_HEADER: att.worker.id}, body)
         return None
-
-    async def _relay_stream(self, request: _Request, att: _Attempt, usage: Usage, first_byte_at: float,
-                            deadline: float) -> _Failure | StreamBreak | None:
-        assert att.resp is not None
-        resp = att.resp
-        started = self._clock()
-        try:
-            async with asyncio.timeout(max(0.001, first_byte_at - started)):
-                first = await resp.next_chunk()
-        except (UpstreamError, TimeoutError) as exc:
-            status = 504 if isinstance(exc, TimeoutError) else 502
-            return self._fail(att, status, f"replica {att.worker.id} sent no stream data", "first_byte",
-                              neutral=status == 504)
-        if not first:
-            return self._fail(att, 502, f"replica {att.worker.id} closed the stream at once", "first_byte")
-        if request.job is not None:
-            return await self._relay_job(request, request.job, att, first, started, usage, deadline)
-        out = request.sink
-        tail = StreamTail()
-        tail.add(first)
-        alias = request.parsed.alias
-        renamer = None if alias is None else StreamRenamer(self._aliases, alias)
-        try:
-            await out.start({"Content-Type": resp.headers.get("content-type", "text/event-stream"),
-                             "Cache-Control": "no-cache", WORKER_HEADER: att.worker.id})
-            # Both sockets have TCP_NODELAY, and each chunk is written as it arrives: no Nagle
-            # or buffering delay between replica and client.
-            await out.write(first if renamer is None else renamer.feed(first))
-            self._metrics.ttft.observe(self._clock() - started)
-            await self._pump_until(resp, out, att, tail, renamer, deadline, request.parsed)
-            await out.end()
-        except ConnectionResetError:  # the client went away; _exchange aborts the upstream request
-            return None
-        tail.usage_into(usage)
-        self._metrics.requests[(att.worker.id, "200")] += 1
-        return None
-
-    async def _pump_until(self, resp: UpstreamResponse, out: ResponseSink, att: _Attempt,
-                          tail: StreamTail, renamer: StreamRenamer | None, deadline: float,
-                          parsed: ParsedRequest) -> None:
-        """Relay the rest of the stream; a replica failure or --request-timeout-s ends it with an
-        SSE error event and [DONE] (an unarmed request: migration off, or one it never applies to)."""
-        try:
-            async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                await self._pump(resp, out, att, tail, renamer)
-        except (UpstreamError, TimeoutError) as exc:
-            att.verdict = "failure"
-            logger.warning("stream from replica %s ended early: %r", att.worker.id, exc)
-            if not isinstance(exc, TimeoutError):
-                outcome = "disabled" if parsed.resume.excluded is None else "excluded"
-                self._metrics.migrations[(UPSTREAM_ERROR, outcome)] += 1
-            if renamer is not None:
-                await out.write(renamer.flush())  # the cut event's start, as it came
-            await out.write(_stream_error(att.worker.id, exc, tail.ends_at_event_boundary()))
-
-    async def _pump(self, resp: UpstreamResponse, out: ResponseSink, att: _Attempt,
-                    tail: StreamTail, renamer: StreamRenamer | None) -> None:
-        while chunk := await resp.next_chunk():
-            tail.add(chunk)
-            if renamer is not None:
-                chunk = renamer.feed(chunk)  # held back until its SSE event is complete
-            await out.write(chunk)  # a client disconnect raises here; _exchange then aborts upstream
-        if renamer is not None:
-            await out.write(renamer.flush())
-        att.verdict, att.body_done = "success", True
-
-    async def _relay_job(self, request: _Request, job: ResumeJob, att: _Attempt, first: bytes,
-                         started: float, usage: Usage, deadline: float) -> _Failure | StreamBreak | None:
-        """An armed request's stream, relayed by its ResumeJob (migration/job.py); a break after
-        the first byte comes back as a StreamBreak for `_resume`."""
-        assert att.resp is not None
-        if first.startswith(ERROR_EVENT_START):  # failed before any token: retried, unseen
-            message = _upstream_message(first[6:], 502)
-            return self._fail(att, 502, f"replica {att.worker.id} failed: {message}", ERROR_EVENT)
-        att.resp.watch_stall(self._migration.stream_stall_timeout_s)
-        if job.later_streams:
-            job.on_resumed(att.worker)
-        head = {WORKER_HEADER: att.worker.id}
-        try:
-            async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                reason = await job.relay(att.resp, first, request.sink, head, started)
-            if reason is not None:
-                return self._break(att, reason, "")
-            att.verdict, att.body_done = "success", True
-            self._metrics.requests[(att.worker.id, "200")] += 1
-            job.usage_into(usage)
-            await job.finish(request.sink, head)
-        except ConnectionResetError:
-            return None  # the client went away; _exchange aborts the upstream request
-        except UpstreamError as exc:
-            return self._break(att, *_break_of(exc))
-        except TimeoutError:
-            return self._break(att, REQUEST_TIMEOUT, "the request's time limit passed")
-        return None
-
-    def _break(self, att: _Attempt, reason: str, detail: str) -> StreamBreak:
-        att.verdict = "failure" if counts_against_replica(reason) else "neutral"
-        if reason == STALL:
-            self._health.report_stall(att.worker)
-        self._metrics.requests[(att.worker.id, "502")] += 1
-        logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
-        return StreamBreak(reason, att.worker, detail)
-
-
-def _break_of(exc: UpstreamError) -> tuple[str, str]:
-    """(reason, detail) of a stream cut by a transport error or by the gateway itself."""
-    if isinstance(exc, ReplicaInterrupted):
-        return exc.reason, ""
-    return UPSTREAM_ERROR, str(exc)
 
 
 def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, parsed: ParsedRequest) -> None:
@@ -434,37 +278,9 @@ def _raise_if_model_unknown(registry: WorkerRegistry, aliases: ModelAliases, par
 
 
 def _record_verdict(worker: Worker, verdict: str) -> None:
-    if verdict == "success":
+    if verdict == _SUCCESS:
         worker.breaker.record_success()
-    elif verdict == "failure":
+    elif verdict == _FAILURE:
         worker.breaker.record_failure()
     else:
         worker.breaker.record_neutral()
-
-
-def _forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    for name in _FORWARDED_HEADERS:
-        value = client_headers.get(name)  # one lookup per name, not `in` and then `[]`
-        if value is not None:
-            headers[name] = value
-    return headers
-
-
-def _stream_error(worker_id: str, exc: BaseException, at_boundary: bool) -> bytes:
-    """An SSE error event the openai client raises on, then [DONE]: never a silent cut."""
-    status = 504 if isinstance(exc, TimeoutError) else 502
-    message = (f"replica {worker_id} timed out mid-stream" if status == 504
-               else f"replica {worker_id} failed mid-stream: {exc.__class__.__name__}")
-    event = b"data: " + orjson.dumps(error_body(status, message)) + b"\n\ndata: [DONE]\n\n"
-    return event if at_boundary else b"\n\n" + event
-
-
-def _upstream_message(body: bytes, status: int) -> str:
-    try:
-        err = orjson.loads(body).get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return f"replica answered {status}"

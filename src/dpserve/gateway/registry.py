@@ -11,7 +11,7 @@ from dpserve.gateway.admission import WorkerLoad
 from dpserve.gateway.circuit_breaker import CircuitBreaker, CircuitState
 from dpserve.gateway.config import BreakerConfig
 from dpserve.gateway.policies.base import Policy
-from dpserve.gateway.worker import Worker
+from dpserve.gateway.worker import ReplicaOrigin, Worker
 
 
 class DuplicateWorker(ValueError):
@@ -26,17 +26,21 @@ class WorkerRegistry:
     """Owns the Worker objects; tells the policy about arrivals and departures.
 
     `worker_cap(weight)` is admission's in-flight cap (None = uncapped); candidates exclude
-    workers at their cap, so admission and routing agree on what "capacity" means.
+    workers at their cap, so admission and routing agree on what "capacity" means. With
+    `slots_first` (a TTFT SLO is set) candidates are only the workers where a request would wait
+    least, so the policy chooses among them.
     """
 
     def __init__(self, policy: Policy, breaker_config: BreakerConfig, clock: Callable[[], float],
                  worker_cap: Callable[[float], int | None],
-                 on_transition: Callable[[str, CircuitState, CircuitState], None] | None = None) -> None:
+                 on_transition: Callable[[str, CircuitState, CircuitState], None] | None = None,
+                 *, slots_first: bool = False) -> None:
         self._policy = policy
         self._breaker_config = breaker_config
         self._clock = clock
         self._worker_cap = worker_cap
         self._on_transition = on_transition
+        self._slots_first = slots_first  # route where a request waits least (TTFT SLO mode)
         self._workers: dict[str, Worker] = {}
         self._ids = itertools.count()
         self._finished = asyncio.Event()
@@ -47,7 +51,7 @@ class WorkerRegistry:
     def get(self, worker_id: str) -> Worker | None:
         return self._workers.get(worker_id)
 
-    def add(self, url: str, weight: float = 1.0) -> Worker:
+    def add(self, url: str, weight: float = 1.0, origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:
         url = url.rstrip("/")
         if any(w.url == url for w in self._workers.values()):
             raise DuplicateWorker(f"a worker with url {url} is already registered")
@@ -55,7 +59,7 @@ class WorkerRegistry:
         notify = self._on_transition
         breaker = CircuitBreaker(self._breaker_config, self._clock,
                                  None if notify is None else lambda old, new: notify(worker_id, old, new))
-        worker = Worker(worker_id, url, weight, breaker)
+        worker = Worker(worker_id, url, weight, breaker, origin)
         self._workers[worker_id] = worker
         self._policy.on_worker_added(worker)
         return worker
@@ -83,14 +87,24 @@ class WorkerRegistry:
         return cap is None or worker.in_flight < cap
 
     def candidates(self, exclude: Sequence[Worker] = (), model: str | None = None) -> list[Worker]:
-        return [w for w in self._workers.values()
-                if w.is_routable() and self.below_cap(w) and w not in exclude and w.may_serve(model)]
+        found = [w for w in self._workers.values()
+                 if w.is_routable() and self.below_cap(w) and w not in exclude and w.may_serve(model)]
+        return self._least_queued(found) if self._slots_first and len(found) > 1 else found
+
+    def _least_queued(self, workers: list[Worker]) -> list[Worker]:
+        """Those where a request would queue least (any with a free slot first): with a TTFT SLO,
+        admission promised a wait computed for the fleet, so no policy may pile requests onto a
+        full replica while another has room (cache_aware did: 10 s TTFTs with a 2 s SLO)."""
+        def queued(w: Worker) -> int:
+            return max(0, w.in_flight + 1 - w.slots(self._worker_cap(w.weight)))
+        least = min(queued(w) for w in workers)
+        return [w for w in workers if queued(w) == least]
 
     def served_models(self) -> set[str] | None:
         """Models the healthy workers serve, or None when some healthy worker's are not known yet."""
         models: set[str] = set()
         for w in self._workers.values():
-            if w.healthy and not w.draining:
+            if w.healthy and not w.draining and w.refused is None:
                 if w.models is None:
                     return None
                 models |= w.models
@@ -108,5 +122,6 @@ class WorkerRegistry:
         for w in self._workers.values():
             p = w.polled
             out.append(WorkerLoad(w.id, w.healthy and not w.draining, w.in_flight,
-                                  int(p.running) if p else 0, int(p.waiting) if p else 0, w.weight))
+                                  int(p.running) if p else 0, int(p.waiting) if p else 0, w.weight,
+                                  p.in_flight_at_poll if p else 0, w.slots(self._worker_cap(w.weight))))
         return out

@@ -16,10 +16,7 @@ import orjson
 from dpserve.errors import HTTPError
 from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, resume_facts
 from dpserve.gateway.policies.base import RouteRequest
-
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
-SESSION_HEADER = "x-session-id"
+from dpserve.http_names import CHAT_PATH, SESSION_HEADER
 
 
 @dataclass(frozen=True)
@@ -55,15 +52,24 @@ def chat_text(messages: list[Any]) -> str:
     return "".join(parts)
 
 
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
 def prompt_text(prompt: Any) -> str:
+    """Routing text of every prompt shape an OpenAI server accepts: a string, token ids, or a batch
+    of either (`["a", "b"]`, `[[1, 2], [3]]`); the replica decides what it serves (dpserve's take
+    one prompt, vLLM's a batch)."""
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
         return "".join(prompt)
-    if isinstance(prompt, list) and all(isinstance(p, int) for p in prompt):
+    if _is_token_ids(prompt):
         return " ".join(map(str, prompt))  # token ids: the same ids give the same text
-    raise HTTPError(400, "'prompt' must be a string, a list of strings, or a list of token ids",
-                    param="prompt")
+    if isinstance(prompt, list) and prompt and all(_is_token_ids(p) for p in prompt):
+        return "\n".join(" ".join(map(str, p)) for p in prompt)
+    raise HTTPError(400, "'prompt' must be a string, a list of strings, a list of token ids, or a list "
+                         "of lists of token ids", param="prompt")
 
 
 def _load_object(raw: bytes) -> dict[str, Any]:
@@ -94,6 +100,6 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
     session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     model = body.get("model")
-    return ParsedRequest(RouteRequest(text, session), body.get("stream") is True, len(text),
+    return ParsedRequest(RouteRequest(text, session, path, body), body.get("stream") is True, len(text),
                          max_tokens if isinstance(max_tokens, int) else None,
                          model if isinstance(model, str) and model else None, resume=resume_facts(body))

@@ -8,6 +8,8 @@ union of these cards (no fetch per call, except for a worker whose fetch failed)
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,10 @@ import orjson
 
 from dpserve.aio import BackgroundTasks
 from dpserve.gateway.aliases import ModelAliases
+from dpserve.gateway.replica_identity import identity, info_labels, refusal
 from dpserve.gateway.worker import Worker
+
+logger = logging.getLogger(__name__)
 
 
 async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
@@ -30,19 +35,52 @@ async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
 
 
-class ModelDiscovery:
-    """Keeps `worker.models` current: refreshed when a worker is added or comes back up."""
+async def fetch_info_labels(http: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, str]:
+    """The compared labels of the replica's info gauges (replica_identity.py); {} if none."""
+    try:
+        async with http.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            return info_labels(await resp.text()) if resp.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+        return {}
 
-    def __init__(self, http: aiohttp.ClientSession, timeout_s: float) -> None:
+
+class ModelDiscovery:
+    """Keeps `worker.models` current: refreshed when a worker is added or comes back up.
+
+    With `peers` it also checks the replica serves each model name like the accepted workers
+    serving it (replica_identity.py) and sets `worker.refused` (out of rotation) when not.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, timeout_s: float,
+                 peers: Callable[[], list[Worker]] | None = None) -> None:
         self._http = http
         self._timeout_s = timeout_s
+        self._peers = peers
         self._background = BackgroundTasks()
 
     async def refresh(self, worker: Worker) -> None:
         cards = await fetch_model_cards(self._http, worker.url, self._timeout_s)
-        if cards is not None:  # unknown stays None: such a worker is not filtered out
-            worker.models = frozenset(str(c.get("id")) for c in cards)
-            worker.model_cards = tuple(cards)
+        if cards is None:  # unknown stays None: such a worker is not filtered out
+            return
+        worker.models = frozenset(str(c.get("id")) for c in cards)
+        worker.model_cards = tuple(cards)
+        if self._peers is not None:
+            labels = await fetch_info_labels(self._http, worker.url, self._timeout_s)
+            worker.identity = identity(cards, labels)
+            self._check(worker, self._peers())
+
+    def _check(self, worker: Worker, peers: list[Worker]) -> None:
+        assert worker.identity is not None
+        accepted = [(w.id, w.identity) for w in peers
+                    if w is not worker and w.identity is not None and w.refused is None]
+        reason = refusal(worker.identity, accepted)
+        if reason != worker.refused:
+            if reason is not None:
+                logger.error("worker %s (%s) REFUSED: it %s (--allow-heterogeneous to serve such a mix)",
+                             worker.id, worker.url, reason)
+            else:
+                logger.info("worker %s (%s) matches its peers now: back in rotation", worker.id, worker.url)
+        worker.refused = reason
 
     async def refresh_unknown(self, workers: list[Worker]) -> None:
         """Fetch again for the workers whose cards are not known (their fetch failed before)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 
-def usage_banner(base_url: str, model: str, log_dir: str) -> str:
+def usage_banner(base_url: str, model: str, log_dir: str, layout: str) -> str:
     return f"""
 dpserve is serving {model} at {base_url}  (Ctrl-C stops everything; replica logs: {log_dir})
+  {layout}
 
   curl {base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'

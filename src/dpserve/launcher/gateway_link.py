@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
+
 logger = logging.getLogger(__name__)
 
 _TIMEOUT = aiohttp.ClientTimeout(total=10.0)
@@ -30,13 +32,15 @@ class GatewayLink:
     def worker_id(self, replica_id: str) -> str | None:
         return self._worker_ids.get(replica_id)
 
-    async def add(self, replica_id: str, replica_url: str) -> bool:
-        """Register the replica; True once the gateway has it."""
+    async def add(self, replica_id: str, replica_url: str, kv_events: KvEventsEndpoint | None = None,
+                  restarts: int = 0) -> bool:
+        """Register the replica under its name with its restart count (the dashboard shows both)
+        and where it publishes KV events; True once the gateway has it."""
         if self._closed:
             return False
         await self.remove(replica_id)  # a restarted replica may still be listed under its old id
         try:
-            worker_id = await self._post_worker(replica_url)
+            worker_id = await self._post_worker(replica_url, kv_events, replica_id, restarts)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             logger.error("could not add replica %s (%s) to the gateway: %s", replica_id, replica_url, exc)
             return False
@@ -45,10 +49,14 @@ class GatewayLink:
                     self._worker_ids[replica_id], replica_url)
         return True
 
-    async def _post_worker(self, replica_url: str) -> str:
+    async def _post_worker(self, replica_url: str, kv_events: KvEventsEndpoint | None, name: str,
+                           restarts: int) -> str:
         """POST /workers; the gateway's worker id. A 409 (url already listed, e.g. a removal that
         failed) is fine: the id is looked up."""
-        async with self._http.post(f"{self._url}/workers", json={"url": replica_url}, headers=self._headers,
+        body: dict[str, object] = {"url": replica_url, "name": name, "restarts": restarts}
+        if kv_events is not None:
+            body["kv_events"] = kv_events.to_json()
+        async with self._http.post(f"{self._url}/workers", json=body, headers=self._headers,
                                    timeout=_TIMEOUT) as resp:
             if resp.status == 409:
                 return await self._find_worker_id(replica_url)

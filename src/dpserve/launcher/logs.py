@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,16 +48,21 @@ class ReplicaLog:
 
     async def pump(self, stream: asyncio.StreamReader) -> None:
         """Copy `stream` line by line until EOF."""
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line over the reader's limit: take what is buffered
-                line = await stream.read(65536)
-            if not line:
-                return
-            self.write_line(line)
+        await pump_lines(stream, self.write_line)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+async def pump_lines(stream: asyncio.StreamReader, write_line: Callable[[bytes], None]) -> None:
+    """Hand each line of `stream` to `write_line` until EOF (also on the node of a Ray replica)."""
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line over the reader's limit: take what is buffered
+            line = await stream.read(65536)
+        if not line:
+            return
+        write_line(line)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
@@ -11,12 +10,13 @@ import time
 from pathlib import Path
 
 from dpserve.config import ConfigError
-from dpserve.http_server import bind_socket, install_uvloop
-from dpserve.launcher.backends import Backend
+from dpserve.http_server import bind_socket, run_on_uvloop
+from dpserve.launcher.backends import Backend, get_backend
 from dpserve.launcher.config import ServeConfig
 from dpserve.launcher.gateway import build_gateway_site
+from dpserve.launcher.kv_events import wants_kv_events
 from dpserve.launcher.plan import build_plan
-from dpserve.launcher.ports import PortAllocator
+from dpserve.launcher.ports import PortAllocator, default_lock_dir
 from dpserve.launcher.service import ServeService
 
 logger = logging.getLogger(__name__)
@@ -52,14 +52,35 @@ def check_backend_installed(backend: Backend) -> None:
 def serve(config: ServeConfig) -> int:
     launch = config.launch
     check_gateway_port(config.gateway.host, config.gateway.port)
+    if launch.ray:
+        return serve_on_ray(config)
     ports = PortAllocator(launch.replica_host)
     try:
-        plan = build_plan(launch, [ports.reserve() for _ in range(launch.dp_size)])
+        replica_ports = [ports.reserve() for _ in range(launch.dp_size)]
+        kv_ports = ([ports.reserve() for _ in range(launch.dp_size)]
+                    if wants_kv_events(launch, get_backend(launch.backend)) else None)
+        plan = build_plan(launch, replica_ports, kv_event_ports=kv_ports, socket_dir=default_lock_dir())
+        plan = plan.with_api_key(config.gateway.replica_api_key)
         check_backend_installed(plan.backend)
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
         service = ServeService(launch, plan, build_gateway_site(config), log_dir)
-        install_uvloop()
-        return asyncio.run(service.run())
+        return run_on_uvloop(service.run())
     finally:
         ports.release_all()
+
+
+def serve_on_ray(config: ServeConfig) -> int:
+    """The same service, its replicas placed on a Ray cluster (joined and left here)."""
+    from dpserve.launcher.on_ray.session import RaySession
+
+    launch = config.launch
+    session = RaySession.open(launch, kv_events=wants_kv_events(launch, get_backend(launch.backend)))
+    try:
+        log_dir = launch.log_dir or default_log_dir()
+        logger.info("replica logs in %s", log_dir)
+        plan = session.plan.with_api_key(config.gateway.replica_api_key)
+        service = ServeService(launch, plan, build_gateway_site(config), log_dir, session.runtime)
+        return run_on_uvloop(service.run())
+    finally:
+        session.close()

@@ -1,4 +1,4 @@
-"""Placement: dp/tp and the devices at hand → each replica's GPUs or CPU cores and thread count.
+"""Placement: dp/tp/pp and the devices at hand → each replica's GPUs or CPU cores and thread count.
 
 Pure arithmetic, no probing here: `detect_gpu_ids` / `available_cpu_cores` in this module only read
 the environment once, at start-up, and the rest takes their answers as arguments.
@@ -43,15 +43,22 @@ class Placement:
         return env
 
 
-def place_on_gpus(dp_size: int, tp_size: int, gpu_ids: Sequence[str]) -> list[Placement]:
-    """Replica i gets gpu_ids[i·T : (i+1)·T]; too few GPUs is an error with the arithmetic."""
-    needed = dp_size * tp_size
-    if needed > len(gpu_ids):
+def devices_needed(dp_size: int, tp_size: int, pp_size: int = 1) -> str:
+    """The arithmetic as the banner, --help and errors state it: "4 replicas × TP 2 × PP 1 = 8"."""
+    return f"{dp_size} replicas × TP {tp_size} × PP {pp_size} = {dp_size * tp_size * pp_size}"
+
+
+def place_on_gpus(dp_size: int, tp_size: int, gpu_ids: Sequence[str], pp_size: int = 1) -> list[Placement]:
+    """Replica i gets gpu_ids[i·D : (i+1)·D] with D = TP × PP; too few GPUs is an error with the
+    arithmetic."""
+    per_replica = tp_size * pp_size
+    if dp_size * per_replica > len(gpu_ids):
         shown = ",".join(gpu_ids) if gpu_ids else "none"
         raise PlacementError(
-            f"{dp_size} replicas × TP {tp_size} = {needed} GPUs needed, but {len(gpu_ids)} "
-            f"available (--gpu-ids {shown}); lower --dp-size or --tp-size, or give more --gpu-ids")
-    return [Placement(i, gpu_ids=tuple(gpu_ids[i * tp_size:(i + 1) * tp_size])) for i in range(dp_size)]
+            f"{devices_needed(dp_size, tp_size, pp_size)} GPUs needed, but {len(gpu_ids)} "
+            f"available (--gpu-ids {shown}); lower --dp-size, --tp-size or --pp-size, or give more --gpu-ids")
+    return [Placement(i, gpu_ids=tuple(gpu_ids[i * per_replica:(i + 1) * per_replica]))
+            for i in range(dp_size)]
 
 
 def place_on_cpus(dp_size: int, cores: Sequence[int]) -> list[Placement]:

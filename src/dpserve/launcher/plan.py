@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 from dpserve.config import ConfigError
 from dpserve.launcher.backends import Backend, ReplicaSpec, get_backend
 from dpserve.launcher.config import LaunchConfig
+from dpserve.launcher.kv_events import replica_kv_events, with_kv_events
 from dpserve.launcher.placement import (
     Placement,
     PlacementError,
     available_cpu_cores,
     detect_gpu_ids,
+    devices_needed,
     place_on_cpus,
     place_on_gpus,
 )
@@ -23,9 +26,42 @@ from dpserve.launcher.placement import (
 class LaunchPlan:
     backend: Backend
     replicas: tuple[ReplicaSpec, ...]
+    #: --ray: the bundle of each replica's placement group (its node, port and GPUs come at start).
+    ray_bundle: dict[str, float] | None = None
+
+    @property
+    def addresses_known(self) -> bool:
+        """Whether each replica's host:port is known before it starts (with --ray: once placed)."""
+        return self.ray_bundle is None
+
+    @property
+    def on_gpu(self) -> bool:
+        if self.ray_bundle is not None:
+            return self.ray_bundle.get("GPU", 0.0) > 0
+        return self.replicas[0].placement.on_gpu
+
+    def with_api_key(self, api_key: str | None) -> LaunchPlan:
+        """Every replica asks its clients for `api_key` (the gateway's --replica-api-key), where
+        its engine can; None changes nothing."""
+        if api_key is None:
+            return self
+        specs = tuple(dataclasses.replace(spec, api_key=api_key) for spec in self.replicas)
+        return dataclasses.replace(self, replicas=specs)
+
+    def layout(self) -> str:
+        """replicas × TP × PP = devices, and which devices."""
+        first = self.replicas[0]
+        kind = "GPUs" if self.on_gpu else "devices (replicas on the CPU)"
+        return f"{devices_needed(len(self.replicas), first.tp_size, first.pp_size)} {kind}"
 
     def describe(self) -> str:
-        lines = [f"{len(self.replicas)} × {self.backend.name} replica(s):"]
+        lines = [f"{len(self.replicas)} × {self.backend.name} replica(s), {self.layout()}:"]
+        if self.ray_bundle is not None:
+            from dpserve.launcher.on_ray.bundles import STRATEGY, format_resources
+
+            lines += [f"  {spec.replica_id}: placed by Ray, bundle {{{format_resources(self.ray_bundle)}}} "
+                      f"({STRATEGY}), node and port chosen at start" for spec in self.replicas]
+            return "\n".join(lines)
         for spec in self.replicas:
             where = (f"GPUs {','.join(spec.placement.gpu_ids)}" if spec.placement.on_gpu
                      else f"CPU cores {','.join(map(str, spec.placement.cpu_cores))}"
@@ -34,12 +70,18 @@ class LaunchPlan:
         return "\n".join(lines)
 
 
+def check_parallelism(config: LaunchConfig, backend: Backend) -> None:
+    """The backend can run the asked TP and PP (the built-in engine: neither)."""
+    for flag, asked, most in (("--tp-size", config.tp_size, backend.max_tp_size),
+                              ("--pp-size", config.pp_size, backend.max_pp_size)):
+        if most is not None and asked > most:
+            raise PlacementError(f"the {backend.name} backend runs {flag} {most} at most, got {asked}")
+
+
 def compute_placements(config: LaunchConfig, backend: Backend, gpu_ids: Sequence[str],
                        cpu_cores: Sequence[int]) -> list[Placement]:
     """Pure: GPUs when the backend uses devices and GPUs are wanted and present, else CPU cores."""
-    if backend.max_tp_size is not None and config.tp_size > backend.max_tp_size:
-        raise PlacementError(f"the {backend.name} backend runs --tp-size {backend.max_tp_size} at most, "
-                             f"got {config.tp_size}")
+    check_parallelism(config, backend)
     wants_gpus = backend.uses_devices and config.device != "cpu"
     gpus = tuple(config.gpu_ids) or tuple(gpu_ids)
     if config.device == "cuda" and backend.uses_devices and not gpus:
@@ -47,7 +89,7 @@ def compute_placements(config: LaunchConfig, backend: Backend, gpu_ids: Sequence
                              "(set --gpu-ids or CUDA_VISIBLE_DEVICES)")
     if wants_gpus and gpus:
         try:
-            return place_on_gpus(config.dp_size, config.tp_size, gpus)
+            return place_on_gpus(config.dp_size, config.tp_size, gpus, config.pp_size)
         except PlacementError as exc:
             if config.device == "auto":
                 raise PlacementError(f"{exc}, or --device cpu to run the replicas on the CPU") from exc
@@ -79,8 +121,11 @@ def resolve_model_path(model: str, backend: Backend) -> str:
 
 
 def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str] | None = None,
-               cpu_cores: Sequence[int] | None = None) -> LaunchPlan:
-    """Specs for every replica; `ports` must hold one reserved port per replica."""
+               cpu_cores: Sequence[int] | None = None, kv_event_ports: Sequence[int] | None = None,
+               socket_dir: Path | None = None) -> LaunchPlan:
+    """Specs for every replica; `ports` must hold one reserved port per replica, and so must
+    `kv_event_ports` (replay sockets) when given: then each replica publishes KV events (its ipc
+    PUB socket in `socket_dir`)."""
     backend = get_backend(config.backend)
     try:
         placements = compute_placements(
@@ -91,7 +136,12 @@ def build_plan(config: LaunchConfig, ports: Sequence[int], gpu_ids: Sequence[str
     model_path = resolve_model_path(config.model, backend)
     specs = tuple(
         ReplicaSpec(replica_id=f"r{p.index}", model=config.model, model_path=model_path,
-                    host=config.replica_host, port=port, tp_size=config.tp_size, placement=p,
+                    host=config.replica_host, port=port, tp_size=config.tp_size, pp_size=config.pp_size,
+                    placement=p,
                     engine_args=config.engine_argv)
         for p, port in zip(placements, ports, strict=True))
+    if kv_event_ports is not None:
+        specs = tuple(with_kv_events(spec, *replica_kv_events(config.replica_host, kv_port,
+                                                              socket_dir or Path(".")))
+                      for spec, kv_port in zip(specs, kv_event_ports, strict=True))
     return LaunchPlan(backend, specs)

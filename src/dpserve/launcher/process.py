@@ -27,6 +27,7 @@ def _make_preexec(cpu_cores: Sequence[int], death_signal: int) -> Callable[[], N
 
     def preexec() -> None:
         die_with_parent(libc, death_signal, parent_pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a parent may run with SIGINT blocked (Ray)
         if cores:
             os.sched_setaffinity(0, cores)
 

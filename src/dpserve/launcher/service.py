@@ -17,12 +17,14 @@ import aiohttp
 from aiohttp import web
 
 from dpserve.config import DEFAULT_HOST
-from dpserve.http_server import serve_app
+from dpserve.http_server import Server, serve_app
 from dpserve.launcher.banner import usage_banner
 from dpserve.launcher.config import LaunchConfig
 from dpserve.launcher.fleet import ReplicaFleet
 from dpserve.launcher.gateway_link import GatewayLink
 from dpserve.launcher.plan import LaunchPlan
+from dpserve.launcher.prometheus_config import ScrapeConfigFile
+from dpserve.launcher.runtime import ReplicaRuntime
 from dpserve.launcher.supervisor import ReplicaSupervisor
 
 logger = logging.getLogger(__name__)
@@ -30,19 +32,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GatewaySite:
-    """The in-process gateway: its app and where it listens."""
+    """The in-process gateway: its app (the gateway's server, or any aiohttp app in tests) and where
+    it listens."""
 
-    app: web.Application
+    app: web.Application | Server
     host: str
     port: int
     drain_s: float  # in-flight requests get this long when the gateway stops
-    admin_key: str | None = None  # for POST/DELETE /workers
+    admin_key: str | None = None  # the launcher's key for POST/DELETE /workers
 
 
 class ServeService:
     """Runs until a signal (exit 0) or until every replica has been given up on (exit 1)."""
 
-    def __init__(self, launch: LaunchConfig, plan: LaunchPlan, gateway: GatewaySite, log_dir: Path) -> None:
+    def __init__(self, launch: LaunchConfig, plan: LaunchPlan, gateway: GatewaySite, log_dir: Path,
+                 runtime: ReplicaRuntime | None = None) -> None:
         self._launch = launch
         self._plan = plan
         self._gateway = gateway
@@ -52,7 +56,8 @@ class ServeService:
         self._gateway_task: asyncio.Task[None] | None = None
         self._announced = False
         self._link: GatewayLink | None = None
-        self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down)
+        self._scrape: ScrapeConfigFile | None = None
+        self.fleet = ReplicaFleet(launch, plan, log_dir, self._replica_ready, self._replica_down, runtime)
 
     @property
     def supervisors(self) -> list[ReplicaSupervisor]:
@@ -70,6 +75,7 @@ class ServeService:
             if not await self._gateway_listening(gateway_task):
                 return 1
             self._link = GatewayLink(self._base_url(), http, self._gateway.admin_key)
+            self._write_prometheus_config()
             await self.fleet.start(http)
             all_gave_up = await self._wait_stop_or_all_ended()
             await self._shutdown(gateway_task)
@@ -120,9 +126,14 @@ class ServeService:
 
     async def _replica_ready(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None
-        if await self._link.add(sup.replica_id, sup.spec.url) and not self._announced:
+        spec = sup.current_spec
+        added = await self._link.add(sup.replica_id, spec.url, spec.kv_events, sup.restarts)
+        if self._scrape is not None:  # on Ray it may be on another node and port than before
+            self._scrape.set_replica(sup.replica_id, _target(spec.host, spec.port))
+        if added and not self._announced:
             self._announced = True
-            print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir)), flush=True)
+            print(usage_banner(self._base_url(), self._launch.model, str(self.fleet.log_dir),
+                               self._plan.layout()), flush=True)
 
     async def _replica_down(self, sup: ReplicaSupervisor) -> None:
         assert self._link is not None
@@ -148,9 +159,27 @@ class ServeService:
         logger.info("gateway stopped; stopping %d replica(s)", len(self.fleet.supervisors))
         await self.fleet.stop()
 
-    def _client_host(self) -> str:
-        host = self._gateway.host
-        return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+    def _write_prometheus_config(self) -> None:
+        """At start, with every replica address the plan knows (on Ray: none yet)."""
+        path = self._launch.write_prometheus_config
+        if path is None:
+            return
+        known = self._plan.addresses_known
+        replicas = [(s.replica_id, _target(s.host, s.port) if known else None) for s in self._plan.replicas]
+        self._scrape = ScrapeConfigFile(path, _target(self._gateway.host, self._gateway_port or 0),
+                                        replicas, self._gateway.admin_key)
+        self._scrape.write()
 
     def _base_url(self) -> str:
-        return f"http://{self._client_host()}:{self._gateway_port}"
+        return f"http://{_client_host(self._gateway.host)}:{self._gateway_port}"
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this host reaches a server listening on `host` (a wildcard → loopback)."""
+    return DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+
+
+def _target(host: str, port: int) -> str:
+    """host:port as Prometheus wants a target (IPv6 in brackets)."""
+    host = _client_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

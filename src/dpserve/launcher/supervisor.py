@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shlex
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,16 +15,12 @@ import aiohttp
 
 from dpserve.launcher.backends import Backend, ReplicaSpec
 from dpserve.launcher.logs import ReplicaLog
-from dpserve.launcher.port_owner import group_listens_on
-from dpserve.launcher.process import spawn, stop_group
 from dpserve.launcher.restart_policy import RestartPolicy
-from dpserve.launcher.watchdog import Watchdog
+from dpserve.launcher.runtime import ReplicaRuntime, RunningReplica, StartError
 
 logger = logging.getLogger(__name__)
 
 ReplicaHook = Callable[["ReplicaSupervisor"], Awaitable[None]]
-
-_SPAWN_FAILED = 127  # the shell's "command not found"
 
 
 class ReplicaState(Enum):
@@ -54,7 +47,7 @@ class ReplicaSupervisor:
     instance goes away (so the gateway can add and remove it); both are awaited in order."""
 
     def __init__(self, spec: ReplicaSpec, backend: Backend, log: ReplicaLog, policy: RestartPolicy,
-                 times: SupervisionTimes, http: aiohttp.ClientSession, watchdog: Watchdog,
+                 times: SupervisionTimes, http: aiohttp.ClientSession, runtime: ReplicaRuntime,
                  on_ready: ReplicaHook, on_down: ReplicaHook) -> None:
         self.spec = spec
         self.backend = backend
@@ -66,10 +59,10 @@ class ReplicaSupervisor:
         self._policy = policy
         self._times = times
         self._http = http
-        self._watchdog = watchdog
+        self._runtime = runtime
         self._on_ready = on_ready
         self._on_down = on_down
-        self._proc: asyncio.subprocess.Process | None = None
+        self.instance: RunningReplica | None = None  # the running instance, if any
         self._stopping = asyncio.Event()
 
     @property
@@ -81,88 +74,102 @@ class ReplicaSupervisor:
         if await self._sleep_unless_stopped(start_delay_s):
             return
         while not self._stopping.is_set():
-            exit_code = await self._run_once()
+            outcome = await self._run_once()
             if self._stopping.is_set():
                 break
             delay = self._policy.on_exit(time.monotonic())
             if delay is None:
-                self._give_up(exit_code)
+                self._give_up(outcome)
                 return
             self.restarts += 1
             self.state = ReplicaState.BACKING_OFF
             logger.warning("replica %s exited (%s); restart %d in %.1fs", self.replica_id,
-                           _describe_exit(exit_code), self.restarts, delay)
-            self.log.note(f"exited ({_describe_exit(exit_code)}); restarting in {delay:.1f}s")
+                           outcome, self.restarts, delay)
+            self.log.note(f"exited ({outcome}); restarting in {delay:.1f}s")
             if await self._sleep_unless_stopped(delay):
                 break
         self.state = ReplicaState.STOPPED
 
-    async def _run_once(self) -> int | None:
-        """Start the replica, announce it once healthy, return its exit code (None: we stopped it)."""
+    async def _run_once(self) -> str:
+        """Start the replica, announce it once healthy, wait for its end; how it ended."""
         self.state = ReplicaState.STARTING
-        argv, env = self.backend.command(self.spec), self.backend.env(self.spec)
         try:
-            proc = await spawn(argv, {**os.environ, **env}, self.spec.placement.cpu_cores)
-        except (OSError, subprocess.SubprocessError) as exc:
-            self.last_problem = f"could not start {shlex.join(argv)}: {exc}"
+            instance = await self._start_unless_stopped()
+        except StartError as exc:
+            self.last_problem = str(exc)
             logger.error("replica %s %s", self.replica_id, self.last_problem)
             self.log.note(self.last_problem)
-            return _SPAWN_FAILED
-        self._proc, self.pid = proc, proc.pid
-        self.log.note(f"started pid {proc.pid}: {' '.join(f'{k}={v}' for k, v in env.items())} "
-                      f"{shlex.join(argv)}")
-        logger.debug("replica %s started as pid %d", self.replica_id, proc.pid)
-        self._watchdog.track(proc.pid)
-        assert proc.stdout is not None
-        pump = asyncio.create_task(self.log.pump(proc.stdout))
+            return "not started"
+        if instance is None:
+            return "stopped while starting"
+        self.instance = instance
+        self.pid = instance.pid
+        env_text = " ".join(f"{k}={v}" for k, v in instance.env.items())
+        self.log.note(f"started {instance.describe()}: {env_text} {instance.spec.shown(instance.argv)}")
+        logger.debug("replica %s started: %s", self.replica_id, instance.describe())
         try:
-            if await self._wait_healthy(proc):
+            if await self._wait_healthy(instance):
                 self.state = ReplicaState.READY
                 await self._on_ready(self)
-                await self._watch_alive(proc)
+                await self._watch_alive(instance)
                 if not self._stopping.is_set():
                     await self._on_down(self)
-            return proc.returncode
+            return instance.outcome() or "stopped"
         finally:
-            await self._reap(proc, pump)
+            await instance.stop(self._times.grace_s)
+            self.instance = None
 
-    async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
-        """Poll /health until it answers 200 (True), or the process exits / we stop / time runs out."""
+    async def _start_unless_stopped(self) -> RunningReplica | None:
+        """The runtime's start, abandoned (cancelled: the runtime takes back what it took) if stop()
+        comes first — on Ray a start may wait up to --startup-timeout-s for room in the cluster."""
+        start = asyncio.ensure_future(self._runtime.start(self.spec, self.backend, self.log))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([start, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            return None
+        return start.result()
+
+    async def _wait_healthy(self, instance: RunningReplica) -> bool:
+        """Poll /health until it answers 200 (True), or the replica ends / we stop / time runs out."""
         deadline = time.monotonic() + self._times.startup_timeout_s
-        url = self.spec.url + self.backend.health_path
+        url = instance.url + self.backend.health_path
         warned = False
-        while proc.returncode is None and not self._stopping.is_set():
+        while not instance.ended and not self._stopping.is_set():
             if await self._probe(url):
-                if group_listens_on(proc.pid, self.spec.port) is not False:
+                if await instance.serves_its_port() is not False:
                     return True
                 if not warned:
                     warned = True
                     logger.warning("replica %s: %s answers, but not from the replica's processes "
                                    "(another program took port %d?); waiting", self.replica_id, url,
-                                   self.spec.port)
+                                   instance.spec.port)
             if time.monotonic() >= deadline:
                 self._report_startup_timeout()
-                await stop_group(proc, self._times.grace_s)
+                await instance.stop(self._times.grace_s)
                 return False
             # Never sleep past the deadline: the next probe must come before the timeout is judged.
             pause_s = min(self._times.ready_poll_interval_s, max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), timeout=pause_s)
+                await asyncio.wait_for(instance.wait(), timeout=pause_s)
         return False
 
-    async def _watch_alive(self, proc: asyncio.subprocess.Process) -> None:
-        """Until the process exits: probe /health; kill it once it has not answered for
+    async def _watch_alive(self, instance: RunningReplica) -> None:
+        """Until the replica ends: probe /health; kill it once it has not answered for
         liveness_timeout_s (a wedged replica never exits by itself)."""
         limit_s = self._times.liveness_timeout_s
         if limit_s is None:
-            await proc.wait()
+            await self._wait_ended_or_stopping(instance, None)
             return
-        url = self.spec.url + self.backend.health_path
+        url = instance.url + self.backend.health_path
         last_ok = time.monotonic()
-        while proc.returncode is None and not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), timeout=self._times.liveness_interval_s)
-            if proc.returncode is not None or self._stopping.is_set():
+        while not instance.ended and not self._stopping.is_set():
+            await self._wait_ended_or_stopping(instance, self._times.liveness_interval_s)
+            if instance.ended or self._stopping.is_set():
                 break
             if await self._probe(url):
                 last_ok = time.monotonic()
@@ -170,8 +177,18 @@ class ReplicaSupervisor:
                 self.last_problem = f"/health unanswered for {limit_s:g}s while serving; killed"
                 logger.error("replica %s: %s", self.replica_id, self.last_problem)
                 self.log.note(self.last_problem)
-                await stop_group(proc, self._times.grace_s)
-        await proc.wait()
+                await instance.stop(self._times.grace_s)
+        await self._wait_ended_or_stopping(instance, None)
+
+    async def _wait_ended_or_stopping(self, instance: RunningReplica, timeout_s: float | None) -> None:
+        """Until the instance ends, stop() is called, or timeout_s passes (None: no limit)."""
+        ended = asyncio.ensure_future(instance.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([ended, stopping], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            stopping.cancel()
 
     async def _probe(self, url: str) -> bool:
         try:
@@ -186,19 +203,9 @@ class ReplicaSupervisor:
         logger.error("replica %s %s", self.replica_id, self.last_problem)
         self.log.note(f"not healthy after {self._times.startup_timeout_s:g}s; killing it")
 
-    async def _reap(self, proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> None:
-        """Make sure the process and its whole group are gone and its output is drained."""
-        await stop_group(proc, self._times.grace_s)
-        self._watchdog.untrack(proc.pid)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(pump, timeout=5.0)
-        if not pump.done():
-            pump.cancel()
-        self._proc = None
-
-    def _give_up(self, exit_code: int | None) -> None:
+    def _give_up(self, outcome: str) -> None:
         self.state = ReplicaState.GAVE_UP
-        reason = (f"exited ({_describe_exit(exit_code)}) {self._policy.max_restarts + 1} times within "
+        reason = (f"exited ({outcome}) {self._policy.max_restarts + 1} times within "
                   f"{self._policy.window_s:g}s; giving up (log: {self.log.path})")
         self.last_problem = self.last_problem or reason
         logger.error("replica %s %s; last lines:\n%s", self.replica_id, reason, self.log.tail())
@@ -212,15 +219,19 @@ class ReplicaSupervisor:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
         return self._stopping.is_set()
 
+    @property
+    def current_spec(self) -> ReplicaSpec:
+        """The running instance's spec (on Ray its node, port and GPUs are known once placed),
+        else the planned one."""
+        return self.instance.spec if self.instance is not None else self.spec
+
+    @property
+    def url(self) -> str:
+        return self.current_spec.url
+
     async def stop(self) -> None:
-        """Stop supervising and stop the replica's process group (SIGTERM, grace, SIGKILL)."""
+        """Stop supervising and stop the running instance (SIGTERM, grace, SIGKILL)."""
         self._stopping.set()
-        proc = self._proc
-        if proc is not None:
-            await stop_group(proc, self._times.grace_s)
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "stopped"
-    return f"signal {-code}" if code < 0 else f"code {code}"
+        instance = self.instance
+        if instance is not None:
+            await instance.stop(self._times.grace_s)

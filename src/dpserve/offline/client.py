@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from dpserve.http_names import HEALTH_PATH
 from dpserve.offline.records import BatchRequest
 
 # 408/429 and 5xx may succeed elsewhere or later; other 4xx are the request's own fault.
@@ -69,7 +70,7 @@ async def send(session: aiohttp.ClientSession, base_url: str, request: BatchRequ
 async def is_healthy(session: aiohttp.ClientSession, base_url: str, timeout_s: float = 2.0) -> bool:
     """GET /health answers 200."""
     try:
-        async with session.get(base_url + "/health",
+        async with session.get(base_url + HEALTH_PATH,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             return resp.status == 200
     except (TimeoutError, aiohttp.ClientError):

@@ -22,7 +22,9 @@ class BatchConfig:
                           help="results, one line per request, appended as they complete")
     worker_urls: tuple[str, ...] = option((), metavar="URL",
                                           help="use these running replicas instead of launching")
-    launch: LaunchConfig = nested(LaunchConfig)  # used when --worker-urls is not given
+    # Used when --worker-urls is not given. The job talks to its replicas directly: no gateway to
+    # subscribe to KV events or to be scraped next to them, so those two flags are serve's only.
+    launch: LaunchConfig = nested(LaunchConfig, exclude=("kv_events", "write_prometheus_config"))
     max_inflight_per_replica: int = option(8, help="requests kept in flight on each replica")
     max_retries: int = option(3, help="retries of a failed request, each on another replica if any")
     request_timeout_s: float = option(600.0, help="give up on one attempt after this long")
@@ -56,5 +58,7 @@ class BatchConfig:
                 "--preserve-order and --group-by-prefix cannot be combined (grouping reorders work)")
         require(all(u.startswith(("http://", "https://")) for u in self.worker_urls),
                 "--worker-urls must be http(s):// URLs")
+        require(not (self.worker_urls and self.launch.ray),
+                "--ray places co-launched replicas; it cannot be combined with --worker-urls")
         require(Path(self.input).resolve() != Path(self.output).resolve(),
                 "the output file must differ from the input file")

@@ -35,10 +35,9 @@ logger = logging.getLogger(__name__)
 def run_batch(config: BatchConfig, stream: TextIO = sys.stderr) -> int:
     """0 when every request has its line in OUT; 1 when the job had to stop (resumable)."""
     plan = plan_job(config)
-    from dpserve.http_server import install_uvloop
+    from dpserve.http_server import run_on_uvloop
 
-    install_uvloop()
-    return asyncio.run(_main(config, plan, stream))
+    return run_on_uvloop(_main(config, plan, stream))
 
 
 def replica_source(config: BatchConfig) -> ReplicaSource:
@@ -76,8 +75,12 @@ async def run_job(config: BatchConfig, plan: JobPlan, stream: TextIO) -> int:
     source = replica_source(config)
     try:
         urls = await source.start()
+        if not urls:
+            raise ConfigError("no replicas: give --worker-urls or --dp-size >= 1")
+        pool = ReplicaPool(urls, time.monotonic)
+        source.bind(pool)
         async with _session() as session:
-            return await _run_job(config, plan, urls, session, stream)
+            return await _run_job(config, plan, pool, session, stream)
     except NoReplicaError as exc:
         logger.error("%s", exc)
         return 1
@@ -103,11 +106,8 @@ def _make_sink(config: BatchConfig, plan: JobPlan, out: ResultFile) -> ResultSin
     return UnorderedWriter(out)
 
 
-async def _run_job(config: BatchConfig, plan: JobPlan, urls: list[str], session: aiohttp.ClientSession,
+async def _run_job(config: BatchConfig, plan: JobPlan, pool: ReplicaPool, session: aiohttp.ClientSession,
                    stream: TextIO) -> int:
-    if not urls:
-        raise ConfigError("no replicas: give --worker-urls or --dp-size >= 1")
-    pool = ReplicaPool(urls, time.monotonic)
     state = ProgressState(total=len(plan.pending), started_at=time.monotonic())
     try:
         with contextlib.closing(ResultFile(config.output, config.fsync_interval_s)) as out, \

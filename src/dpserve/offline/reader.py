@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from dpserve.config import ConfigError
+from dpserve.http_names import CHAT_PATH
 from dpserve.offline.records import ENDPOINTS, BatchRequest
 
 
@@ -68,7 +69,7 @@ def validate(obj: Any) -> str | None:
 def prefix_text(url: str, body: dict[str, Any]) -> str:
     """The prompt as text, for grouping: model + chat messages in order, or the completion prompt."""
     model = str(body.get("model", ""))
-    if url == "/v1/chat/completions":
+    if url == CHAT_PATH:
         parts = []
         for msg in body.get("messages") or []:
             if isinstance(msg, dict):

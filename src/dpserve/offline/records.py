@@ -6,7 +6,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+from dpserve.http_names import PROXIED_PATHS
+
+ENDPOINTS = PROXIED_PATHS
 
 # Error codes written in OUT's `error.code`; documented in docs/architecture.md (offline section).
 INVALID_LINE = "invalid_input_line"

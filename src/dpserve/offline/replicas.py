@@ -44,6 +44,10 @@ class ReplicaSource(Protocol):
         """Stop whatever start() launched; nothing for given URLs."""
         ...
 
+    def bind(self, pool: ReplicaPool) -> None:
+        """The pool built from start()'s URLs, to update when a launched replica moves."""
+        ...
+
 
 class StaticReplicas:
     """--worker-urls: replicas someone else runs."""
@@ -55,6 +59,9 @@ class StaticReplicas:
         return list(self._urls)
 
     async def stop(self) -> None:
+        return None
+
+    def bind(self, pool: ReplicaPool) -> None:
         return None
 
 
@@ -91,6 +98,15 @@ class ReplicaPool:
     def due_for_probe(self) -> list[Replica]:
         now = self._clock()
         return [r for r in self.replicas if not r.is_healthy and now >= r.probe_after]
+
+    def set_url(self, replica_id: str, url: str) -> None:
+        """A co-launched replica came back at another address (with --ray a restart may land on
+        another node and port): use that from now on, down until the prober sees it healthy."""
+        url = url.rstrip("/")
+        for replica in self.replicas:
+            if replica.id == replica_id and replica.url != url:
+                replica.url = url
+                self.mark_down(replica)
 
     def mark_down(self, replica: Replica) -> None:
         if replica.is_healthy:

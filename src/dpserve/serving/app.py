@@ -8,26 +8,32 @@ from typing import Any
 from aiohttp import web
 
 from dpserve.errors import error_middleware
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, MODELS_PATH
+from dpserve.serving.body import expect_handler
 from dpserve.serving.engine_client import EngineClient
 from dpserve.serving.handlers import ReplicaHandlers
+from dpserve.serving.limits import RequestLimits
 from dpserve.serving.metrics import ReplicaMetrics
+from dpserve.serving.sampling_defaults import SamplingDefaults
 
 HANDLERS_KEY = web.AppKey("replica_handlers", ReplicaHandlers)
 
-# Requests carry whole conversations; aiohttp's 1 MiB default is too small for long prompts.
-DEFAULT_CLIENT_MAX_SIZE = 64 * 1024 * 1024
-
 
 def create_replica_app(client: EngineClient, served_model_name: str, *,
-                       middlewares: Sequence[Any] = (),
-                       client_max_size: int = DEFAULT_CLIENT_MAX_SIZE) -> web.Application:
+                       middlewares: Sequence[Any] = (), limits: RequestLimits | None = None,
+                       sampling_defaults: SamplingDefaults | None = None) -> web.Application:
     """An aiohttp app serving `client` as `served_model_name`.
 
     `client.start()` is awaited on app startup (/health answers 200 after it) and `client.stop()`
     on cleanup. Extra `middlewares` run inside the JSON error middleware (the sim's fault knobs).
+    `limits` bound each request (defaults: RequestLimits()); `sampling_defaults` fill the sampling
+    fields a request leaves out (the model's generation config).
     """
-    app = web.Application(middlewares=[error_middleware, *middlewares], client_max_size=client_max_size)
-    handlers = ReplicaHandlers(client, served_model_name, ReplicaMetrics(served_model_name))
+    limits = limits or RequestLimits()
+    app = web.Application(middlewares=[error_middleware, *middlewares],
+                          client_max_size=limits.max_request_bytes)
+    handlers = ReplicaHandlers(client, served_model_name, ReplicaMetrics(served_model_name), limits=limits,
+                               sampling_defaults=sampling_defaults or SamplingDefaults())
     app[HANDLERS_KEY] = handlers
 
     async def on_startup(_app: web.Application) -> None:
@@ -43,9 +49,10 @@ def create_replica_app(client: EngineClient, served_model_name: str, *,
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_get("/health", handlers.health)
-    app.router.add_get("/v1/models", handlers.models)
-    app.router.add_get("/metrics", handlers.metrics_text)
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_get(HEALTH_PATH, handlers.health)
+    app.router.add_get(MODELS_PATH, handlers.models)
+    app.router.add_get(METRICS_PATH, handlers.metrics_text)
+    expect = expect_handler(limits.max_request_bytes)
+    app.router.add_post(CHAT_PATH, handlers.chat_completions, expect_handler=expect)
+    app.router.add_post(COMPLETIONS_PATH, handlers.completions, expect_handler=expect)
     return app

@@ -1,4 +1,4 @@
-"""Incremental detokenisation and stop strings: token ids in, safe-to-send text deltas out.
+"""Incremental detokenisation: token ids in, text deltas that never split a character out.
 
 Decoding each new token alone breaks multi-byte characters and SentencePiece's leading spaces,
 and decoding everything each step is quadratic. Like vLLM/TGI we decode a short window twice
@@ -15,6 +15,12 @@ from dpserve.serving.engine_client import Tokenizer
 _REPLACEMENT = "\ufffd"
 # Tokens of left context decoded with each step so merges and leading spaces come out right.
 _CONTEXT_TOKENS = 5
+# Most tokens held back waiting for text before the window moves on anyway, keeping only the bytes
+# of one trailing incomplete character (a character is at most 4 UTF-8 bytes, every token carries
+# at least one). What is held longer is invalid UTF-8 no later token completes, or special tokens
+# that decode to nothing (an `ignore_eos` request may generate thousands); unbounded, every step
+# decoded the whole held tail again.
+_MAX_HELD_TOKENS = 8
 
 
 class IncrementalDetokenizer:
@@ -32,7 +38,11 @@ class IncrementalDetokenizer:
         self._read_offset = len(self._ids)
         while self._read_offset and tokenizer.decode(self._ids[:self._read_offset]).endswith(_REPLACEMENT):
             self._read_offset -= 1
-        self.incomplete = False  # the last push ended inside a char: its text is held back
+
+    @property
+    def num_held(self) -> int:
+        """Tokens pushed (or left by the context) whose text has not been returned yet."""
+        return len(self._ids) - self._read_offset
 
     def push(self, new_ids: Sequence[int]) -> str:
         """Add tokens; return the text they complete (may be "" while a char is incomplete)."""
@@ -40,12 +50,25 @@ class IncrementalDetokenizer:
         decode = self._tokenizer.decode
         prefix_text = decode(self._ids[self._prefix_offset:self._read_offset])
         full_text = decode(self._ids[self._prefix_offset:])
-        self.incomplete = full_text.endswith(_REPLACEMENT)
-        if self.incomplete or len(full_text) <= len(prefix_text):
+        if len(full_text) > len(prefix_text) and not full_text.endswith(_REPLACEMENT):
+            return self._advance(len(self._ids), full_text[len(prefix_text):])
+        if len(self._ids) - self._read_offset < _MAX_HELD_TOKENS:
             return ""
-        delta = full_text[len(prefix_text):]
-        self._read_offset = len(self._ids)
-        self._prefix_offset = max(0, self._read_offset - _CONTEXT_TOKENS)
+        return self._release_held(prefix_text, full_text)
+
+    def _release_held(self, prefix_text: str, full_text: str) -> str:
+        """The held tokens reached the bound: send what is complete, keep at most the tokens of one
+        trailing incomplete character (3 at most; a 4th would complete it)."""
+        end = len(self._ids)
+        for keep in (1, 2, 3):
+            text = self._tokenizer.decode(self._ids[self._prefix_offset:end - keep])
+            if not text.endswith(_REPLACEMENT):
+                return self._advance(end - keep, text[len(prefix_text):])
+        return self._advance(end, full_text[len(prefix_text):])  # invalid UTF-8: sent as it is
+
+    def _advance(self, read_offset: int, delta: str) -> str:
+        self._read_offset = read_offset
+        self._prefix_offset = max(0, read_offset - _CONTEXT_TOKENS)
         return delta
 
     def flush(self) -> str:
@@ -54,71 +77,4 @@ class IncrementalDetokenizer:
         full_text = self._tokenizer.decode(self._ids[self._prefix_offset:])
         self._read_offset = len(self._ids)
         self._prefix_offset = self._read_offset
-        self.incomplete = False
         return full_text[len(prefix_text):] if full_text.startswith(prefix_text) else ""
-
-
-class StopStringMatcher:
-    """Finds stop strings across delta boundaries and holds back text that may start one.
-
-    `push` returns (text safe to send, stopped). Once stopped, the stop string and anything after
-    it are dropped, as in vLLM without `include_stop_str_in_output`.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(stops)
-        self._max_len = max((len(s) for s in self._stops), default=0)
-        self._text = ""
-        self._sent = 0
-        self.stopped = False
-        self.matched: str | None = None  # the stop string that ended the output
-
-    def push(self, delta: str) -> tuple[str, bool]:
-        if self.stopped or not delta:
-            return "", self.stopped
-        if not self._stops:  # the common case: nothing to search or hold back
-            self._text += delta
-            self._sent = len(self._text)
-            return delta, False
-        search_from = max(0, len(self._text) - self._max_len + 1)
-        self._text += delta
-        cut = self._first_stop(search_from)
-        if cut is not None:
-            self.stopped = True
-            self.matched = next(s for s in self._stops if self._text.startswith(s, cut))
-            out = self._text[self._sent:cut]
-            self._text = self._text[:cut]
-            self._sent = cut
-            return out, True
-        safe_end = len(self._text) - self._held_back()
-        out = self._text[self._sent:safe_end]
-        self._sent = max(self._sent, safe_end)
-        return out, False
-
-    def flush(self) -> str:
-        """Text held back when generation ended for another reason."""
-        out = self._text[self._sent:]
-        self._sent = len(self._text)
-        return out
-
-    @property
-    def text(self) -> str:
-        """All output text so far, stop string excluded."""
-        return self._text
-
-    @property
-    def holding(self) -> bool:
-        """Some text is held back because it may start a stop string."""
-        return self._sent < len(self._text)
-
-    def _first_stop(self, search_from: int) -> int | None:
-        hits = [i for s in self._stops if (i := self._text.find(s, search_from)) != -1]
-        return min(hits) if hits else None
-
-    def _held_back(self) -> int:
-        """Length of the longest tail of the text that is a proper prefix of some stop string."""
-        for k in range(min(self._max_len - 1, len(self._text)), 0, -1):
-            tail = self._text[-k:]
-            if any(s.startswith(tail) for s in self._stops):
-                return k
-        return 0

@@ -38,6 +38,28 @@ class GenerateRequest:
     sampling: SamplingParams
 
 
+@dataclass(frozen=True)
+class EngineError:
+    """Why an engine ended a request on its own (its last delta says finish_reason "abort").
+
+    `engine_down` False: this request failed (its sampling, say) and the engine serves on; the client
+    gets a 4xx, so a gateway neither retries it elsewhere nor blames the replica. True: the engine
+    itself failed; the client gets a 503, which a gateway retries on another replica.
+    """
+
+    message: str
+    engine_down: bool = False
+
+
+class PromptTooLongError(ValueError):
+    """A tokenizer refused text too long for the context without tokenizing all of it."""
+
+    def __init__(self, num_chars: int, min_tokens: int) -> None:
+        super().__init__(f"a prompt of {num_chars} characters has at least {min_tokens} tokens")
+        self.num_chars = num_chars
+        self.min_tokens = min_tokens
+
+
 @dataclass
 class TokenDelta:
     """What one engine step produced for one request (one or more new tokens)."""
@@ -46,6 +68,7 @@ class TokenDelta:
     finish_reason: FinishReason | None = None  # set on the last delta
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    error: EngineError | None = None  # set (with finish_reason "abort") when the engine failed it
 
 
 @dataclass
@@ -59,15 +82,23 @@ class EngineStats:
     prefix_cache_hits: int = 0  # cumulative prompt tokens found there
     num_preemptions: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    max_num_seqs: int | None = None  # the scheduler's running-batch cap, when the engine has one
 
 
 class Tokenizer(Protocol):
-    """Text ↔ token ids, and the chat template."""
+    """Text ↔ token ids, and the chat template.
+
+    Optional attribute: `vocab_size` (token-id prompts beyond it are refused with a 400). Both
+    `encode` and `apply_chat_template` run on a worker thread, never on the event loop.
+    """
 
     eos_token_ids: tuple[int, ...]
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without adding special tokens the template already adds."""
+        """Token ids of `text`, without adding special tokens the template already adds.
+
+        May raise PromptTooLongError (→ 400) for text that cannot fit the context whatever it says.
+        """
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:

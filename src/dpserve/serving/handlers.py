@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,31 +13,36 @@ import orjson
 from aiohttp import web
 
 from dpserve.errors import HTTPError, error_body
+from dpserve.serving.body import read_body
 from dpserve.serving.disconnect import DisconnectWatcher
 from dpserve.serving.engine_client import EngineClient
-from dpserve.serving.generation import Generation
+from dpserve.serving.generation import Generation, request_failed
+from dpserve.serving.limits import RequestLimits
 from dpserve.serving.metrics import ReplicaMetrics
 from dpserve.serving.prepare import Kind, PreparedRequest, prepare
 from dpserve.serving.responses import delta_chunk, full_response, role_chunk, usage_chunk
-
-logger = logging.getLogger(__name__)
+from dpserve.serving.sampling_defaults import SamplingDefaults
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
-# Bodies above this are parsed into token ids off the event loop (see _complete).
-INLINE_PREPARE_MAX_BYTES = 64 * 1024
+# Threads that validate and tokenise requests (see _complete): two, so one long prompt being
+# tokenised does not hold up every other request's start.
+PREPARE_THREADS = 2
 
 
 class ReplicaHandlers:
     """The endpoints of one replica over one EngineClient."""
 
-    def __init__(self, client: EngineClient, served_model_name: str, metrics: ReplicaMetrics) -> None:
+    def __init__(self, client: EngineClient, served_model_name: str, metrics: ReplicaMetrics, *,
+                 limits: RequestLimits, sampling_defaults: SamplingDefaults) -> None:
         self.client = client
         self.served_model_name = served_model_name
         self.metrics = metrics
+        self.limits = limits
+        self.sampling_defaults = sampling_defaults
         self.disconnects = DisconnectWatcher()
-        self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._prepare_pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
         self.created = int(time.time())
         self.is_ready = False
 
@@ -69,21 +74,26 @@ class ReplicaHandlers:
     async def _complete(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         if not self.is_ready:
             raise HTTPError(503, "the engine is starting")
-        raw = await request.read()
-        body = _parse_json(raw)
-        if len(raw) > INLINE_PREPARE_MAX_BYTES:
-            # Tokenising a multi-megabyte prompt takes seconds: doing it on the event loop would
-            # stall /health and every stream of this replica, so large bodies go to one worker
-            # thread (one, so the tokenizer is never used by two threads at once for big jobs).
-            prepared = await asyncio.get_running_loop().run_in_executor(
-                self._prepare_pool, prepare, kind, body, self.client, self.served_model_name)
-        else:
-            prepared = prepare(kind, body, self.client, self.served_model_name)
+        body = _parse_json(await read_body(request, self.limits.max_request_bytes))
+        prepared = await self._prepare(kind, body)
         generation = Generation(self.client, self.metrics, prepared, lambda: _is_disconnected(request))
         with self.disconnects.watch(request):
             if prepared.stream:
                 return await _stream(request, prepared, generation)
             return await _collect(prepared, generation)
+
+    async def _prepare(self, kind: Kind, body: Any) -> PreparedRequest:
+        """Validate and tokenise on a worker thread: a chat template or a long prompt takes
+        milliseconds to seconds, which on the event loop would stall /health and every stream (the
+        tokenizer releases the GIL while it works, so the loop runs meanwhile)."""
+        work = functools.partial(prepare, kind, body, self.client, self.served_model_name,
+                                 limits=self.limits, defaults=self.sampling_defaults)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._prepare_pool, work)
+        except HTTPError:
+            raise
+        except Exception as exc:  # a body our validation let through but could not handle
+            raise request_failed("(being prepared)", exc) from exc
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -105,16 +115,13 @@ def _json(body: dict[str, Any]) -> web.Response:
 
 
 async def _collect(prepared: PreparedRequest, generation: Generation) -> web.Response:
+    """The whole answer as one JSON body; a failed request answers its HTTPError's JSON instead."""
     parts: list[str] = []
     token_ids: list[int] = []
-    try:
-        async with contextlib.aclosing(generation.deltas()) as deltas:
-            async for delta in deltas:
-                parts.append(delta.text)
-                token_ids += delta.token_ids
-    except Exception as exc:
-        logger.exception("engine failed on %s", prepared.request_id)
-        raise HTTPError(500, f"engine error: {exc}") from exc
+    async with contextlib.aclosing(generation.deltas()) as deltas:
+        async for delta in deltas:
+            parts.append(delta.text)
+            token_ids += delta.token_ids
     body = full_response(prepared, "".join(parts), generation.finish_reason or "abort", generation.usage,
                          generation.stop_reason, token_ids)
     return _json(body)
@@ -139,9 +146,10 @@ async def _stream(request: web.Request, prepared: PreparedRequest,
         await response.write(_DONE)
     except ConnectionError:
         return response  # client went away; the generation was closed, aborting the request
+    except HTTPError as exc:  # the request failed after the 200 went out: say so, then end the stream
+        await _send_failure(response, prepared, exc)
     except Exception as exc:
-        logger.exception("engine failed mid-stream on %s", prepared.request_id)
-        await _send_error(response, f"engine error: {exc}")
+        await _send_failure(response, prepared, request_failed(prepared.request_id, exc))
     return response
 
 
@@ -149,7 +157,10 @@ async def _send(response: web.StreamResponse, chunk: dict[str, Any]) -> None:
     await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
 
-async def _send_error(response: web.StreamResponse, message: str) -> None:
+async def _send_failure(response: web.StreamResponse, prepared: PreparedRequest, exc: HTTPError) -> None:
+    """A last chunk with finish_reason "abort", the error as an event (what OpenAI clients raise
+    on), then [DONE]: the stream ends cleanly and says why."""
     with contextlib.suppress(ConnectionError):
-        await _send(response, error_body(500, message))
+        await _send(response, delta_chunk(prepared, "", "abort"))
+        await _send(response, error_body(exc.status, exc.message, exc.code))
         await response.write(_DONE)

@@ -16,6 +16,7 @@ E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
 TPOT_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                   10.0, 20.0, 40.0, 80.0)
 FINISH_REASONS = ("stop", "length", "abort")
+MAX_NUM_SEQS = "dpserve:max_num_seqs"  # ours: vLLM does not publish its --max-num-seqs
 
 
 class ReplicaMetrics:
@@ -59,6 +60,8 @@ class ReplicaMetrics:
         _counter(lines, "vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache.", lb,
                  stats.prefix_cache_hits)
         _counter(lines, "vllm:num_preemptions_total", "Preemptions.", lb, stats.num_preemptions)
+        if stats.max_num_seqs is not None:  # lets readers tell "at max-num-seqs" (diagnosis.py)
+            _gauge(lines, MAX_NUM_SEQS, "The scheduler's cap on running requests.", lb, stats.max_num_seqs)
         _counter(lines, "vllm:prompt_tokens_total", "Prefill tokens processed.", lb, self.prompt_tokens)
         _counter(lines, "vllm:generation_tokens_total", "Generation tokens processed.", lb,
                  self.generation_tokens)

@@ -18,6 +18,6 @@ def run(config: SimConfig, common: CommonOptions) -> int:
 
     faults = FaultInjector(config.faults)
     client = DyingEngine(SimEngine(config.engine))
-    app = create_replica_app(client, config.model_name, middlewares=[faults.middleware])
+    app = create_replica_app(client, config.model_name, middlewares=[faults.middleware], limits=config.limits)
     run_app(app, config.host, config.port)
     return REFUSED_EXIT_CODE if faults.has_refused else 0

@@ -14,12 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from dpserve.errors import HTTPError
+from dpserve.http_names import PROXIED_PATHS
 from dpserve.serving.engine_client import EngineClient, EngineStats, GenerateRequest, TokenDelta
 from dpserve.sim.config import FaultConfig
 
 logger = logging.getLogger(__name__)
 
-COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+COMPLETION_PATHS = frozenset(PROXIED_PATHS)
 # Deltas sent before the process dies, so the client sees a stream cut in the middle.
 DELTAS_BEFORE_DEATH = 2
 _DIE_MID_STREAM: contextvars.ContextVar[bool] = contextvars.ContextVar("die_mid_stream", default=False)

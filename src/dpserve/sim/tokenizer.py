@@ -38,7 +38,10 @@ class SimTokenizer:
         self._word_ids = {" " + w: FIRST_WORD_ID + i for i, w in enumerate(FILLER_WORDS)}
 
     def encode(self, text: str) -> list[int]:
-        return [self._piece_id(p) for p in _PIECE.findall(text)]
+        # finditer, not findall: one findall over megabytes holds the GIL for a second (the event
+        # loop frozen with it, although serving calls this on a worker thread); stepping the
+        # iterator in Python lets the interpreter switch threads every few milliseconds.
+        return [self._piece_id(m.group()) for m in _PIECE.finditer(text)]
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(" " + FILLER_WORDS[(t - FIRST_WORD_ID) % NUM_WORDS]

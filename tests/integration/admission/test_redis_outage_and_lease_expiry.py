@@ -1,4 +1,4 @@
-"""Redis dies mid-test: admission follows --quota-fail-open; crashed gateways' slots expire."""
+"""Redis dies mid-test: fail-open keeps limiting by local shares; crashed gateways' slots expire."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from .redis_server import RedisServer
 
 CTX = AdmissionContext(8, 4)
 BUSY = {"Authorization": "Bearer k-busy"}
+LIMITED = {"Authorization": "Bearer k-limited"}
+TOKENS = {"Authorization": "Bearer k-tokens"}
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
@@ -39,7 +41,7 @@ async def test_redis_killed_then_back(redis_server: RedisServer, keys_file: Path
             assert info.value.status == 503 and "--no-quota-fail-open" in info.value.message
     text = adm.metrics_text()
     assert 'dpserve_quota_backend_up{backend="redis"} 0' in text
-    action = "served" if fail_open else "refused"
+    action = "local_share" if fail_open else "refused"
     assert f'dpserve_quota_unavailable_total{{action="{action}"}} 3' in text
     redis_server.start()  # same port, empty data
     await asyncio.sleep(1.1)  # past the store's retry interval
@@ -75,3 +77,54 @@ async def test_slots_of_a_crashed_gateway_expire_while_live_ones_are_renewed(
     for ticket in (held, *fresh):
         ticket.release(1, 1)
     await alive.stop()
+
+
+async def test_while_redis_is_down_each_gateway_enforces_its_share(redis_server: RedisServer,
+                                                                   keys_file: Path) -> None:
+    """Two gateways, a tenant limited to 30/min: with Redis stopped they keep serving, 15 each."""
+    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
+    keyring = load_key_file(keys_file)
+    gateways = [Admission(cfg, AlwaysRoom(), keyring=keyring,
+                          store=RedisQuotaStore(redis_server.url, heartbeat_interval_s=0.1))
+                for _ in range(2)]
+    for gw in gateways:
+        await gw.start()
+    await asyncio.sleep(0.3)  # both heartbeats seen by both
+    redis_server.kill()
+    admitted = []
+    for gw in gateways:
+        for _ in range(40):
+            try:
+                ticket = await gw.admit(LIMITED, CTX)
+            except Rejection as exc:
+                assert exc.status == 429 and "share 0.5" in exc.message
+                continue
+            admitted.append(ticket)
+            ticket.release(1, 1)
+    assert len(admitted) == 30  # 15 + 15: the limit holds across the fleet, serving goes on
+    text = gateways[0].metrics_text()
+    assert 'dpserve_quota_backend_up{backend="redis"} 0' in text
+    assert "dpserve_quota_local_share 0.5" in text
+    redis_server.start()
+    await asyncio.sleep(1.2)  # past the store's retry interval: back to the shared limit
+    (await gateways[0].admit(LIMITED, CTX)).release(1, 1)
+    assert "dpserve_quota_local_share 0.0" in gateways[0].metrics_text()
+    for gw in gateways:
+        await gw.stop()
+
+
+async def test_token_reservations_are_shared_through_redis(redis_server: RedisServer,
+                                                           keys_file: Path) -> None:
+    """tokens_per_minute 100: ten parallel requests reserving 30 each cannot all pass (3 do)."""
+    cfg = AdmissionConfig(api_keys=keys_file, redis_url=redis_server.url)
+    adm = build_admission(cfg, AlwaysRoom())
+    await adm.start()
+    ctx = AdmissionContext(prompt_chars=40, max_tokens=20)  # 10 + 20 reserved
+    outcomes = await asyncio.gather(*(adm.admit(TOKENS, ctx) for _ in range(10)), return_exceptions=True)
+    admitted = [t for t in outcomes if not isinstance(t, BaseException)]
+    assert len(admitted) == 3
+    for ticket in admitted:
+        ticket.release(10, 2)  # settles: 12 used of 30 reserved each
+    await asyncio.sleep(0.2)  # releases run as background tasks
+    assert len([await adm.admit(TOKENS, ctx) for _ in range(2)]) == 2  # 100 - 36 = 64 left: two fit
+    await adm.stop()

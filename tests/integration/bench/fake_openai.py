@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from dpserve.errors import error_middleware, error_response
+from dpserve.http_names import WORKER_HEADER
 
 MODEL = "fake-model"
 
@@ -86,7 +87,7 @@ async def _answer(request: web.Request, state: FakeState, chat: bool) -> web.Str
     tokens = [f" t{i}" for i in range(int(body.get("max_tokens", 16)))]
     usage = {"prompt_tokens": len(words), "completion_tokens": len(tokens),
              "total_tokens": len(words) + len(tokens)}
-    headers = {"x-dpserve-worker": state.worker_id}
+    headers = {WORKER_HEADER: state.worker_id}
     if not body.get("stream"):
         text = "".join(tokens)
         choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}

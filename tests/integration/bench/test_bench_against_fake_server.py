@@ -13,6 +13,7 @@ from aiohttp import web
 
 from dpserve.bench.benchmark import run_benchmark
 from dpserve.bench.config import BenchConfig
+from dpserve.http_names import SESSION_HEADER
 from tests.conftest import free_port
 from tests.integration.bench.fake_openai import MODEL, FakeState, make_app
 
@@ -68,7 +69,7 @@ async def test_multi_turn_sends_history_and_session(fake: tuple[str, FakeState])
     assert report["completed"] == 6
     by_session: dict[str, list[str]] = {}
     for headers, body in zip(state.headers, state.requests, strict=True):
-        by_session.setdefault(headers["x-session-id"], []).append(body["prompt"])
+        by_session.setdefault(headers[SESSION_HEADER], []).append(body["prompt"])
     assert len(by_session) == 2
     for prompts in by_session.values():
         assert len(prompts) == 3

@@ -10,11 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from dpserve.config import build_config
-from dpserve.gateway.app import GATEWAY_KEY, Gateway, build_app
+from dpserve.gateway.app import Gateway, build_app
 from dpserve.gateway.config import GatewayConfig
+from dpserve.gateway.server import GatewayServer
 from dpserve.http_server import bind_socket
 from tests.conftest import free_port
 from tests.integration.gateway.fake_worker import FakeWorker
@@ -26,13 +26,14 @@ FAST = {"health_check_interval_s": 0.1, "health_check_timeout_s": 0.3, "load_pol
 
 
 class RunningGateway:
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
-        self.runner = runner
+    def __init__(self, server: GatewayServer, port: int) -> None:
+        self.server = server
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
 
     @property
     def state(self) -> Gateway:
-        return self.runner.app[GATEWAY_KEY]
+        return self.server.gateway
 
 
 @pytest.fixture
@@ -53,21 +54,20 @@ async def fake_workers() -> AsyncIterator[Callable[..., Awaitable[list[FakeWorke
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
-    runners: list[web.AppRunner] = []
+    servers: list[GatewayServer] = []
 
-    async def make(workers: list[FakeWorker], **flags: Any) -> RunningGateway:
+    async def make(workers: list[FakeWorker], *, link_key: str | None = None, **flags: Any) -> RunningGateway:
         values = {**FAST, **flags, "worker_urls": tuple(w.url for w in workers)}
         config = build_config(GatewayConfig, values)
-        runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=5.0)
-        await runner.setup()
-        runners.append(runner)
+        server = build_app(config, link_key=link_key)
         sock = bind_socket("127.0.0.1", 0)
-        await web.SockSite(runner, sock).start()
-        return RunningGateway(runner, sock.getsockname()[1])
+        await server.start(sock)
+        servers.append(server)
+        return RunningGateway(server, sock.getsockname()[1])
 
     yield make
-    for r in runners:
-        await r.cleanup()
+    for s in servers:
+        await s.stop(5.0)
 
 
 @pytest.fixture

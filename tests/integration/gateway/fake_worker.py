@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dpserve.errors import error_body
 from dpserve.http_server import bind_socket
 
 
@@ -20,7 +21,7 @@ class Knobs:
 
     fail_first_n: int = 0            # answer 503 to the first N completion requests
     fail_status: int = 503
-    hang: bool = False               # completions and /health never answer
+    hang: bool = False               # completions, /health and /metrics never answer (a hung process)
     slow_first_byte_s: float = 0.0   # delay before the response starts
     die_after_chunks: int | None = None  # stream: abort the connection after this many chunks
     chunks: int = 5                  # stream: content chunks before the final one
@@ -32,6 +33,12 @@ class Knobs:
     model: str = "fake-model"        # the id /v1/models lists
     token_ids: bool = False          # honour `return_token_ids` (vLLM's shape; see token_stream_chunks)
     stall_after_chunks: int | None = None  # stream: go silent after this many chunks (health still fine)
+    # stream: after this many chunks, fail as a dpserve replica does (an "abort" finish chunk, an
+    # error event with `fail_code`, [DONE])
+    fail_after_chunks: int | None = None
+    fail_code: str = "engine_down"
+    max_model_len: int | None = None  # ... and its card's max_model_len, if set
+    info: str = ""                   # labels of a vllm:cache_config_info line on /metrics, if set
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Stats:
     cancelled: int = 0      # handlers cancelled because the gateway disconnected
     active: int = 0
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each completion request
     peers: set[tuple[str, int]] = field(default_factory=set)  # client ends of the connections used
 
 
@@ -106,18 +114,26 @@ class FakeWorker:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         k = self.knobs
+        while k.hang:
+            await asyncio.sleep(0.05)
         text = (f'vllm:num_requests_running{{model_name="fake"}} {k.running}\n'
                 f'vllm:num_requests_waiting{{model_name="fake"}} {k.waiting}\n'
                 f'vllm:kv_cache_usage_perc{{model_name="fake"}} 0.25\n')
+        if k.info:
+            text += f"vllm:cache_config_info{{{k.info}}} 1\n"
         return web.Response(text=text)
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.knobs.model, "object": "model"}]})
+        card: dict[str, Any] = {"id": self.knobs.model, "object": "model"}
+        if self.knobs.max_model_len is not None:
+            card["max_model_len"] = self.knobs.max_model_len
+        return web.json_response({"object": "list", "data": [card]})
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.stats.requests += 1
         self.stats.bodies.append(raw)
+        self.stats.headers.append(dict(request.headers))
         if request.transport is not None:
             self.stats.peers.add(request.transport.get_extra_info("peername"))
         self.stats.active += 1
@@ -159,12 +175,24 @@ class FakeWorker:
                 return resp
             while k.stall_after_chunks is not None and i >= k.stall_after_chunks:
                 await asyncio.sleep(0.05)
+            if k.fail_after_chunks is not None and i >= k.fail_after_chunks:
+                await resp.write(failure_events(k.fail_code))
+                break
             await resp.write(chunk)
             if k.chunk_delay_s:
                 await asyncio.sleep(k.chunk_delay_s)
         await resp.write_eof()
         self.stats.finished += 1
         return resp
+
+
+def failure_events(code: str) -> bytes:
+    """What a dpserve replica sends when a request fails mid-stream (serving/handlers.py)."""
+    abort = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "abort"}]}
+    status = 503 if code == "engine_down" else 422
+    return (b"data: " + orjson.dumps(abort) + b"\n\ndata: " + orjson.dumps(error_body(status, "failed", code))
+            + b"\n\ndata: [DONE]\n\n")
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -220,3 +248,14 @@ def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool) -> list[byt
                                                            "total_tokens": len(prompt_ids) + n - start}}))
     out.append(b"data: [DONE]\n\n")
     return out
+
+
+async def _serve_forever(**knobs: Any) -> None:
+    worker = FakeWorker(**knobs)
+    await worker.start()
+    print(worker.port, flush=True)  # the parent reads where it listens
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # `python -m tests.integration.gateway.fake_worker`: one in its own process
+    asyncio.run(_serve_forever())

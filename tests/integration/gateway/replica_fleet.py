@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpserve.http_names import HEALTH_PATH
 from tests.conftest import free_port
 from tests.support import stop_process, wait_http_ok
 
@@ -40,7 +41,7 @@ def replica_fleet(n: int, command: str, args: Sequence[str], log_dir: Path,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             replicas.append(Replica(proc, f"http://127.0.0.1:{port}"))
         for r in replicas:  # they start side by side; each wait is mostly the slowest's
-            wait_http_ok(r.url + "/health", timeout_s, r.proc)
+            wait_http_ok(r.url + HEALTH_PATH, timeout_s, r.proc)
         yield replicas
     finally:
         for r in replicas:

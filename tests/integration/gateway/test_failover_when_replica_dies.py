@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
 async def _post(client, url: str, body: dict) -> tuple[int, str | None]:
     async with client.post(url + "/v1/chat/completions", json=body) as resp:
         await resp.read()
-        return resp.status, resp.headers.get("x-dpserve-worker")
+        return resp.status, resp.headers.get(WORKER_HEADER)
 
 
 async def test_kill_during_500_requests_zero_client_failures(fake_workers, gateway, client) -> None:
@@ -78,7 +79,7 @@ async def test_retries_exhausted_returns_the_replica_error(fake_workers, gateway
     [w] = await fake_workers(1, fail_first_n=10, fail_status=429)
     gw = await gateway([w], max_retries=2)
     async with client.post(gw.url + "/v1/chat/completions", json=chat()) as resp:
-        assert resp.status == 429 and resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.status == 429 and resp.headers[WORKER_HEADER] == "w0"
         assert (await resp.json())["error"]["type"] == "rate_limit_error"
     assert w.stats.requests == 3
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
@@ -29,7 +30,7 @@ async def test_hanging_replica_times_out_and_is_taken_out(fake_workers, gateway,
     assert hung.stats.cancelled >= 1 and hung.stats.active == 0  # the replica's request was cancelled
     for _ in range(6):
         async with client.post(gw.url + "/v1/chat/completions", json=chat()) as resp:
-            assert resp.status == 200 and resp.headers["x-dpserve-worker"] == "w0"
+            assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w0"
 
 
 async def test_hanging_replica_with_retries_is_invisible(fake_workers, gateway, client) -> None:

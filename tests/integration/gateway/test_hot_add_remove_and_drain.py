@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
@@ -14,7 +15,7 @@ async def _load(client, url: str, n: int, concurrency: int) -> list[tuple[int, s
     async def one(i: int) -> tuple[int, str | None]:
         async with sem, client.post(url + "/v1/chat/completions", json=chat(f"q{i}")) as resp:
             await resp.read()
-            return resp.status, resp.headers.get("x-dpserve-worker")
+            return resp.status, resp.headers.get(WORKER_HEADER)
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
@@ -63,6 +64,7 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
         assert resp.status == 401
     auth = {"Authorization": "Bearer sekret"}
     for body in ({"url": "ftp://x"}, {"url": extra.url, "weight": 0}, {"weight": 1}, [1],
+                 {"url": extra.url, "weight": 1000}, {"url": extra.url, "weight": "2"},
                  {"url": "http://"}, {"url": "http://127.0.0.1:99999"}, {"url": extra.url + "/v1"}):
         async with client.post(gw.url + "/workers", json=body, headers=auth) as resp:
             assert resp.status == 400, body
@@ -78,5 +80,7 @@ async def test_worker_admin_errors_and_admin_key(fake_workers, gateway, client) 
     async with client.delete(gw.url + "/workers/w2", headers=auth) as resp:
         assert resp.status == 204
     async with client.get(gw.url + "/get_loads") as resp:
+        assert resp.status == 401  # with an admin key, the fleet views need it too
+    async with client.get(gw.url + "/get_loads", headers=auth) as resp:
         loads = (await resp.json())["workers"]
     assert [x["id"] for x in loads] == ["w0", "w1"] and all("load" in x for x in loads)

@@ -1,5 +1,5 @@
-"""Real sockets through the lean front: one keep-alive connection mixing proxied and other routes
-(handed to aiohttp at a request boundary), pipelined requests, and a half-sent request."""
+"""Real sockets through the gateway's front: one keep-alive connection mixing proxied and other
+routes, pipelined requests, and a half-sent request."""
 
 from __future__ import annotations
 
@@ -8,26 +8,9 @@ import socket
 
 import orjson
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat, eventually
-
-
-def _request(method: str, path: str, body: bytes = b"", extra: str = "") -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    status_line, *lines = head.strip().split("\r\n")
-    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines)}
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
-            body += (await reader.readexactly(size + 2))[:-2]
-        await reader.readexactly(2)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split()[1]), headers, body
+from tests.integration.gateway.hardening import read_response, request
 
 
 async def test_one_connection_mixes_proxied_and_other_routes(fake_workers, gateway) -> None:  # type: ignore[no-untyped-def]
@@ -36,21 +19,21 @@ async def test_one_connection_mixes_proxied_and_other_routes(fake_workers, gatew
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
     try:
         steps = [
-            (_request("POST", "/v1/chat/completions", orjson.dumps(chat("a"))), 200),
-            (_request("POST", "/v1/chat/completions", orjson.dumps(chat("b", stream=True))), 200),
-            (_request("GET", "/v1/models"), 200),
-            (_request("POST", "/workers", b"{not json"), 400),
-            (_request("POST", "/v1/chat/completions", orjson.dumps(chat("c"))), 200),
-            (_request("GET", "/v1/chat/completions"), 405),
+            (request("POST", "/v1/chat/completions", orjson.dumps(chat("a"))), 200),
+            (request("POST", "/v1/chat/completions", orjson.dumps(chat("b", stream=True))), 200),
+            (request("GET", "/v1/models"), 200),
+            (request("POST", "/workers", b"{not json"), 400),
+            (request("POST", "/v1/chat/completions", orjson.dumps(chat("c"))), 200),
+            (request("GET", "/v1/chat/completions"), 405),
         ]
         for data, status in steps:
             writer.write(data)
-            got, headers, body = await _read_response(reader)
+            got, headers, body = await read_response(reader)
             assert got == status, body
             if status >= 400:
                 assert "error" in orjson.loads(body)
             elif b"completions" in data.split(b"\r\n", 1)[0]:
-                assert headers["x-dpserve-worker"] == "w0"
+                assert headers[WORKER_HEADER] == "w0"
     finally:
         writer.close()
     assert w.stats.requests == 3
@@ -61,10 +44,10 @@ async def test_pipelined_requests_come_back_in_order(fake_workers, gateway) -> N
     gw = await gateway([w])
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
     try:
-        writer.write(b"".join(_request("POST", "/v1/completions",
+        writer.write(b"".join(request("POST", "/v1/completions",
                                        orjson.dumps({"model": "fake-model", "prompt": f"p{i}"}))
-                              for i in range(3)) + _request("GET", "/health"))
-        answers = [await _read_response(reader) for _ in range(4)]
+                              for i in range(3)) + request("GET", "/health"))
+        answers = [await read_response(reader) for _ in range(4)]
     finally:
         writer.close()
     assert [s for s, _, _ in answers] == [200, 200, 200, 200]
@@ -76,7 +59,7 @@ async def test_a_client_that_leaves_mid_request_releases_its_load(fake_workers, 
     [w] = await fake_workers(1, slow_first_byte_s=5.0)
     gw = await gateway([w])
     _reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
-    writer.write(_request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
+    writer.write(request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
     worker = gw.state.registry.get("w0")
     assert worker is not None
     await eventually(lambda: worker.in_flight == 1)
@@ -93,9 +76,9 @@ async def test_client_connections_have_tcp_nodelay(fake_workers, gateway) -> Non
     gw = await gateway([w])
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
     try:
-        writer.write(_request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
-        assert (await _read_response(reader))[0] == 200
-        [conn] = gw.runner.server.lean  # type: ignore[union-attr]
+        writer.write(request("POST", "/v1/chat/completions", orjson.dumps(chat("x"))))
+        assert (await read_response(reader))[0] == 200
+        [conn] = gw.server.connections
         sock = conn.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:

@@ -1,6 +1,7 @@
-"""The lean front answers exactly as aiohttp's server does: the same request, once on a fresh
-connection (the lean front) and once on a connection aiohttp took over, gets the same status,
-headers that matter and body — admission (401, 429 + Retry-After), aliases, 4xx, streams."""
+"""A connection answers the same whatever it served before: the same request, once on a fresh
+connection and once on a connection that asked for another route first (which, before the one
+front, moved it to aiohttp for good), gets the same status, headers that matter and body —
+admission (401, 429 + Retry-After), aliases, 4xx, streams."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ from typing import Any
 import orjson
 import pytest
 
+from dpserve.http_names import CHAT_PATH as CHAT
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import RunningGateway, chat, eventually
 
-CHAT = "/v1/chat/completions"
-_COMPARED = ("content-type", "retry-after", "x-dpserve-worker", "cache-control")
+_COMPARED = ("content-type", "retry-after", WORKER_HEADER, "cache-control")
 
 
 Answer = tuple[int, dict[str, str], Any]
 
 
-async def _ask(gw: RunningGateway, body: bytes, extra: str, via_aiohttp: bool) -> Answer:
+async def _ask(gw: RunningGateway, body: bytes, extra: str, other_route_first: bool) -> Answer:
     reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
     try:
-        if via_aiohttp:
+        if other_route_first:
             writer.write(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
             await reader.readuntil(b'{"status":"ok"}')
         writer.write(f"POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{extra}"
@@ -54,10 +56,10 @@ def _unchunk(data: bytes) -> bytes:
 
 
 async def _same_on_both(gw: RunningGateway, body: bytes, extra: str = "") -> tuple[int, Any]:
-    lean = await _ask(gw, body, extra, via_aiohttp=False)
-    aio = await _ask(gw, body, extra, via_aiohttp=True)
-    assert lean == aio
-    return lean[0], lean[2]
+    fresh = await _ask(gw, body, extra, other_route_first=False)
+    reused = await _ask(gw, body, extra, other_route_first=True)
+    assert fresh == reused
+    return fresh[0], fresh[2]
 
 
 @pytest.mark.parametrize("body, status", [
@@ -67,14 +69,14 @@ async def _same_on_both(gw: RunningGateway, body: bytes, extra: str = "") -> tup
     (b"{not json", 400),
     (orjson.dumps({"model": "fake-model"}), 400),
 ], ids=["whole", "stream", "unknown-model", "not-json", "no-messages"])
-async def test_answers_match_aiohttp(fake_workers, gateway, body: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+async def test_answers_match_on_reused_connections(fake_workers, gateway, body: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
     [w] = await fake_workers(1, chunks=3)
     gw = await gateway([w])
     got, content = await _same_on_both(gw, body)
     assert got == status, content
 
 
-async def test_api_keys_and_aliases_match_aiohttp(fake_workers, gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_api_keys_and_aliases_match_on_reused_connections(fake_workers, gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
     keys = tmp_path / "keys.yaml"
     keys.write_text("keys:\n  - key: sk-good\n    tenant: team-a\n")
     [w] = await fake_workers(1, chunks=3)
@@ -88,10 +90,10 @@ async def test_api_keys_and_aliases_match_aiohttp(fake_workers, gateway, tmp_pat
                                 else content["model"] == "nick")
 
 
-async def test_shedding_matches_aiohttp(fake_workers, gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_shedding_matches_on_reused_connections(fake_workers, gateway) -> None:  # type: ignore[no-untyped-def]
     [w] = await fake_workers(1, slow_first_byte_s=2.0)
     gw = await gateway([w], max_inflight_per_worker=1, queue_size=0)
-    held = asyncio.create_task(_ask(gw, orjson.dumps(chat("hold")), "", via_aiohttp=False))
+    held = asyncio.create_task(_ask(gw, orjson.dumps(chat("hold")), "", other_route_first=False))
     worker = gw.state.registry.get("w0")
     assert worker is not None
     await eventually(lambda: worker.in_flight == 1)

@@ -7,6 +7,7 @@ import aiohttp
 import openai
 import orjson
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 from tests.integration.gateway.fake_worker import stream_chunks
 
@@ -25,7 +26,7 @@ async def test_non_streamed_answer_carries_the_alias_and_upstream_sees_the_targe
     async with client.post(w.url + "/v1/chat/completions", json=chat("q")) as resp:
         direct = orjson.loads(await resp.read())
     async with client.post(gw.url + "/v1/chat/completions", json=chat("q", model="gpt-alias")) as resp:
-        assert resp.status == 200 and resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w0"
         relayed = orjson.loads(await resp.read())
     assert relayed["model"] == "gpt-alias"
     assert {**relayed, "model": "fake-model", "created": 0} == {**direct, "created": 0}
@@ -38,7 +39,7 @@ async def test_streamed_answer_is_byte_exact_apart_from_the_model(  # type: igno
     gw = await gateway([w], model_aliases=ALIASES)
     body = chat("q", model="gpt-alias", stream=True, stream_options={"include_usage": True})
     async with client.post(gw.url + "/v1/chat/completions", json=body) as resp:
-        assert resp.status == 200 and resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w0"
         data = await resp.read()
     expected = b"".join(stream_chunks(w.name, 40, True, 300))
     assert data == _renamed(expected) and data.count(b'"model":"gpt-alias"') == 42
@@ -65,7 +66,7 @@ async def test_alias_routes_only_to_replicas_serving_its_target(fake_workers, ga
         for i in range(6):
             async with client.post(gw.url + "/v1/chat/completions", json=chat(f"q{i}", model=alias)) as resp:
                 assert resp.status == 200
-                ids.add(resp.headers["x-dpserve-worker"])
+                ids.add(resp.headers[WORKER_HEADER])
         assert {gw.state.registry.get(i).url for i in ids} == {w.url for w in serving}  # type: ignore[union-attr]
 
 

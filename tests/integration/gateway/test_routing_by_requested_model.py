@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
@@ -18,7 +19,7 @@ async def test_requests_reach_only_replicas_serving_their_model(fake_workers, ga
         for i in range(6):
             async with client.post(gw.url + "/v1/chat/completions", json=chat(f"q{i}", model=model)) as resp:
                 assert resp.status == 200
-                urls.add(gw.state.registry.get(resp.headers["x-dpserve-worker"]).url)  # type: ignore[union-attr]
+                urls.add(gw.state.registry.get(resp.headers[WORKER_HEADER]).url)  # type: ignore[union-attr]
         assert urls == {w.url for w in serving}
 
 

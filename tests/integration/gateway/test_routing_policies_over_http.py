@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from dpserve.http_names import SESSION_HEADER, WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
@@ -13,7 +14,7 @@ async def _worker_of(client, url: str, body: dict, headers: dict | None = None) 
     async with client.post(url + "/v1/chat/completions", json=body, headers=headers or {}) as resp:
         assert resp.status == 200, await resp.text()
         await resp.read()
-        return resp.headers["x-dpserve-worker"]
+        return resp.headers[WORKER_HEADER]
 
 
 async def test_round_robin_spreads_exactly(fake_workers, gateway, client) -> None:
@@ -62,7 +63,7 @@ async def test_consistent_hash_keeps_sessions_and_respects_bound(fake_workers, g
     workers = await fake_workers(4)
     gw = await gateway(workers, policy="consistent_hash", hash_balance_factor=1.25)
     for s in range(8):
-        picks = {await _worker_of(client, gw.url, chat(f"t{t}"), {"x-session-id": f"s{s}"})
+        picks = {await _worker_of(client, gw.url, chat(f"t{t}"), {SESSION_HEADER: f"s{s}"})
                  for t in range(3)}
         assert len(picks) == 1
     user_picks = {await _worker_of(client, gw.url, chat("x", user="alice")) for _ in range(3)}
@@ -77,7 +78,7 @@ async def test_consistent_hash_keeps_sessions_and_respects_bound(fake_workers, g
             peak = max(peak, *(w.in_flight for w in gw.state.registry.all()))
             await asyncio.sleep(0.01)
     watcher = asyncio.create_task(watch())
-    picks = await asyncio.gather(*(_worker_of(client, gw.url, chat("hot"), {"x-session-id": "hot"})
+    picks = await asyncio.gather(*(_worker_of(client, gw.url, chat("hot"), {SESSION_HEADER: "hot"})
                                    for _ in range(16)))
     watcher.cancel()
     assert len(set(picks)) >= 3  # one session's burst overflows along the ring

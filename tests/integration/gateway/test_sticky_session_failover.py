@@ -8,15 +8,16 @@ import time
 
 import pytest
 
+from dpserve.http_names import SESSION_HEADER, WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
 async def _worker_of(client, url: str, session: str) -> str:
-    headers = {"x-session-id": session}
+    headers = {SESSION_HEADER: session}
     async with client.post(url + "/v1/chat/completions", json=chat(), headers=headers) as resp:
         assert resp.status == 200
         await resp.read()
-        return resp.headers["x-dpserve-worker"]
+        return resp.headers[WORKER_HEADER]
 
 
 @pytest.mark.parametrize("return_home", [False, True])

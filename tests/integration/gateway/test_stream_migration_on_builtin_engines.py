@@ -16,6 +16,7 @@ import aiohttp
 import openai
 import pytest
 
+from dpserve.http_names import CHAT_PATH, METRICS_PATH, WORKER_HEADER
 from tests.integration.gateway.replica_fleet import Replica, replica_fleet
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,7 +42,7 @@ async def reference_run(replica: Replica) -> dict[str, Any]:
     """The uninterrupted greedy run, straight from a replica: text and token ids (kept for the
     module's other test)."""
     async with aiohttp.ClientSession() as client, client.post(
-            replica.url + "/v1/chat/completions", json={**GREEDY_96, "return_token_ids": True}) as resp:
+            replica.url + CHAT_PATH, json={**GREEDY_96, "return_token_ids": True}) as resp:
         choice = (await resp.json())["choices"][0]
     assert len(choice["token_ids"]) == 96
     _REFERENCE.update(text=choice["message"]["content"], token_ids=choice["token_ids"])
@@ -59,9 +60,9 @@ async def test_raw_stream_survives_sigkill_token_for_token(engines, gateway) -> 
     body = {**GREEDY_96, "stream": True, "return_token_ids": True, "stream_options": {"include_usage": True}}
     text, ids, events, done = "", [], [], False
     async with aiohttp.ClientSession() as client, \
-            client.post(gw.url + "/v1/chat/completions", json=body) as resp:
+            client.post(gw.url + CHAT_PATH, json=body) as resp:
         assert resp.status == 200
-        victim = _by_worker(gw, engines, resp.headers["x-dpserve-worker"])
+        victim = _by_worker(gw, engines, resp.headers[WORKER_HEADER])
         async for line in resp.content:
             if line.strip() == b"data: [DONE]":
                 done = True
@@ -79,7 +80,7 @@ async def test_raw_stream_survives_sigkill_token_for_token(engines, gateway) -> 
     assert ids == reference["token_ids"] and text == reference["text"]
     assert events[-1]["usage"]["completion_tokens"] == 96
     assert len({e["id"] for e in events}) == 1
-    async with aiohttp.ClientSession() as client, client.get(gw.url + "/metrics") as resp:
+    async with aiohttp.ClientSession() as client, client.get(gw.url + METRICS_PATH) as resp:
         metrics = await resp.text()
     assert 'dpserve_stream_migrations_total{reason="upstream_error",outcome="migrated"} 1' in metrics
 
@@ -92,7 +93,7 @@ async def test_openai_client_stream_survives_sigkill(engines, gateway) -> None:
         raw = await oai.chat.completions.with_raw_response.create(
             model="smollm2-135m", messages=MESSAGES, max_tokens=96, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
-        victim = _by_worker(gw, alive, raw.headers["x-dpserve-worker"])
+        victim = _by_worker(gw, alive, raw.headers[WORKER_HEADER])
         parts: list[str] = []
         async for chunk in raw.parse():
             parts += [c.delta.content or "" for c in chunk.choices]

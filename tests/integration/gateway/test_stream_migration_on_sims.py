@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, METRICS_PATH, WORKER_HEADER, WORKERS_PATH
 from tests.integration.gateway.replica_fleet import Replica, replica_fleet
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,8 +44,8 @@ def _body(i: int) -> tuple[str, dict[str, Any]]:
     if i & 2:
         body["stream_options"] = {"include_usage": True}
     if i & 1:
-        return "/v1/completions", {**body, "prompt": f"story number {i} begins"}
-    return "/v1/chat/completions", {**body, "messages": [{"role": "user", "content": f"story {i}"}]}
+        return COMPLETIONS_PATH, {**body, "prompt": f"story number {i} begins"}
+    return CHAT_PATH, {**body, "messages": [{"role": "user", "content": f"story {i}"}]}
 
 
 class StreamResult:
@@ -64,7 +65,7 @@ async def _read(client: aiohttp.ClientSession, url: str, path: str, body: dict[s
                 out: StreamResult) -> StreamResult:
     async with client.post(url + path, json=body) as resp:
         assert resp.status == 200, await resp.text()
-        out.worker = resp.headers["x-dpserve-worker"]
+        out.worker = resp.headers[WORKER_HEADER]
         async for line in resp.content:
             if line.strip() == b"data: [DONE]":
                 out.done = True
@@ -86,7 +87,7 @@ def _check(result: StreamResult, body: dict[str, Any]) -> None:
 
 
 async def _metrics(client: aiohttp.ClientSession, url: str) -> str:
-    async with client.get(url + "/metrics") as resp:
+    async with client.get(url + METRICS_PATH) as resp:
         return await resp.text()
 
 
@@ -104,7 +105,7 @@ async def test_drain_past_its_timeout_moves_streams_to_finish_elsewhere(sims, ga
     async with aiohttp.ClientSession() as client:
         tasks = [asyncio.create_task(_read(client, gw.url, *_body(i), results[i])) for i in range(6)]
         await _when(lambda: all(len(r.events) > 3 for r in results))
-        async with client.delete(gw.url + "/workers/w0") as resp:
+        async with client.delete(gw.url + WORKERS_PATH + "/w0") as resp:
             assert resp.status == 204
         await asyncio.gather(*tasks)
         for i, result in enumerate(results):

@@ -10,10 +10,11 @@ from typing import Any
 
 import orjson
 
+from dpserve.http_names import CHAT_PATH, METRICS_PATH, WORKER_HEADER, WORKERS_PATH
 from tests.integration.gateway.conftest import chat, eventually
 
 
-async def _stream(client: Any, url: str, body: dict[str, Any], path: str = "/v1/chat/completions",
+async def _stream(client: Any, url: str, body: dict[str, Any], path: str = CHAT_PATH,
                   headers: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], bool, str | None]:
     """(the JSON events, whether [DONE] ended the stream, x-dpserve-worker)."""
     async with client.post(url + path, json=body, headers=headers) as resp:
@@ -21,7 +22,7 @@ async def _stream(client: Any, url: str, body: dict[str, Any], path: str = "/v1/
         data = await resp.read()
     events = [e[6:] for e in data.split(b"\n\n") if e]
     done = events[-1] == b"[DONE]"
-    return [orjson.loads(e) for e in events if e != b"[DONE]"], done, resp.headers.get("x-dpserve-worker")
+    return [orjson.loads(e) for e in events if e != b"[DONE]"], done, resp.headers.get(WORKER_HEADER)
 
 
 def _text(events: list[dict[str, Any]]) -> str:
@@ -29,7 +30,7 @@ def _text(events: list[dict[str, Any]]) -> str:
 
 
 async def _metrics(client: Any, url: str) -> str:
-    async with client.get(url + "/metrics") as resp:
+    async with client.get(url + METRICS_PATH) as resp:
         return str(await resp.text())
 
 
@@ -53,7 +54,39 @@ async def test_token_exact_continuation_on_another_replica(fake_workers, gateway
     text = await _metrics(client, gw.url)
     assert 'dpserve_stream_migrations_total{reason="upstream_error",outcome="migrated"} 1' in text
     assert "dpserve_stream_migration_gap_seconds_count 1" in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"} 1' in text
     assert gw.state.registry.get("w0").in_flight == 0 and gw.state.registry.get("w1").in_flight == 0
+
+
+async def test_a_replica_whose_engine_went_down_mid_stream_is_left_token_exact(
+        fake_workers, gateway, client) -> None:
+    """A dpserve replica failing a request mid-stream sends an "abort" finish chunk and an error
+    event; with code engine_down the stream moves on, and the client sees neither."""
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks, a.knobs.fail_code = 4, "engine_down"
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, worker = await _stream(client, gw.url, chat(stream=True, max_tokens=8))
+    assert done and worker == "w0"
+    assert _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                    [f"{b.name}-{i} " for i in range(3, 8)])
+    assert [c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]] == ["stop"]
+    assert not any("error" in e for e in events)
+    text = await _metrics(client, gw.url)
+    assert 'dpserve_stream_migrations_total{reason="engine_down",outcome="migrated"} 1' in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"} 1' in text  # the dashboard's column
+
+
+async def test_a_request_that_failed_on_its_own_keeps_its_error(fake_workers, gateway, client) -> None:
+    """code request_failed: it would fail the same way elsewhere, so it is not migrated."""
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks, a.knobs.fail_code = 4, "request_failed"
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, _ = await _stream(client, gw.url, chat(stream=True, max_tokens=8))
+    assert done and "error" in events[-1] and b.stats.requests == 0
+    assert _text(events) == "".join(f"{a.name}-{i} " for i in range(3))
+    text = await _metrics(client, gw.url)
+    assert 'dpserve_stream_migrations_total{reason="request_failed",outcome="request_failed"} 1' in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"}' not in text
 
 
 async def test_client_that_asked_for_token_ids_gets_all_of_them(fake_workers, gateway, client) -> None:
@@ -83,8 +116,8 @@ async def test_non_streaming_request_resumes_and_gets_one_body(fake_workers, gat
     a, b = await fake_workers(2, chunks=8, token_ids=True)
     a.knobs.die_after_chunks = 5
     gw = await gateway([a, b], policy="round_robin")
-    async with client.post(gw.url + "/v1/chat/completions", json=chat(max_tokens=8)) as resp:
-        assert resp.status == 200 and resp.headers["x-dpserve-worker"] == "w1"
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=8)) as resp:
+        assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w1"
         body = await resp.json()
     assert body["object"] == "chat.completion" and body["id"] == "chatcmpl-1"
     assert body["choices"][0]["message"] == {
@@ -126,7 +159,7 @@ async def test_drain_timeout_moves_streams_to_finish_elsewhere(fake_workers, gat
     gw = await gateway([a, b], policy="round_robin", drain_timeout_s=0.3)
     task = asyncio.create_task(_stream(client, gw.url, chat(stream=True)))
     await eventually(lambda: a.stats.active == 1)
-    async with client.delete(gw.url + "/workers/w0") as resp:
+    async with client.delete(gw.url + WORKERS_PATH + "/w0") as resp:
         assert resp.status == 204
     events, done, _ = await task
     assert done and len(_text(events).split()) == 40 and b.stats.requests == 1
@@ -160,7 +193,7 @@ async def test_long_non_streaming_answers_are_not_killed_and_open_no_breaker(fak
     workers = await fake_workers(2, chunks=8, chunk_delay_s=0.1, token_ids=True)
     gw = await gateway(workers, policy="round_robin", first_byte_timeout_s=0.3, breaker_failure_threshold=1)
     statuses = []
-    for resp_cm in [client.post(gw.url + "/v1/chat/completions", json=chat()) for _ in range(3)]:
+    for resp_cm in [client.post(gw.url + CHAT_PATH, json=chat()) for _ in range(3)]:
         async with resp_cm as resp:
             statuses.append(resp.status)
     assert statuses == [200, 200, 200] and sum(w.stats.requests for w in workers) == 3
@@ -170,7 +203,7 @@ async def test_long_non_streaming_answers_are_not_killed_and_open_no_breaker(fak
 async def test_a_client_that_leaves_is_never_migrated(fake_workers, gateway, client) -> None:
     a, b = await fake_workers(2, chunks=200, chunk_delay_s=0.01, token_ids=True)
     gw = await gateway([a, b], policy="round_robin")
-    resp = await client.post(gw.url + "/v1/chat/completions", json=chat(stream=True))
+    resp = await client.post(gw.url + CHAT_PATH, json=chat(stream=True))
     await resp.content.readany()
     resp.close()
     await eventually(lambda: a.stats.cancelled == 1 and gw.state.registry.get("w0").in_flight == 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 from tests.integration.gateway.fake_worker import completion_body, stream_chunks
 
@@ -14,7 +15,7 @@ async def test_stream_is_relayed_byte_exact_with_worker_header(fake_workers, gat
     body = chat(stream=True, stream_options={"include_usage": True})
     async with client.post(gw.url + "/v1/chat/completions", json=body) as resp:
         assert resp.status == 200
-        assert resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.headers[WORKER_HEADER] == "w0"
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         data = await resp.read()
     assert data == b"".join(stream_chunks(w.name, 20, usage=True))
@@ -28,7 +29,7 @@ async def test_non_stream_body_unchanged_and_request_forwarded_unchanged(fake_wo
     async with client.post(gw.url + "/v1/chat/completions", data=raw,
                            headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 200
-        assert resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.headers[WORKER_HEADER] == "w0"
         got = await resp.json()
     assert got["choices"] == completion_body(w.name, 5)["choices"]
     assert w.stats.bodies == [raw]

@@ -9,6 +9,7 @@ import asyncio
 import openai
 import pytest
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.gateway.conftest import chat
 
 
@@ -18,7 +19,7 @@ async def test_openai_client_non_streaming_and_streaming(fake_workers, gateway) 
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as oai:
         resp = await oai.chat.completions.with_raw_response.create(
             model="fake-model", messages=[{"role": "user", "content": "hi"}])
-        assert resp.headers["x-dpserve-worker"] == "w0"
+        assert resp.headers[WORKER_HEADER] == "w0"
         done = resp.parse()  # streamed from the replica, answered whole (resumable)
         assert done.choices[0].message.content == "".join(f"{w.name}-{i} " for i in range(4))
         assert done.usage is not None and done.usage.completion_tokens == 4
@@ -64,7 +65,7 @@ async def test_stream_retried_before_first_byte_only(fake_workers, gateway, clie
         async with client.post(gw.url + "/v1/chat/completions", json=chat(stream=True)) as resp:
             assert resp.status == 200
             assert (await resp.read()).endswith(b"data: [DONE]\n\n")
-            assert resp.headers["x-dpserve-worker"] == "w1"
+            assert resp.headers[WORKER_HEADER] == "w1"
 
 
 async def test_slow_first_byte_past_timeout_is_504(fake_workers, gateway, client) -> None:

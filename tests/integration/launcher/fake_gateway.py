@@ -12,6 +12,7 @@ class FakeGateway:
     def __init__(self) -> None:
         self.workers: dict[str, str] = {}  # id → url
         self.events: list[tuple[str, str]] = []  # ("add"|"remove", url)
+        self.added: list[dict[str, object]] = []  # every POST /workers body
         self._next_id = 0
 
     def app(self) -> web.Application:
@@ -22,7 +23,9 @@ class FakeGateway:
         return app
 
     async def _add(self, request: web.Request) -> web.Response:
-        url = (await request.json())["url"]
+        body = await request.json()
+        self.added.append(body)
+        url = body["url"]
         if url in self.workers.values():
             return web.json_response({"error": {"message": "already registered"}}, status=409)
         worker_id = f"w{self._next_id}"

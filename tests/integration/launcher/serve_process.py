@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from dpserve.http_names import WORKER_HEADER
 from tests.integration.launcher.procs import kill_all, new_marker
 from tests.support import stop_process, wait_http_ok
 
@@ -50,7 +51,16 @@ def chat(port: int, content: str, max_tokens: int = 8) -> tuple[int, str]:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
-        return resp.status, resp.headers.get("x-dpserve-worker", "")
+        return resp.status, resp.headers.get(WORKER_HEADER, "")
+
+
+def gateway_metric(port: int, name: str) -> float:
+    """One unlabelled sample of the gateway's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def workers(port: int) -> list[dict[str, object]]:

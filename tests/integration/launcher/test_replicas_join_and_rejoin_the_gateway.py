@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -55,7 +56,7 @@ def _service(tmp_path: Path, gateway: FakeGateway, python: str | None = None,
 
 async def test_replicas_join_then_rejoin_after_being_killed(tmp_path: Path) -> None:
     gateway = FakeGateway()
-    service, ports = _service(tmp_path, gateway)
+    service, ports = _service(tmp_path, gateway, write_prometheus_config=tmp_path / "prometheus.yml")
     run = asyncio.create_task(service.run())
     try:
         await _until(lambda: len(gateway.workers) == 2)
@@ -68,6 +69,12 @@ async def test_replicas_join_then_rejoin_after_being_killed(tmp_path: Path) -> N
         assert sorted(gateway.workers.values()) == urls  # same port after the restart
         assert ("remove", victim.spec.url) in gateway.events
         assert victim.restarts == 1
+        # The dashboard's replica names and restart counts come with each join.
+        assert {"url": victim.spec.url, "name": "r0", "restarts": 1} in gateway.added
+        assert {"url": victim.spec.url, "name": "r0", "restarts": 0} in gateway.added
+        scrape = yaml.safe_load((tmp_path / "prometheus.yml").read_text())["scrape_configs"]
+        assert [t for c in scrape[1]["static_configs"] for t in c["targets"]] == \
+            [s.spec.url.removeprefix("http://") for s in service.supervisors]
         pids = [s.pid for s in service.supervisors]
     finally:
         service.request_stop()

@@ -25,7 +25,7 @@ def test_too_few_gpus_exits_2_stating_the_arithmetic() -> None:
     done = _serve("--backend", "vllm", "--model", "org/model", "--device", "cuda", "--gpu-ids", "0", "1",
                   "--dp-size", "3", "--tp-size", "2")
     assert done.returncode == 2
-    assert "3 replicas × TP 2 = 6 GPUs needed, but 2 available" in done.stderr
+    assert "3 replicas × TP 2 × PP 1 = 6 GPUs needed, but 2 available" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -1,5 +1,6 @@
 """The replica app over a scripted EngineClient: UTF-8 safe streaming, stop strings that span
-tokens, engine failures as JSON, template errors as 400 — all over a real socket."""
+tokens, engine failures as JSON (one request's failure a 4xx, the engine's a 503, never a 500),
+template errors as 400 — all over a real socket."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from dpserve.serving.app import create_replica_app
-from dpserve.serving.engine_client import EngineStats, GenerateRequest, TokenDelta
+from dpserve.serving.engine_client import EngineError, EngineStats, GenerateRequest, TokenDelta
 
 OUTPUT = "héllo wörld 🙂 STOP after"
 
@@ -23,6 +24,8 @@ class ByteTokenizer:
         return list(text.encode())
 
     def decode(self, token_ids: Sequence[int]) -> str:
+        if 300 in token_ids:
+            raise KeyError("token 300 breaks the decoder")
         return bytes(t for t in token_ids if t < 256).decode(errors="replace")
 
     def apply_chat_template(self, messages: list[dict[str, Any]], *,
@@ -32,8 +35,14 @@ class ByteTokenizer:
         return self.encode("".join(m["content"] for m in messages))
 
 
+# prompt → how the scripted engine fails it after two tokens
+FAILURES = {b"fail": EngineError("sampling failed for this request"),
+            b"down": EngineError("the engine core stopped", engine_down=True)}
+
+
 class ScriptedEngine:
-    """Emits OUTPUT one UTF-8 byte per delta; fails when the prompt says 'boom'."""
+    """Emits OUTPUT one UTF-8 byte per delta; fails when the prompt says 'boom' (raises), 'bad'
+    (refuses the input), 'fail' or 'down' (an error delta), 'undecodable' (emits token 300)."""
 
     def __init__(self) -> None:
         self.tokenizer = ByteTokenizer()
@@ -51,12 +60,21 @@ class ScriptedEngine:
         return EngineStats()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        if bytes(request.prompt_token_ids) == b"boom":
+        prompt = bytes(request.prompt_token_ids)
+        if prompt == b"boom":
             raise RuntimeError("engine exploded")
+        if prompt == b"bad":
+            raise ValueError("prompt token ids must be in [0, 256)")
         data = OUTPUT.encode()[:request.sampling.max_tokens]
         finished = False
         try:
             for i, byte in enumerate(data):
+                if i == 2 and prompt in FAILURES:
+                    finished = True
+                    yield TokenDelta([], "abort", error=FAILURES[prompt])
+                    return
+                if i == 2 and prompt == b"undecodable":
+                    byte = 300
                 stop = byte in request.sampling.stop_token_ids
                 last = i == len(data) - 1 or stop
                 finished = last
@@ -107,14 +125,48 @@ async def test_stop_string_spanning_tokens_aborts_the_engine(
     assert engine.closed_early == 1
 
 
-async def test_engine_failure_is_a_json_500(client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+async def test_a_broken_engine_client_is_a_json_503(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
     tc, _ = client
     resp = await tc.post("/v1/completions", json={"prompt": "boom"})
-    assert resp.status == 500
+    assert resp.status == 503  # the engine, not the request: a gateway retries it elsewhere
     assert "engine exploded" in (await resp.json())["error"]["message"]
     resp = await tc.post("/v1/completions", json={"prompt": "boom", "stream": True})
     body = await resp.text()
     assert '"error"' in body and body.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(("prompt", "status", "message"), [
+    ("fail", 422, "sampling failed"),
+    ("down", 503, "engine core stopped"),
+    ("undecodable", 422, "breaks the decoder"),
+    ("bad", 400, "must be in"),
+])
+async def test_a_failed_request_gets_its_own_json_error_and_the_next_one_is_served(
+        client: tuple[TestClient[Any, Any], ScriptedEngine], prompt: str, status: int, message: str) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/completions", json={"prompt": prompt, "max_tokens": 50})
+    assert resp.status == status
+    error = (await resp.json())["error"]
+    assert message in error["message"] and error["type"]
+    resp = await tc.post("/v1/completions", json={"prompt": "x", "max_tokens": 5})
+    assert resp.status == 200 and (await resp.json())["choices"][0]["text"] == OUTPUT.encode()[:5].decode()
+    assert (await tc.get("/health")).status == 200
+
+
+@pytest.mark.parametrize("prompt", ["fail", "down", "undecodable"])
+async def test_a_stream_that_fails_ends_with_abort_an_error_event_and_done(
+        client: tuple[TestClient[Any, Any], ScriptedEngine], prompt: str) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": prompt}], "max_tokens": 50, "stream": True})
+    assert resp.status == 200
+    events = [line[6:] for line in (await resp.text()).split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] in ("request_failed", "engine_down")
+    last_chunk = json.loads(events[-3])
+    assert last_chunk["choices"][0]["finish_reason"] == "abort"
 
 
 async def test_template_error_is_400(client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:

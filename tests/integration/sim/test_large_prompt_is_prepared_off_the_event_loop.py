@@ -1,4 +1,4 @@
-"""A prompt body above the inline limit is tokenised in a worker thread and answered the same way."""
+"""A large prompt body is tokenised on a worker thread: /health answers meanwhile, the answer is the same."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import re
 
 import aiohttp
 
-from dpserve.serving.handlers import INLINE_PREPARE_MAX_BYTES
+# Well above what one tokenising step of the event loop could absorb unnoticed.
+LARGE_BODY_BYTES = 64 * 1024
 
 
 async def test_large_prompt_gets_the_context_error_while_health_answers(sim_url: str) -> None:
-    words = INLINE_PREPARE_MAX_BYTES // 4 + 1000  # "abc " per word: above the inline limit
+    words = LARGE_BODY_BYTES // 4 + 1000  # "abc " per word
     body = {"prompt": "abc " * words, "max_tokens": 4}
     async with aiohttp.ClientSession() as session:
         post = asyncio.ensure_future(session.post(f"{sim_url}/v1/completions", json=body))
@@ -27,7 +28,7 @@ async def test_large_prompt_gets_the_context_error_while_health_answers(sim_url:
 
 async def test_large_prompt_within_context_is_served(sim_url: str) -> None:
     # Long whitespace padding keeps the token count small while the body is large.
-    prompt = "hello" + " " * (INLINE_PREPARE_MAX_BYTES + 10) + "world"
+    prompt = "hello" + " " * (LARGE_BODY_BYTES + 10) + "world"
     async with aiohttp.ClientSession() as session, session.post(f"{sim_url}/v1/completions",
                             json={"prompt": prompt, "max_tokens": 3, "temperature": 0}) as resp:
         assert resp.status == 200, await resp.text()

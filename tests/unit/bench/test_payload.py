@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dpserve.bench.conversation import Conversation, Turn
 from dpserve.bench.payload import RequestOptions, request_body, request_headers
+from dpserve.http_names import SESSION_HEADER
 
 CONV = Conversation(turns=(Turn("hello there", 3), Turn("and then", 4)), system_text="be brief",
                     session_id="s1")
@@ -33,5 +34,5 @@ def test_completions_prompt_is_prefix_stable() -> None:
 
 def test_headers() -> None:
     opts = RequestOptions(endpoint="chat", model="m", api_key="k")
-    assert request_headers(opts, CONV) == {"x-session-id": "s1", "Authorization": "Bearer k"}
+    assert request_headers(opts, CONV) == {SESSION_HEADER: "s1", "Authorization": "Bearer k"}
     assert request_headers(RequestOptions(endpoint="chat", model="m"), Conversation(turns=())) == {}

@@ -28,6 +28,8 @@ class ScriptedEngine:
     def add_request(self, request_id: str, prompt: list[int], sampling: SamplingParams) -> None:
         if request_id in self.live:
             raise ValueError("duplicate")
+        if sampling.seed == 666:
+            raise TypeError("a bug this request's input reaches")
         self.live[request_id] = []
         self.limits[request_id] = sampling.max_tokens
 
@@ -72,8 +74,8 @@ def test_a_request_streams_one_delta_per_step_until_it_finishes(core: Any) -> No
     commands.send(("add", "a", [1, 2, 3], SamplingParams(max_tokens=3)))
     deltas = [_recv(outputs) for _ in range(3)]
     assert [d[0] for d in deltas] == ["step"] * 3
-    assert [d[1] for d in deltas] == [[("a", [7], None, 3, 0)], [("a", [7], None, 3, 0)],
-                                      [("a", [7], "length", 3, 0)]]
+    assert [d[1] for d in deltas] == [[("a", [7], None, 3, 0, None)], [("a", [7], None, 3, 0, None)],
+                                      [("a", [7], "length", 3, 0, None)]]
     assert deltas[-1][2].num_running == 0
 
 
@@ -88,12 +90,43 @@ def test_abort_stops_the_request_and_reports_stats_when_idle(core: Any) -> None:
     assert engine.aborted == ["a"]
 
 
-def test_a_rejected_request_gets_an_abort_delta(core: Any) -> None:
-    _engine, commands, outputs, _ = core
+def _failures(seen: list[Any]) -> list[Any]:
+    return [d for m in seen if m[0] == "step" for d in m[1] if d[5] is not None]
+
+
+def _recv_until(conn: Connection, done: Any, limit: int = 200) -> list[Any]:
+    """Messages until `done(seen)` holds: how many steps run before a command is applied depends
+    on how the two threads are scheduled (a loaded machine runs more steps first)."""
+    seen: list[Any] = []
+    while not done(seen):
+        assert len(seen) < limit, f"not seen after {limit} messages: {seen[-3:]}"
+        seen.append(_recv(conn))
+    return seen
+
+
+def test_a_rejected_request_gets_an_abort_delta_with_the_reason(core: Any) -> None:
+    engine, commands, outputs, _ = core
     commands.send(("add", "a", [1], SamplingParams(max_tokens=10_000)))
     commands.send(("add", "a", [1], SamplingParams(max_tokens=1)))  # duplicate id: ValueError
-    seen = [_recv(outputs) for _ in range(3)]
-    assert ("a", [], "abort", 0, 0) in [d for m in seen if m[0] == "step" for d in m[1]]
+    seen = _recv_until(outputs, _failures)
+    [(rid, tokens, reason, _, _, error)] = _failures(seen)
+    assert (rid, tokens, reason) == ("a", [], "abort")
+    assert "duplicate" in error.message and not error.engine_down
+    assert "a" in engine.live  # the request already running under that id goes on
+
+
+def test_any_exception_from_one_request_fails_that_request_only(core: Any) -> None:
+    _engine, commands, outputs, thread = core
+    commands.send(("add", "bad", [1], SamplingParams(max_tokens=5, seed=666)))
+    commands.send(("add", "good", [1], SamplingParams(max_tokens=2)))
+
+    def good_finished(seen: list[Any]) -> list[Any]:
+        return [d for m in seen if m[0] == "step" for d in m[1] if d[0] == "good" and d[2] == "length"]
+
+    seen = _recv_until(outputs, lambda seen: _failures(seen) and good_finished(seen))
+    [failure] = _failures(seen)
+    assert failure[0] == "bad" and "a bug" in failure[5].message
+    assert thread.is_alive()
 
 
 def test_the_loop_ends_when_the_parent_closes_the_pipe() -> None:

@@ -7,7 +7,8 @@ import pytest
 from dpserve.config import ConfigError, parse_config
 from dpserve.errors import HTTPError
 from dpserve.gateway.config import GatewayConfig
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from dpserve.gateway.routing_text import parse_request
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH, SESSION_HEADER
 
 
 def test_flags_reach_nested_configs() -> None:
@@ -27,6 +28,8 @@ def test_flags_reach_nested_configs() -> None:
     (["--worker-urls", "a:1"], "not an http"),
     (["--worker-urls", "http://a", "--worker-weights", "1", "2"], "one weight per"),
     (["--cache-threshold", "2"], "--cache-threshold"),
+    (["--worker-urls", "http://a", "--worker-weights", "1000"], "<= 100"),
+    (["--worker-urls", "http://a", "--worker-weights", "0"], "--worker-weights"),
     (["--worker-urls", "http://a:1", "http://a:1/"], "twice"),
     (["--worker-urls", "https://a:1"], "not an http://"),
     (["--retry-backoff-base-s", "2", "--retry-backoff-max-s", "1"], "backoff"),
@@ -44,7 +47,7 @@ def test_chat_routing_text_is_the_whole_conversation_with_roles() -> None:
     parsed = parse_request(CHAT_PATH, raw, {})
     assert parsed.route.text == "<|system|>S<|user|>U1<|assistant|>A"
     assert parsed.route.session_key == "bob" and parsed.stream and parsed.max_tokens == 9
-    assert parse_request(CHAT_PATH, raw, {"x-session-id": "s1"}).route.session_key == "s1"
+    assert parse_request(CHAT_PATH, raw, {SESSION_HEADER: "s1"}).route.session_key == "s1"
 
 
 def test_completions_prompt_forms() -> None:

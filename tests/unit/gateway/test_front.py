@@ -1,121 +1,21 @@
-"""The lean HTTP/1.1 front (front.py) over a fake transport: framing, pipelining, errors, hand-over."""
+"""The gateway's HTTP/1.1 front (front.py) over a fake transport: framing, pipelining, errors, routes."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
-from dpserve.errors import HTTPError
-from dpserve.gateway.front import FrontProtocol
-from dpserve.gateway.front_request import Message
-from dpserve.gateway.front_response import LeanSink
-from dpserve.gateway.front_server import FrontServer
-
-CHAT = b"/v1/chat/completions"
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-        self.reading = True
-        self.protocol: Any = None
-
-    def write(self, data: bytes) -> None:
-        assert not self.closing, "write after close"
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-
-class Handler:
-    """Answers by body: `stream`, `fail` (429 with Retry-After), `boom` (a bug), `wait`, else whole."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, str], bytes]] = []
-        self.release = asyncio.Event()
-        self.cancelled = 0
-
-    async def __call__(self, path: str, headers: Mapping[str, str], body: bytes, sink: LeanSink) -> None:
-        self.calls.append((path, dict(headers), body))
-        if body == b"fail":
-            raise HTTPError(429, "slow down", code="rate_limited", headers={"Retry-After": "2"})
-        if body == b"boom":
-            raise RuntimeError("a bug")
-        if body == b"wait":
-            try:
-                await self.release.wait()
-            except asyncio.CancelledError:
-                self.cancelled += 1
-                raise
-        if body == b"stream":
-            await sink.start({"Content-Type": "text/event-stream", "x-dpserve-worker": "w1"})
-            for part in (b"data: 1\n\n", b"", b"data: 2\n\n"):
-                await sink.write(part)
-            await sink.end()
-            return
-        await sink.whole(200, {"Content-Type": "application/json", "x-dpserve-worker": "w0"}, b"ok:" + body)
-
-
-async def _connect(handler: Handler,
-                   max_body: int = 1000) -> tuple[FrontProtocol, FakeTransport, FrontServer]:
-    server = FrontServer(web.Server(lambda request: None), handler, max_body)  # type: ignore[arg-type,return-value]
-    proto = server()
-    transport = FakeTransport()
-    transport.protocol = proto
-    proto.connection_made(transport)  # type: ignore[arg-type]
-    return proto, transport, server
-
-
-def _post(body: bytes, path: bytes = CHAT, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
-    return (b"POST %s HTTP/%s\r\nHost: gw\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
-            % (path, version, extra, len(body), body))
-
-
-async def _settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
-def _responses(out: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
-    """Split Content-Length framed responses: (status line, headers lower-cased, body)."""
-    found = []
-    rest = bytes(out)
-    while rest:
-        head, _, rest = rest.partition(b"\r\n\r\n")
-        status, *lines = head.split(b"\r\n")
-        headers = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines)}
-        n = int(headers.get(b"content-length", b"0"))
-        found.append((status, headers, rest[:n]))
-        rest = rest[n:]
-    return found
+from dpserve.gateway.exchange import ResponseSink
+from dpserve.gateway.routes import Request
+from tests.unit.gateway.front_fakes import Handler, connect, make_server
+from tests.unit.gateway.front_fakes import open_front as _connect
+from tests.unit.gateway.front_fakes import post as _post
+from tests.unit.gateway.front_fakes import responses as _responses
+from tests.unit.gateway.front_fakes import settle as _settle
 
 
 async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
@@ -138,10 +38,10 @@ async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
 async def test_headers_are_case_insensitive_for_the_handler() -> None:
     seen: list[str | None] = []
 
-    async def handler(path: str, headers: Mapping[str, str], body: bytes, sink: LeanSink) -> None:
-        seen.append(headers.get("Authorization"))
+    async def handler(gw: Any, request: Request, sink: ResponseSink) -> None:
+        seen.append(request.headers.get("Authorization"))
         await sink.whole(200, {}, b"")
-    proto, _, _ = await _connect(handler)  # type: ignore[arg-type]
+    proto, _, _ = await _connect(handler)
     proto.data_received(_post(b"{}", extra=b"authorization: Bearer k\r\n"))
     await _settle()
     assert seen == ["Bearer k"]
@@ -150,7 +50,8 @@ async def test_headers_are_case_insensitive_for_the_handler() -> None:
 async def test_chunked_request_body_is_decoded() -> None:
     handler = Handler()
     proto, transport, _ = await _connect(handler)
-    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n"
                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
     await _settle()
     assert handler.calls[0][2] == b"abcde" and _responses(transport.out)[0][2] == b"ok:abcde"
@@ -185,7 +86,7 @@ async def test_connection_close_header_closes_after_the_answer() -> None:
 async def test_expect_100_continue_is_answered_before_the_body() -> None:
     handler = Handler()
     proto, transport, _ = await _connect(handler)
-    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\n"
+    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
                         b"Content-Length: 2\r\n\r\n")
     assert transport.out == b"HTTP/1.1 100 Continue\r\n\r\n"
     proto.data_received(b"hi")
@@ -212,7 +113,7 @@ async def test_gateway_errors_are_json_with_their_headers_and_bugs_are_500() -> 
 ])
 async def test_bad_requests_get_a_json_error_and_the_connection_closes(data: bytes, status: bytes) -> None:
     handler = Handler()
-    proto, transport, _ = await _connect(handler)
+    proto, transport, _ = await _connect(handler, max_request_bytes=1024)
     proto.data_received(data)
     await _settle()
     [(line, headers, body)] = _responses(transport.out)
@@ -233,55 +134,38 @@ async def test_client_leaving_cancels_the_request_in_progress() -> None:
 async def test_shutdown_closes_idle_connections_and_lets_busy_ones_finish() -> None:
     handler = Handler()
     _idle, idle_transport, server = await _connect(handler)
-    busy = server()
-    busy_transport = FakeTransport()
-    busy_transport.protocol = busy
-    busy.connection_made(busy_transport)  # type: ignore[arg-type]
+    busy, busy_transport = connect(server)
     busy.data_received(_post(b"wait"))
     await _settle()
-    server.pre_shutdown()
+    stopping = asyncio.create_task(server.stop(1.0))
     await _settle()
     assert idle_transport.closing and not busy_transport.closing
     handler.release.set()
-    await server.shutdown(1.0)
+    await stopping
     assert _responses(busy_transport.out)[0][2] == b"ok:wait" and busy_transport.closing
 
 
-async def test_another_route_hands_the_connection_to_aiohttp_with_the_request_reencoded() -> None:
+async def test_another_route_on_the_same_connection_is_served_by_the_same_front() -> None:
     handler = Handler()
     proto, transport, server = await _connect(handler)
-    proto.data_received(_post(b"first") + b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    proto.data_received(_post(b"first") + b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n" + _post(b"third"))
     await _settle()
-    assert _responses(transport.out)[0][2] == b"ok:first"
-    assert transport.protocol is not proto and type(transport.protocol).__name__ == "RequestHandler"
-    assert proto not in server.lean
-    transport.protocol.force_close()
-
-
-def test_reencode_frames_the_whole_body_by_content_length() -> None:
-    msg = Message()
-    msg.method, msg.url, msg.version = b"POST", b"/workers?x=1", "1.1"
-    msg.headers = [("Host", "gw"), ("Transfer-Encoding", "chunked"), ("Expect", "100-continue"), ("X-A", "b")]
-    msg.body = [b"ab", b"cd"]
-    assert msg.reencode() == (b"POST /workers?x=1 HTTP/1.1\r\nHost: gw\r\nX-A: b\r\n"
-                              b"Content-Length: 4\r\n\r\nabcd")
-    assert not msg.is_hot() and msg.path == b"/workers"
+    assert [b for _, _, b in _responses(transport.out)] == [b"ok:first", b'{"status":"ok"}', b"ok:third"]
+    assert transport.protocol is proto and proto in server.connections and not transport.closing
 
 
 async def test_connections_idle_past_the_keepalive_timeout_are_closed() -> None:
     handler = Handler()
-    server = FrontServer(web.Server(lambda request: None, keepalive_timeout=0.05),  # type: ignore[arg-type,return-value]
-                         handler, 1000)
-    idle, busy = server(), server()
-    transports = [FakeTransport(), FakeTransport()]
-    for proto, transport in zip((idle, busy), transports, strict=True):
-        transport.protocol = proto
-        proto.connection_made(transport)  # type: ignore[arg-type]
+    server = make_server(handler, keepalive_timeout_s=0.05)
+    (_idle, idle_transport), (busy, busy_transport) = connect(server), connect(server)
     busy.data_received(_post(b"wait"))
-    await asyncio.sleep(0.12)
-    assert transports[0].closing and not transports[1].closing
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if idle_transport.closing:
+            break
+    assert idle_transport.closing and not busy_transport.closing
     handler.release.set()
-    await server.shutdown(1.0)
+    await server.stop(1.0)
 
 
 async def test_a_refused_request_is_answered_after_the_one_in_progress() -> None:
@@ -308,9 +192,9 @@ async def test_http10_keep_alive_request_is_told_keep_alive() -> None:
 
 async def test_expect_continue_with_a_body_over_the_limit_is_413_at_once() -> None:
     handler = Handler()
-    proto, transport, _ = await _connect(handler, max_body=10)
-    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\n"
-                        b"Content-Length: 11\r\n\r\n")
+    proto, transport, _ = await _connect(handler, max_request_bytes=1024)
+    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: 1025\r\n\r\n")
     await _settle()
     [(status, _, body)] = _responses(transport.out)
     assert status.startswith(b"HTTP/1.1 413") and orjson.loads(body)["error"]["code"] == 413
@@ -393,9 +277,7 @@ async def test_mutated_requests_never_escape_as_exceptions() -> None:
         proto.data_received(bytes(data[:cut]))
         proto.data_received(bytes(data[cut:]))
         await _settle()
-        allowed = {b"100", b"200", b"400", b"413", b"414", b"431"}
-        if transport.protocol is not proto:  # handed to aiohttp, whose stub handler here answers 500
-            allowed.add(b"500")
+        allowed = {b"100", b"200", b"400", b"404", b"405", b"413", b"414", b"431", b"505"}
         for line in bytes(transport.out).split(b"\r\n"):
             if line.startswith(b"HTTP/1.1 "):
                 assert line.split()[1] in allowed, (line, bytes(data))
@@ -408,7 +290,8 @@ async def test_mutated_requests_never_escape_as_exceptions() -> None:
 async def test_endless_chunked_trailers_are_cut_off() -> None:
     handler = Handler()
     proto, transport, _ = await _connect(handler)
-    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n"
                         b"2\r\nhi\r\n0\r\n")
     for i in range(300):
         proto.data_received(b"X-Trailer-%d: v\r\n" % i)
@@ -419,10 +302,10 @@ async def test_endless_chunked_trailers_are_cut_off() -> None:
 
 async def test_nothing_is_answered_after_a_response_that_said_close() -> None:
     handler = Handler()
-    proto, transport, server = await _connect(handler)
+    proto, transport, _ = await _connect(handler)
     proto.data_received(_post(b"wait") + _post(b"second"))
     await _settle()
-    server.pre_shutdown()  # the answer being written is the connection's last
+    proto.close_when_idle()  # shutdown began: the answer being written is the connection's last
     handler.release.set()
     await _settle()
     [(_, headers, body)] = _responses(transport.out)
@@ -431,10 +314,10 @@ async def test_nothing_is_answered_after_a_response_that_said_close() -> None:
 
 
 async def test_nothing_is_answered_after_a_response_cut_short() -> None:
-    async def cut(path: str, headers: Mapping[str, str], body: bytes, sink: LeanSink) -> None:
+    async def cut(gw: Any, request: Request, sink: ResponseSink) -> None:
         await sink.start({"Content-Type": "text/event-stream"})
         raise RuntimeError("a bug mid-stream")
-    proto, transport, _ = await _connect(cut)  # type: ignore[arg-type]
+    proto, transport, _ = await _connect(cut)
     proto.data_received(_post(b"a") + _post(b"b"))
     await _settle()
     assert bytes(transport.out).count(b"HTTP/1.1") == 1 and transport.closing

@@ -7,6 +7,7 @@ from typing import Any
 from dpserve.gateway.circuit_breaker import CircuitBreaker
 from dpserve.gateway.config import BreakerConfig, HealthConfig
 from dpserve.gateway.health import HealthChecker
+from dpserve.gateway.loads import PolledLoad
 from dpserve.gateway.worker import Worker
 from tests.unit.gateway.fakes import FakeClock
 
@@ -64,3 +65,41 @@ async def test_a_stall_is_the_first_strike_and_probes_at_once() -> None:
     checker.report_stall(worker)
     await checker._extra_probes.wait_all()
     assert worker.healthy and flips == [True, False, True]  # it answered: still up
+
+
+async def test_a_fresh_load_poll_stands_in_for_the_probe() -> None:
+    """One poll per interval: a healthy worker whose /metrics just answered is not also probed."""
+    clock = FakeClock()
+    checker, worker, _flips = _setup(health_check_interval_s=1.0)
+    checker.clock = clock
+    checker.answers = [True]
+    await checker.probe(worker)  # joins: a real probe
+    worker.polled = PolledLoad(running=2, at=clock())
+    clock.advance(0.5)
+    await checker.check_round()  # vouched for: no request (answers is empty, a probe would fail)
+    assert worker.healthy
+    clock.advance(0.6)  # the poll is older than the interval: probe again
+    checker.answers = [False, False]
+    await checker.check_round()
+    await checker.check_round()
+    assert not worker.healthy and checker.answers == []
+
+
+async def test_a_poll_from_before_a_stall_vouches_for_nothing() -> None:
+    """A hung replica's last /metrics answer came before its stream stalled: the round probes it,
+    and that failed probe after the stall's strike takes it down."""
+    clock = FakeClock()
+    checker, worker, flips = _setup(health_check_interval_s=1.0, health_failure_threshold=2)
+    checker.clock = clock
+    checker.answers = [True]
+    await checker.probe(worker)
+    worker.polled = PolledLoad(running=2, at=clock())
+    clock.advance(0.2)
+    checker.answers = [True, False, False]
+    checker.report_stall(worker)  # its own probe answers (the replica is only slow)
+    await checker._extra_probes.wait_all()
+    assert worker.healthy
+    checker.report_stall(worker)
+    await checker.check_round()  # the stall probe and the round's probe both fail
+    await checker._extra_probes.wait_all()
+    assert not worker.healthy and flips == [True, False] and checker.answers == []

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
+
 from dpserve.gateway.loads import (
     KV_USAGE,
     RUNNING,
@@ -9,6 +13,7 @@ from dpserve.gateway.loads import (
     WAITING_WEIGHT,
     PolledLoad,
     combined_load,
+    needs_poll,
     parse_vllm_gauges,
 )
 
@@ -32,3 +37,23 @@ def test_combined_load_adds_in_flight_change_since_poll() -> None:
     assert combined_load(polled, 7) == WAITING_WEIGHT * 1 + 9   # a burst since the poll counts at once
     assert combined_load(polled, 0) == WAITING_WEIGHT * 1 + 2   # finished since the poll
     assert combined_load(PolledLoad(running=0, in_flight_at_poll=5), 0) == 0.0  # never negative
+
+
+@dataclass
+class _W:
+    in_flight: int
+    polled: PolledLoad | None
+    url: str = "http://x"
+    healthy: bool = True
+
+
+@pytest.mark.parametrize(("in_flight", "polled", "expected"), [
+    (0, None, True),                              # never polled
+    (0, PolledLoad(), False),                     # idle at the last poll and nothing of ours: skip
+    (1, PolledLoad(), True),                      # ours in flight: the gauges move
+    (0, PolledLoad(running=1), True),             # work at the last poll (ours ending, or another gateway's)
+    (0, PolledLoad(waiting=2), True),
+])
+def test_only_replicas_whose_gauges_can_move_are_polled(in_flight: int, polled: PolledLoad | None,
+                                                        expected: bool) -> None:
+    assert needs_poll(_W(in_flight, polled)) is expected

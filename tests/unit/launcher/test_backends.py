@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dpserve.launcher.backends import BACKEND_NAMES, ReplicaSpec, get_backend
@@ -29,17 +31,47 @@ def test_vllm_command_line() -> None:
     backend = get_backend("vllm")
     assert backend.command(spec) == [
         "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/model",
-        "--served-model-name", "org/model", "--tensor-parallel-size", "2",
-        "--host", "127.0.0.1", "--port", "41234", "--max-model-len", "4096"]
+        "--served-model-name", "org/model", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "1",
+        "--host", "127.0.0.1", "--port", "41234",
+        "--disable-access-log-for-endpoints", "/health,/metrics",  # the gateway's polls: no access lines
+        "--max-model-len", "4096"]
     assert backend.env(spec) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def test_vllm_pipeline_stages_and_its_executor_inside_a_ray_actor() -> None:
+    spec = dataclasses.replace(_spec(GPU_PAIR), pp_size=2, on_ray=True, engine_args=("--x", "1"))
+    argv = get_backend("vllm").command(spec)
+    assert argv[argv.index("--pipeline-parallel-size") + 1] == "2"
+    assert argv[-4:] == ["--distributed-executor-backend", "mp", "--x", "1"]  # engine args can override
+    assert "--distributed-executor-backend" not in get_backend("vllm").command(_spec(GPU_PAIR))
 
 
 def test_sglang_command_line() -> None:
     spec = _spec(GPU_PAIR, tp_size=2, engine_args=("--mem-fraction-static", "0.8"))
     assert get_backend("sglang").command(spec) == [
         "/py", "-m", "sglang.launch_server", "--model-path", "/models/model",
-        "--served-model-name", "org/model", "--tp", "2",
-        "--host", "127.0.0.1", "--port", "41234", "--mem-fraction-static", "0.8"]
+        "--served-model-name", "org/model", "--tp", "2", "--pipeline-parallel-size", "1",
+        "--host", "127.0.0.1", "--port", "41234", "--log-level-http", "warning",
+        "--mem-fraction-static", "0.8"]
+
+
+@pytest.mark.parametrize("name", ["vllm", "sglang"])
+def test_the_replica_api_key_is_the_engines_api_key_and_never_shown(name: str) -> None:
+    """serve --replica-api-key K: the gateway sends `Bearer K`, so the engine must ask for K (both
+    take --api-key); --engine-args still come last. Logs show the command with the key masked."""
+    spec = dataclasses.replace(_spec(GPU_PAIR, engine_args=("--x", "1")), api_key="s3cret key")
+    argv = get_backend(name).command(spec)
+    assert argv[-4:] == ["--api-key", "s3cret key", "--x", "1"]
+    assert "--api-key" not in get_backend(name).command(_spec(GPU_PAIR))
+    shown = spec.shown(argv)
+    assert "s3cret" not in shown and shown.endswith("--api-key '***' --x 1")
+    assert "s3cret" not in repr(spec)
+
+
+@pytest.mark.parametrize("name", ["builtin", "sim"])
+def test_engines_without_keys_get_no_key_flag(name: str) -> None:
+    spec = dataclasses.replace(_spec(Placement(0, cpu_cores=(0,), num_threads=1)), api_key="k")
+    assert "--api-key" not in get_backend(name).command(spec)
 
 
 def test_builtin_on_cpu_passes_thread_count_and_limits_threads_in_env() -> None:

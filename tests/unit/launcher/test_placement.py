@@ -33,11 +33,11 @@ def test_gpu_placement_sets_no_thread_limits() -> None:
 def test_too_few_gpus_states_the_arithmetic() -> None:
     with pytest.raises(PlacementError) as info:
         place_on_gpus(3, 2, ["0", "1", "2", "3"])
-    assert "3 replicas × TP 2 = 6 GPUs needed, but 4 available" in str(info.value)
+    assert "3 replicas × TP 2 × PP 1 = 6 GPUs needed, but 4 available" in str(info.value)
 
 
 def test_no_gpus_at_all_is_the_same_error() -> None:
-    with pytest.raises(PlacementError, match=r"1 replicas × TP 1 = 1 GPUs needed, but 0 available"):
+    with pytest.raises(PlacementError, match=r"1 replicas × TP 1 × PP 1 = 1 GPUs needed, but 0 available"):
         place_on_gpus(1, 1, [])
 
 

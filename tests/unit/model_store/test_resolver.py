@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dpserve.model_store import ModelNotFoundError, resolve_model
-from dpserve.model_store.resolver import COMPLETE_MARKER
+from dpserve.model_store.resolver import COMPLETE_MARKER, LAYOUT_VERSION
 
 
 def _fake_converter(gguf: Path, out: Path) -> None:
@@ -68,3 +69,27 @@ def test_concurrent_starts_convert_once(tmp_path: Path) -> None:
         proc.join(timeout=30)
         assert proc.exitcode == 0
     assert (tmp_path / "conversions").read_text() == "x"
+
+
+def test_conversion_writes_the_model_cards_sampling_into_generation_config(tmp_path: Path) -> None:
+    resolved = resolve_model("smollm2-135m", cache=tmp_path, converter=_fake_converter)
+    config = json.loads((resolved.path / "generation_config.json").read_text())
+    assert (config["temperature"], config["top_p"]) == (0.2, 0.9)
+    assert (resolved.path / COMPLETE_MARKER).read_text().strip() == str(LAYOUT_VERSION)
+
+
+def test_a_directory_converted_by_an_older_dpserve_is_upgraded_in_place(tmp_path: Path) -> None:
+    old = tmp_path / "models" / "smollm2-135m"
+    old.mkdir(parents=True)
+    _fake_converter(old, old)
+    (old / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
+    (old / COMPLETE_MARKER).write_text("ok\n")
+
+    def must_not_run(gguf: Path, out: Path) -> None:
+        raise AssertionError("an upgrade must not convert again")
+
+    resolved = resolve_model("smollm2-135m", cache=tmp_path, converter=must_not_run)
+    assert resolved.path == old
+    config = json.loads((old / "generation_config.json").read_text())
+    assert config == {"eos_token_id": 2, "bos_token_id": 1, "temperature": 0.2, "top_p": 0.9}
+    assert (old / COMPLETE_MARKER).read_text().strip() == str(LAYOUT_VERSION)

@@ -21,6 +21,10 @@ def test_positional_input_and_short_output_flag() -> None:
     (["in.jsonl", "-o", "o", "--max-inflight-per-replica", "0"], "must be >= 1"),
     (["in.jsonl", "-o", "in.jsonl"], "must differ"),
     (["in.jsonl", "-o", "o", "--worker-urls", "localhost:1"], "http"),
+    (["in.jsonl", "-o", "o", "--worker-urls", "http://a:1", "--ray"], "not be combined with --worker-urls"),
+    # serve's only: the job talks to its replicas directly (no gateway subscribes, none is scraped)
+    (["in.jsonl", "-o", "o", "--kv-events"], "unknown flag --kv-events"),
+    (["in.jsonl", "-o", "o", "--write-prometheus-config", "p.yml"], "unknown flag --write-prometheus-config"),
 ])
 def test_invalid_flags_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dpserve.serving.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from dpserve.serving.detokenizer import IncrementalDetokenizer
+from dpserve.serving.stop_strings import StopStringMatcher
 
 
 class ByteTokenizer:
@@ -55,16 +56,10 @@ def test_context_is_never_emitted_and_a_char_it_cut_comes_out_whole() -> None:
     assert detok.push(list(b"i")) == "i"
     cut = list("hé".encode())
     detok = IncrementalDetokenizer(ByteTokenizer(), context=cut[:-1])
-    assert not detok.incomplete
-    assert detok.push(cut[-1:]) == "é"
-    assert detok.push(list("世".encode())[:1]) == "" and detok.incomplete
-    assert detok.push(list("世".encode())[1:]) == "世" and not detok.incomplete
-
-
-def test_holding_says_when_text_may_start_a_stop_string() -> None:
-    m = StopStringMatcher(["END"])
-    assert m.push("abc E") == ("abc ", False) and m.holding
-    assert m.push("x") == ("Ex", False) and not m.holding
+    assert detok.num_held == 1  # the context's first byte of "é"
+    assert detok.push(cut[-1:]) == "é" and detok.num_held == 0
+    assert detok.push(list("世".encode())[:1]) == "" and detok.num_held == 1
+    assert detok.push(list("世".encode())[1:]) == "世" and detok.num_held == 0
 
 
 def feed(matcher: StopStringMatcher, deltas: list[str]) -> tuple[str, bool]:

@@ -57,3 +57,13 @@ def test_inter_token_latency_spreads_a_merged_delta() -> None:
     assert s['vllm:time_per_output_token_seconds_bucket{model_name="m",le="0.01"}'] == 0
     assert s['vllm:time_per_output_token_seconds_bucket{model_name="m",le="0.025"}'] == 3
     assert s['vllm:time_per_output_token_seconds_count{model_name="m"}'] == 3
+
+
+def test_max_num_seqs_gauge_only_when_the_engine_has_one() -> None:
+    m = ReplicaMetrics("smol")
+    assert s_of(m, EngineStats(max_num_seqs=64))['dpserve:max_num_seqs{model_name="smol"}'] == 64
+    assert not any(k.startswith("dpserve:max_num_seqs") for k in s_of(m, EngineStats()))
+
+
+def s_of(m: ReplicaMetrics, stats: EngineStats) -> dict[str, float]:
+    return samples(m.render(stats))

@@ -12,6 +12,7 @@ from dpserve.protocol import (
     parse_chat_request,
     parse_completion_request,
 )
+from dpserve.serving.limits import RequestLimits
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -24,7 +25,8 @@ def test_chat_defaults_and_unknown_fields_ignored() -> None:
     req = parse_chat_request(chat(frequency_penalty=0.5, whatever={"x": 1}, logprobs=False, tools=[]))
     f = req.fields
     assert (f.model, f.stream, f.include_usage, f.max_tokens) == (None, False, False, None)
-    assert (f.temperature, f.top_p, f.top_k, f.seed) == (1.0, 1.0, None, None)
+    # left out: None, so the model's generation config (or the API default) decides
+    assert (f.temperature, f.top_p, f.top_k, f.seed) == (None, None, None, None)
     assert (f.stop, f.ignore_eos) == ((), False)
     assert req.messages == [{"role": "user", "content": "hi"}]
 
@@ -45,7 +47,7 @@ def test_all_sampling_fields_are_read() -> None:
                                 user="u", n=1)).fields
     assert f.model == "m" and f.stream and f.include_usage
     assert f.max_tokens == 7  # max_completion_tokens wins, as in OpenAI's newer API
-    assert (f.temperature, f.top_p, f.top_k, f.seed) == (0.0, 0.5, None, 3)
+    assert (f.temperature, f.top_p, f.top_k, f.seed) == (0.0, 0.5, -1, 3)  # -1: off, explicitly
     assert (f.stop, f.stop_token_ids, f.ignore_eos, f.user) == (("x",), (5,), True, "u")
 
 
@@ -79,6 +81,14 @@ def test_content_parts_are_joined() -> None:
     ({"stop": ["a", 1]}, "stop"),
     ({"stop": [""]}, "stop"),
     ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),  # vLLM's and OpenAI's limit: 4
+    ({"stop": "x" * 1025}, "stop"),
+    ({"stop": [None] * 50_000}, "stop"),
+    ({"stop_token_ids": list(range(1025))}, "stop_token_ids"),
+    ({"stop_token_ids": [True]}, "stop_token_ids"),
+    ({"temperature": 10**400}, "temperature"),
+    ({"top_p": float("nan")}, "top_p"),
+    ({"temperature": float("inf")}, "temperature"),
     ({"stream": "yes"}, "stream"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"seed": 1.5}, "seed"),
@@ -115,3 +125,26 @@ def test_body_must_be_an_object() -> None:
         parse_chat_request([1, 2])
     with pytest.raises(RequestError, match="messages"):
         parse_chat_request({})
+
+
+def test_stop_limits_come_from_the_replica_flags() -> None:
+    limits = RequestLimits(max_stop_strings=1, max_stop_string_chars=3, max_stop_token_ids=2)
+    assert parse_chat_request(chat(stop=["abc"], stop_token_ids=[1, 2]), limits).fields.stop == ("abc",)
+    for extra, message in (({"stop": ["a", "b"]}, "at most 1 strings"),
+                           ({"stop": "abcd"}, "at most 3 characters"),
+                           ({"stop_token_ids": [1, 2, 3]}, "at most 2 ids")):
+        with pytest.raises(RequestError) as info:
+            parse_chat_request(chat(**extra), limits)
+        assert info.value.param in extra
+        assert message in info.value.message
+
+
+def test_duplicate_stops_are_dropped_in_order() -> None:
+    f = parse_chat_request(chat(stop=["b", "a", "b"], stop_token_ids=[5, 3, 5])).fields
+    assert (f.stop, f.stop_token_ids) == (("b", "a"), (5, 3))
+
+
+def test_a_huge_client_string_is_not_echoed_back_whole() -> None:
+    with pytest.raises(RequestError) as info:
+        parse_chat_request({"messages": [{"role": "x" * 100_000}]})
+    assert len(info.value.message) < 300

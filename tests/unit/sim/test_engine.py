@@ -122,3 +122,21 @@ async def test_stop_aborts_waiting_consumers() -> None:
     assert delta.finish_reason == "abort"
     with contextlib.suppress(StopAsyncIteration):
         await gen.aclose()
+
+
+async def test_a_request_that_fails_in_the_step_loop_fails_alone(engine: SimEngine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    real_sample = engine._sample
+
+    def sample(seq: object) -> int:
+        if getattr(seq, "request_id", None) == "doomed":
+            raise ZeroDivisionError("a bug this request reaches")
+        return real_sample(seq)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_sample", sample)
+    request = GenerateRequest("doomed", [1, 2, 3], SamplingParams(max_tokens=5))
+    doomed = [d async for d in engine.generate(request)]
+    assert doomed[-1].finish_reason == "abort" and doomed[-1].error is not None
+    assert "a bug" in doomed[-1].error.message and not doomed[-1].error.engine_down
+    assert engine.stats().num_running == 0  # freed, and the step loop is still alive:
+    assert len(tokens(await run(engine, [4, 5, 6], max_tokens=3))) == 3

@@ -9,13 +9,18 @@ from dpserve.sim.time_model import StepShape, TimeModel
 from dpserve.sim.tokenizer import EOS_ID, IM_END_ID, IM_START_ID, NUM_SPECIAL, VOCAB_SIZE, SimTokenizer
 
 
-def test_step_time_is_the_documented_sum() -> None:
+def test_step_time_is_the_documented_roofline() -> None:
+    """host + max(weights, math) + context: with base 5 ms (1.5 host) and 100 µs per sequence
+    (30 host), 200 prefill tokens' 2 ms of math hide under the 3.5 ms weight read; 500 do not."""
     tm = TimeModel(TimeModelConfig(step_base_ms=5, prefill_token_us=10, decode_seq_us=100,
                                    context_token_ns=1000, time_scale=4))
     shape = StepShape(num_prefill_tokens=200, num_decode_seqs=3, num_context_tokens=1000)
-    expected = 0.005 + 200 * 10e-6 + 3 * 100e-6 + 1000 * 1e-6
+    host = 1.5e-3 + 3 * 30e-6
+    expected = host + max(3.5e-3, 200 * 10e-6 + 3 * 70e-6) + 1000 * 1e-6
     assert tm.step_time_s(shape) == pytest.approx(expected)
     assert tm.wall_time_s(shape) == pytest.approx(expected / 4)
+    compute_bound = host + 500 * 10e-6 + 3 * 70e-6 + 1000 * 1e-6
+    assert tm.step_time_s(StepShape(500, 3, 1000)) == pytest.approx(compute_bound)
     assert tm.step_time_s(StepShape(0, 0, 0)) == 0.0
 
 

@@ -16,7 +16,8 @@ class WorkerLoad:
 
     in_flight: requests the gateway has sent to it and not finished (its own counter).
     running / waiting: the replica's last reported `vllm:num_requests_running` / `..._waiting`
-    (0 when unknown).
+    (0 when unknown); in_flight_at_poll: our in_flight when they were read.
+    slots: requests it runs at once as far as the gateway knows (seen running, its cap, >= 1).
     """
 
     worker_id: str
@@ -25,6 +26,8 @@ class WorkerLoad:
     running: int = 0
     waiting: int = 0
     weight: float = 1.0
+    in_flight_at_poll: int = 0
+    slots: int = 1
 
 
 class CapacityView(Protocol):
@@ -56,3 +59,7 @@ class AdmissionContext:
     @property
     def estimated_prompt_tokens(self) -> int:
         return max(1, self.prompt_chars // 4)
+
+    def completion_reserve(self, default: int) -> int:
+        """Completion tokens to reserve: max_tokens when given (bounded below by 0), else `default`."""
+        return default if self.max_tokens is None else max(0, self.max_tokens)

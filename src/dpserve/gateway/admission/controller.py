@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dpserve.aio import BackgroundTasks, cancel_and_wait
@@ -15,7 +16,9 @@ from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.admission.contract import AdmissionContext, CapacityView
 from dpserve.gateway.admission.gate import CapacityGate
 from dpserve.gateway.admission.metrics import AdmissionMetrics, Gauges
+from dpserve.gateway.admission.priority import request_priority
 from dpserve.gateway.admission.quota import QuotaStore, QuotaUnavailable, build_quota_store
+from dpserve.gateway.admission.quota.local_share import LocalShare
 from dpserve.gateway.admission.rate_window import EventRate, retry_after_s
 from dpserve.gateway.admission.rejection import Rejection, too_many
 from dpserve.gateway.admission.slo import WaitEstimate, estimate_wait, misses_slo
@@ -30,6 +33,14 @@ PUMP_INTERVAL_S = 0.25
 # left for proxying, the replica's own scheduling and the prefill of its prompt.
 SLO_QUEUE_SHARE = 0.8
 _ANONYMOUS = Tenant(DEFAULT_TENANT)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lease:
+    """A quota lease: its id, and whether the local share (shared store down) granted it."""
+
+    lease_id: str
+    local: bool
 
 
 class Admission:
@@ -49,6 +60,7 @@ class Admission:
         self._capacity = capacity
         self._keyring = keyring
         self._store = store
+        self._local = LocalShare(clock, store.gateways_seen, config.quota_local_share)
         self._clock = clock
         self.metrics = AdmissionMetrics()
         self._drain = EventRate(DRAIN_WINDOW_S, clock)
@@ -84,29 +96,46 @@ class Admission:
             self._gate.pump()
 
     @property
+    def tenants(self) -> tuple[Tenant, ...]:
+        """The tenants of --api-keys with their limits (none without the file)."""
+        return self._keyring.tenants if self._keyring is not None else ()
+
+    @property
     def queue_depth(self) -> int:
         return self._gate.depth if self._gate is not None else 0
 
     async def admit(self, headers: Mapping[str, str], ctx: AdmissionContext) -> Ticket:
         """Admit the request or raise Rejection (an HTTPError: 400/401/429/503)."""
         tenant = self._identify(headers)
-        lease_id: str | None = None
+        lease: _Lease | None = None
+        reserve = self._reserve(tenant, ctx)
         try:
-            priority = self._priority(headers)
+            priority = self._priority(headers, tenant)
             self._check_slo()
-            lease_id = await self._take_quota(tenant) if tenant.limits.any else None
+            lease = await self._take_quota(tenant, reserve) if tenant.limits.any else None
             waited = await self._gate.enter(priority, *self._queue_timeout()) if self._gate else 0.0
         except BaseException as exc:  # Rejection, or the client went away while queued
             if isinstance(exc, Rejection):
                 self.metrics.rejected[(exc.reason, tenant.name)] += 1
-            if lease_id is not None:
-                self._spawn(self._store.release(tenant, lease_id, 0))
+                self.metrics.rejected_status[exc.status] += 1
+            if lease is not None:  # give back the slot and the whole reservation
+                self._settle(tenant, lease.lease_id, lease.local, -reserve)
             raise
+        self._drain.begin()
         self.metrics.admitted[tenant.name] += 1
         self.metrics.in_flight[tenant.name] += 1
         self.metrics.queue_wait.observe(waited)
-        return Ticket(tenant, queue_wait_s=waited, lease_id=lease_id,
-                      estimated_prompt_tokens=ctx.estimated_prompt_tokens, on_release=self._released)
+        return Ticket(tenant, queue_wait_s=waited, lease_id=lease.lease_id if lease else None,
+                      local_lease=lease.local if lease else False,
+                      estimated_prompt_tokens=ctx.estimated_prompt_tokens,
+                      reserved_completion=ctx.completion_reserve(self.config.reserve_completion_tokens),
+                      reserved_tokens=reserve if lease else 0, on_release=self._released)
+
+    def _reserve(self, tenant: Tenant, ctx: AdmissionContext) -> int:
+        """Tokens taken from tokens_per_minute at admission: prompt estimate + completion reserve."""
+        if tenant.limits.tokens_per_minute is None:
+            return 0
+        return ctx.estimated_prompt_tokens + ctx.completion_reserve(self.config.reserve_completion_tokens)
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
         """Raise the 401 Rejection when API keys are configured and `headers` carry no valid one.
@@ -123,18 +152,13 @@ class Admission:
             return self._keyring.identify(headers)
         except Rejection as exc:
             self.metrics.rejected[(exc.reason, "unknown")] += 1
+            self.metrics.rejected_status[exc.status] += 1
             raise
 
-    def _priority(self, headers: Mapping[str, str]) -> int:
+    def _priority(self, headers: Mapping[str, str], tenant: Tenant) -> int:
         name = self.config.priority_header
         raw = headers.get(name) if name else None
-        if raw is None:
-            return 0
-        try:
-            return int(raw.strip())
-        except ValueError:
-            raise Rejection(400, "invalid_priority",
-                            f"header {name} must be an integer priority class, got {raw!r}") from None
+        return request_priority(raw, name or "", tenant.priority)
 
     def _check_slo(self) -> None:
         if self.config.ttft_slo_ms is None:
@@ -144,31 +168,32 @@ class Admission:
         estimate = estimate_wait(self._capacity.load_snapshot(), self.queue_depth,
                                  self._capacity.has_capacity(), rate)
         self._last_estimate = estimate
-        if estimate is not None and misses_slo(estimate, budget_ms):
-            wait_ms = estimate.wait_s * 1000
-            raise too_many("slo_shed", f"estimated wait before the first token {wait_ms:.0f} ms would "
+        if misses_slo(estimate, budget_ms):
+            wait = (f"{estimate.wait_s * 1000:.0f} ms" if math.isfinite(estimate.wait_s) else
+                    f"unbounded ({estimate.backlog} waiting, none finished yet)")
+            raise too_many("slo_shed", f"estimated wait before the first token {wait} would "
                                        f"miss --ttft-slo-ms={self.config.ttft_slo_ms:g}",
                            retry_after_s(estimate.backlog, rate, fallback_s=1.0))
 
-    async def _take_quota(self, tenant: Tenant) -> str | None:
-        if not tenant.limits.any:
-            return None
-        lease_id = uuid.uuid4().hex
+    async def _take_quota(self, tenant: Tenant, reserve: int) -> _Lease:
+        lease_id, local = uuid.uuid4().hex, False
         try:
-            verdict = await self._store.acquire(tenant, lease_id)
+            verdict = await self._store.acquire(tenant, lease_id, reserve)
+            self._local.reset()
         except QuotaUnavailable:
-            if self.config.quota_fail_open:
-                self.metrics.quota_unavailable["served"] += 1
-                return None
-            self.metrics.quota_unavailable["refused"] += 1
-            raise Rejection(503, "quota_unavailable",
-                            "tenant quota backend is unavailable and --no-quota-fail-open is set",
-                            retry_after_s=1) from None
+            if not self.config.quota_fail_open:
+                self.metrics.quota_unavailable["refused"] += 1
+                raise Rejection(503, "quota_unavailable",
+                                "tenant quota backend is unavailable and --no-quota-fail-open is set",
+                                retry_after_s=1) from None
+            self.metrics.quota_unavailable["local_share"] += 1
+            verdict, local = self._local.acquire(tenant, lease_id, reserve), True
         if not verdict.allowed:
+            where = f" (this gateway's share {self._local.share():.2g}: quota backend down)" if local else ""
             raise too_many(verdict.limit or "quota", f"tenant {tenant.name!r} is over its "
-                           f"{verdict.limit} limit ({verdict.limit_value})",
+                           f"{verdict.limit} limit ({verdict.limit_value}){where}",
                            max(1, math.ceil(verdict.retry_after_s)))
-        return lease_id
+        return _Lease(lease_id, local)
 
     def _queue_timeout(self) -> tuple[float, str]:
         """Queue wait bound: in SLO mode a request that can no longer make it is shed, not run late."""
@@ -177,16 +202,23 @@ class Admission:
             return slo_ms * SLO_QUEUE_SHARE / 1000.0, "slo_queue_timeout"
         return self.config.queue_timeout_s, "queue_timeout"
 
-    def _released(self, ticket: Ticket, prompt_tokens: int, completion_tokens: int) -> None:
+    def _released(self, ticket: Ticket, prompt_tokens: int, completion_tokens: int | None) -> None:
         name = ticket.tenant.name
         self.metrics.in_flight[name] -= 1
         self.metrics.tokens[(name, "prompt")] += prompt_tokens
-        self.metrics.tokens[(name, "completion")] += completion_tokens
+        self.metrics.tokens[(name, "completion")] += completion_tokens or 0
         self._drain.record()
         limits = ticket.tenant.limits
         if ticket.lease_id is not None or limits.tokens_per_minute is not None:
-            self._spawn(self._store.release(ticket.tenant, ticket.lease_id or "",
-                                            prompt_tokens + completion_tokens))
+            # Settle: the real count (or the reserve when unknown) minus what admission reserved.
+            delta = ticket.charge(prompt_tokens, completion_tokens) - ticket.reserved_tokens
+            self._settle(ticket.tenant, ticket.lease_id or "", ticket.local_lease, delta)
+
+    def _settle(self, tenant: Tenant, lease_id: str, local: bool, tokens: int) -> None:
+        if local:
+            self._local.release(tenant, lease_id, tokens)
+        else:
+            self._spawn(self._store.release(tenant, lease_id, tokens))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._background.spawn(_quietly(coro))
@@ -200,8 +232,10 @@ class Admission:
         """Prometheus text (dpserve_admission_*, dpserve_tenant_*, dpserve_quota_*)."""
         return self.metrics.render(Gauges(
             queue_depth=self.queue_depth, drain_rate_per_s=self._drain.per_second() or 0.0,
-            estimated_wait_s=self._last_estimate.wait_s if self._last_estimate else None,
-            backend=self._store.name, backend_up=self._store.is_up()))
+            estimated_wait_s=(self._last_estimate.wait_s if self._last_estimate
+                              and math.isfinite(self._last_estimate.wait_s) else None),
+            backend=self._store.name, backend_up=self._store.is_up(),
+            local_share=self._local.share() if self._local.active else None))
 
 
 async def _quietly(coro: Coroutine[Any, Any, None]) -> None:

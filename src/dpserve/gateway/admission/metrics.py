@@ -29,6 +29,7 @@ class Gauges:
     estimated_wait_s: float | None
     backend: str
     backend_up: bool
+    local_share: float | None = None  # set while limits are enforced locally (backend down)
 
 
 class AdmissionMetrics:
@@ -37,6 +38,7 @@ class AdmissionMetrics:
     def __init__(self) -> None:
         self.admitted: Counter[str] = Counter()
         self.rejected: Counter[tuple[str, str]] = Counter()  # (reason, tenant)
+        self.rejected_status: Counter[int] = Counter()  # HTTP status of each refusal (429s: shed)
         self.tokens: Counter[tuple[str, str]] = Counter()  # (tenant, prompt|completion)
         self.in_flight: Counter[str] = Counter()
         self.quota_unavailable: Counter[str] = Counter()  # served | refused
@@ -54,6 +56,9 @@ class AdmissionMetrics:
                       [((("tenant", t),), n) for t, n in sorted(self.admitted.items())]),
             *_counter("dpserve_admission_rejected_total", "requests refused at admission",
                       [((("reason", r), ("tenant", t)), n) for (r, t), n in sorted(self.rejected.items())]),
+            *_counter("dpserve_admission_rejected_by_status_total", "requests refused at admission, by "
+                      "the HTTP status answered", [((("status", str(s)),), n)
+                                                   for s, n in sorted(self.rejected_status.items())]),
             *_counter("dpserve_tenant_tokens_total", "prompt and completion tokens served",
                       [((("tenant", t), ("kind", k)), n) for (t, k), n in sorted(self.tokens.items())]),
             *_gauge("dpserve_tenant_in_flight", "admitted requests not finished yet",
@@ -64,6 +69,10 @@ class AdmissionMetrics:
                       "requests that met an unreachable quota backend, by what was done",
                       [((("action", a),), n) for a, n in sorted(self.quota_unavailable.items())]),
         ]
+        lines += _gauge("dpserve_quota_local_share",
+                        "share of each tenant limit this gateway enforces alone while the quota "
+                        "backend is down (0 while the shared limits are in force)",
+                        [((), round(gauges.local_share or 0.0, 4))])
         if gauges.estimated_wait_s is not None:
             lines += _gauge("dpserve_admission_estimated_wait_seconds",
                             "last estimated queueing delay (SLO mode)",

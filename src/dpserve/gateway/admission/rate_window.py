@@ -13,8 +13,11 @@ _BUCKET_S = 0.1
 class EventRate:
     """Counts events (request completions) and reports their recent rate.
 
-    The rate divides by the window, or by the time since the first event when that is shorter,
+    The rate divides by the window, or by the time since counting began when that is shorter,
     so a fresh gateway does not underestimate its drain rate by the unfilled part of the window.
+    Counting begins at `begin()` (the first admitted request) or else at the first event: not at
+    the first completion, which made 2 completions right after a 2 s cold start read as 20/s
+    and let a burst of 24 requests in behind them (issue 16).
     """
 
     def __init__(self, window_s: float, clock: Callable[[], float]) -> None:
@@ -22,6 +25,11 @@ class EventRate:
         self._clock = clock
         self._buckets: deque[list[float]] = deque()  # [bucket start, count]
         self._first_at: float | None = None
+
+    def begin(self) -> None:
+        """Work has started (the span of the rate runs from here); later calls change nothing."""
+        if self._first_at is None:
+            self._first_at = self._clock()
 
     def record(self, count: int = 1) -> None:
         now = self._clock()

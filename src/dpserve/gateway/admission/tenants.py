@@ -8,6 +8,7 @@ File format (YAML):
         requests_per_minute: 600  # each limit is optional
         tokens_per_minute: 200000 # prompt + completion tokens
         max_concurrency: 16
+        priority: 0               # queue class 0..9 (lower first); clients may only lower it
       - key: sk-team-b
         tenant: team-b
 """
@@ -23,10 +24,11 @@ from typing import Any
 import yaml
 
 from dpserve.config import ConfigError
+from dpserve.gateway.admission.priority import PRIORITY_MAX, PRIORITY_MIN
 from dpserve.gateway.admission.rejection import Rejection
 
 LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "max_concurrency")
-_ENTRY_KEYS = {"key", "tenant", *LIMIT_NAMES}
+_ENTRY_KEYS = {"key", "tenant", "priority", *LIMIT_NAMES}
 DEFAULT_TENANT = "default"
 
 
@@ -45,8 +47,11 @@ class TenantLimits:
 
 @dataclass(frozen=True)
 class Tenant:
+    """A tenant: its limits and its queue priority class (the best its requests may ask for)."""
+
     name: str
     limits: TenantLimits = TenantLimits()
+    priority: int = PRIORITY_MIN
 
 
 def _digest(key: str) -> bytes:
@@ -98,15 +103,15 @@ def load_key_file(path: Path) -> KeyRing:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"--api-keys file {path} must have a non-empty 'keys:' list")
     by_key: dict[str, Tenant] = {}
-    limits_of: dict[str, TenantLimits] = {}
+    tenant_of: dict[str, Tenant] = {}
     for index, entry in enumerate(entries):
         where = f"--api-keys file {path}, keys[{index}]"
         key, tenant = _parse_entry(entry, where)
         if key in by_key:
             raise ConfigError(f"{where}: duplicate key")
-        if tenant.name in limits_of and limits_of[tenant.name] != tenant.limits:
-            raise ConfigError(f"{where}: tenant {tenant.name!r} is listed with different limits")
-        limits_of[tenant.name] = tenant.limits
+        if tenant.name in tenant_of and tenant_of[tenant.name] != tenant:
+            raise ConfigError(f"{where}: tenant {tenant.name!r} is listed with different limits or priority")
+        tenant_of[tenant.name] = tenant
         by_key[key] = tenant
     return KeyRing(by_key)
 
@@ -129,4 +134,9 @@ def _parse_entry(entry: Any, where: str) -> tuple[str, Tenant]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{where}: {limit} must be a positive integer, got {value!r}")
         limits[limit] = value
-    return key.strip(), Tenant(name.strip(), TenantLimits(**limits))
+    priority = entry.get("priority", PRIORITY_MIN)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (
+            PRIORITY_MIN <= priority <= PRIORITY_MAX):
+        raise ConfigError(f"{where}: priority must be an integer {PRIORITY_MIN}..{PRIORITY_MAX}, "
+                          f"got {priority!r}")
+    return key.strip(), Tenant(name.strip(), TenantLimits(**limits), priority)

@@ -10,20 +10,28 @@ from dpserve.gateway.admission.tenants import Tenant
 class Ticket:
     """Proof of admission. The gateway calls `release(prompt_tokens, completion_tokens)` once,
     in a `finally` around the proxied response (errors and client disconnects included); later
-    calls are ignored. Token counts feed tokens_per_minute and the per-tenant token metrics;
-    pass None when unknown (the prompt is then estimated from its length, completion as 0).
+    calls are ignored. Pass None for a count that is unknown: the prompt is then estimated from
+    its length, and the completion charged as reserved (`reserved_completion`, the request's
+    max_tokens or the configured default) — unknown never means free.
+
+    `reserved_tokens` is what admission already took from tokens_per_minute (prompt estimate +
+    completion reserve; 0 when the tenant has no token limit); release settles the difference.
     """
 
-    __slots__ = ("_on_release", "_released", "estimated_prompt_tokens", "lease_id", "queue_wait_s",
-                 "tenant")
+    __slots__ = ("_on_release", "_released", "estimated_prompt_tokens", "lease_id", "local_lease",
+                 "queue_wait_s", "reserved_completion", "reserved_tokens", "tenant")
 
     def __init__(self, tenant: Tenant, *, queue_wait_s: float = 0.0, lease_id: str | None = None,
-                 estimated_prompt_tokens: int = 0,
-                 on_release: Callable[[Ticket, int, int], None] | None = None) -> None:
+                 estimated_prompt_tokens: int = 0, reserved_completion: int = 0, reserved_tokens: int = 0,
+                 local_lease: bool = False,
+                 on_release: Callable[[Ticket, int, int | None], None] | None = None) -> None:
         self.tenant = tenant
         self.queue_wait_s = queue_wait_s
         self.lease_id = lease_id
+        self.local_lease = local_lease  # taken from the local share while the shared store was down
         self.estimated_prompt_tokens = estimated_prompt_tokens
+        self.reserved_completion = reserved_completion
+        self.reserved_tokens = reserved_tokens
         self._on_release = on_release
         self._released = False
 
@@ -37,4 +45,9 @@ class Ticket:
         self._released = True
         if self._on_release is not None:
             prompt = self.estimated_prompt_tokens if prompt_tokens is None else prompt_tokens
-            self._on_release(self, max(0, prompt), max(0, completion_tokens or 0))
+            completion = None if completion_tokens is None else max(0, completion_tokens)
+            self._on_release(self, max(0, prompt), completion)
+
+    def charge(self, prompt_tokens: int, completion_tokens: int | None) -> int:
+        """Tokens this request costs its tenant: the real counts, the reserve for an unknown completion."""
+        return prompt_tokens + (self.reserved_completion if completion_tokens is None else completion_tokens)

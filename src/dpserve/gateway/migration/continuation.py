@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from dpserve.gateway.migration.stream_state import StreamState
-from dpserve.gateway.routing_text import CHAT_PATH, COMPLETIONS_PATH
+from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH
 from dpserve.protocol import DEFAULT_COMPLETION_MAX_TOKENS
 
 Mode = Literal["token", "text"]

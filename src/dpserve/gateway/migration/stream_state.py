@@ -16,6 +16,10 @@ import orjson
 
 from dpserve.gateway.sse import DONE
 
+# The finish reason of a request the replica gave up on: dpserve's replicas send it before their
+# mid-stream error event, vLLM for a request it aborted. Not an end: the response moves on.
+ABORT = "abort"
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x here (one per event)
 class Piece:
@@ -41,6 +45,11 @@ def parse_piece(payload: bytes) -> Piece | None:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
+    return piece_of(event)
+
+
+def piece_of(event: Any) -> Piece | None:
+    """One parsed event → Piece; None for what is not a response event."""
     if not isinstance(event, dict):
         return None
     if "error" in event and "choices" not in event:
@@ -88,6 +97,7 @@ class StreamState:
     usage: dict[str, Any] | None = None  # the latest stream's own usage event
     done: bool = False
     error: Any = None
+    aborted: bool = False  # the replica gave up on the request (finish_reason "abort"): a failure
 
     @property
     def text(self) -> str:
@@ -114,7 +124,9 @@ class StreamState:
             self.ids_missing |= piece.token_ids is None
         if piece.token_ids:
             self.output_ids += piece.token_ids
-        if piece.finish_reason is not None:
+        if piece.finish_reason == ABORT:
+            self.aborted = True
+        elif piece.finish_reason is not None:
             self.finish_reason, self.stop_reason = piece.finish_reason, piece.stop_reason
         if piece.usage is not None:
             self.usage = piece.usage

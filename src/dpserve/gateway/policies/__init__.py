@@ -19,6 +19,7 @@ _IMPLEMENTATIONS: dict[str, str] = {
     "consistent_hash": "dpserve.gateway.policies.consistent_hash:ConsistentHashPolicy",
     "least_load": "dpserve.gateway.policies.least_load:LeastLoadPolicy",
     "power_of_two": "dpserve.gateway.policies.power_of_two:PowerOfTwoPolicy",
+    "precise_prefix": "dpserve.gateway.policies.precise_prefix:PrecisePrefixPolicy",
     "random": "dpserve.gateway.policies.random:RandomPolicy",
     "round_robin": "dpserve.gateway.policies.round_robin:RoundRobinPolicy",
 }

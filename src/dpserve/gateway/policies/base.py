@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dpserve.gateway.policies.config import PolicyConfig
+
+if TYPE_CHECKING:
+    from dpserve.kv_events.wire import KVEvent
 
 
 class Candidate(Protocol):
@@ -30,10 +33,17 @@ class Candidate(Protocol):
 
 @dataclass(frozen=True)
 class RouteRequest:
-    """What routing looks at: the routing text (whole conversation for chat) and the session key."""
+    """What routing looks at: the routing text (whole conversation for chat) and the session key.
+
+    `endpoint` and `body` are the parsed client request (for policies that tokenise it in
+    `prepare`); `block_keys` are the prompt's KV block keys once a policy's `prepare` computed them.
+    """
 
     text: str = ""
     session_key: str | None = None
+    endpoint: str = ""
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    block_keys: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,14 @@ def least_loaded(candidates: Sequence[Candidate], rng: random.Random) -> Candida
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
+def is_imbalanced(candidates: Sequence[Candidate], config: PolicyConfig) -> bool:
+    """The imbalance guard of the cache-aware policies: max-min weighted load above
+    --balance-abs-threshold and max above min × --balance-rel-threshold (then load beats cache)."""
+    loads = [weighted_load(w) for w in candidates]
+    low, high = min(loads), max(loads)
+    return high - low > config.balance_abs_threshold and high > low * config.balance_rel_threshold
+
+
 class Policy(ABC):
     """A routing policy. Constructed once per gateway as `cls(config, rng, clock)`.
 
@@ -68,6 +86,8 @@ class Policy(ABC):
     """
 
     name: ClassVar[str]
+    # True: the gateway subscribes to the workers' KV events and passes them to `on_kv_events`.
+    wants_kv_events: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig, rng: random.Random, clock: Callable[[], float]) -> None:
         self.config = config
@@ -77,6 +97,18 @@ class Policy(ABC):
     @abstractmethod
     def select(self, candidates: Sequence[Candidate], request: RouteRequest) -> Choice:
         """Pick one of `candidates` (non-empty) for `request`, with the reason."""
+
+    async def prepare(self, request: RouteRequest) -> RouteRequest:
+        """Called once per request before admission; may await CPU work done off the event loop
+        (tokenising) and return the request with what `select` needs. Default: unchanged."""
+        return request
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """The gateway stops: release what `prepare` started (worker processes). Default: nothing."""
+
+    def on_kv_events(self, worker_id: str, events: Sequence[KVEvent]) -> None:  # noqa: B027 - optional hook
+        """A worker's KV events, in order (AllBlocksCleared also when its state is lost: restart,
+        disconnect, unrecoverable gap). Only called when `wants_kv_events`. Default: nothing."""
 
     def on_worker_added(self, worker: Candidate) -> None:  # noqa: B027 - optional hook
         """A worker joined the fleet (it may not be healthy yet). Default: nothing."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from dpserve.gateway.policies.base import Candidate, Choice, Policy, RouteRequest, least_loaded, weighted_load
+from dpserve.gateway.policies.base import (
+    Candidate,
+    Choice,
+    Policy,
+    RouteRequest,
+    is_imbalanced,
+    least_loaded,
+    weighted_load,
+)
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.gateway.policies.prefix_tree import PrefixTree
 
@@ -61,10 +69,7 @@ class CacheAwarePolicy(Policy):
         return tied[0] if len(tied) == 1 else self.rng.choice(tied)
 
     def _imbalanced(self, candidates: Sequence[Candidate]) -> bool:
-        loads = [weighted_load(w) for w in candidates]
-        low, high = min(loads), max(loads)
-        return (high - low > self.config.balance_abs_threshold
-                and high > low * self.config.balance_rel_threshold)
+        return is_imbalanced(candidates, self.config)
 
     def on_worker_removed(self, worker_id: str) -> None:
         self.tree.remove_worker(worker_id)

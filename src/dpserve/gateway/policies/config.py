@@ -27,6 +27,16 @@ class PolicyConfig:
     sticky_return_home: bool = option(
         False, "consistent_hash: a session moved by failover returns home when its replica recovers")
     seed: int | None = option(None, "seed of the policies' random generator (default: random)")
+    kv_events_tokenizer: str | None = option(
+        None, "precise_prefix: the replicas' tokenizer, to compute a request's KV block keys as they "
+              "do: a bundled model name or HF model directory, or `sim` for `dpserve sim` replicas "
+              "(dpserve serve sets it); unset: precise_prefix routes like cache_aware",
+        metavar="NAME_OR_PATH")
+    kv_pending_ttl_s: float = option(
+        2.0, "precise_prefix: a routed request's blocks count on its replica for this long before "
+             "the replica's own events confirm them (so a burst of a new prefix stays together)")
+    kv_index_max_blocks_per_worker: int = option(
+        1 << 20, "precise_prefix: most KV blocks the event index keeps per replica (oldest dropped)")
 
     def __post_init__(self) -> None:
         require(0.0 <= self.cache_threshold <= 1.0, "--cache-threshold must be in [0, 1]")
@@ -35,3 +45,5 @@ class PolicyConfig:
         require(self.max_tree_chars >= 1, "--max-tree-chars must be >= 1")
         require(self.hash_balance_factor >= 1.0, "--hash-balance-factor must be >= 1")
         require(self.hash_virtual_nodes >= 1, "--hash-virtual-nodes must be >= 1")
+        require(self.kv_pending_ttl_s >= 0, "--kv-pending-ttl-s must be >= 0")
+        require(self.kv_index_max_blocks_per_worker >= 1, "--kv-index-max-blocks-per-worker must be >= 1")

@@ -8,7 +8,10 @@ from dpserve.launcher.backends.base import Backend, ReplicaSpec
 class BuiltinBackend(Backend):
     name = "builtin"
     max_tp_size = 1  # the built-in engine runs a model on one device
+    max_pp_size = 1  # ... and has no pipeline stages
     resolves_model_locally = True
+
+    publishes_kv_events = True
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         argv = [spec.python, "-m", "dpserve", "engine", "--model", spec.model_path,

@@ -19,6 +19,7 @@ KEYS = """
 keys:
   - {key: k-small, tenant: small, requests_per_minute: 2, tokens_per_minute: 100}
   - {key: k-big, tenant: big}
+  - {key: k-tok, tenant: tok, tokens_per_minute: 100}
 """
 CTX = AdmissionContext(prompt_chars=40, max_tokens=8)
 
@@ -85,6 +86,45 @@ async def test_tokens_per_minute_counts_prompt_and_completion(keys_file: Path) -
     await adm.stop()
 
 
+async def test_parallel_requests_cannot_overrun_tokens_per_minute(keys_file: Path) -> None:
+    """Each admission reserves prompt estimate + max_tokens, so 10 at once do not all pass 100."""
+    adm = build_admission(AdmissionConfig(api_keys=keys_file), FakeCapacity(cap=100))
+    await adm.start()
+    ctx = AdmissionContext(prompt_chars=40, max_tokens=20)  # reserves 10 + 20 = 30
+    outcomes = await asyncio.gather(*(adm.admit(_auth("k-tok"), ctx) for _ in range(10)),
+                                    return_exceptions=True)
+    admitted = [t for t in outcomes if not isinstance(t, BaseException)]
+    assert len(admitted) == 3  # 30 + 30 + 30 <= 100; a fourth would need 30 of the 10 left
+    assert all(isinstance(r, Rejection) and "tokens_per_minute" in r.message
+               for r in outcomes if r not in admitted)
+    for t in admitted:  # they used far less: settling refunds the rest of each reservation
+        t.release(10, 2)
+    await asyncio.sleep(0)
+    assert [await adm.admit(_auth("k-tok"), ctx) for _ in range(2)]  # 100 - 36 = 64 → two more fit
+    await adm.stop()
+
+
+async def test_unknown_completion_is_charged_as_reserved(keys_file: Path) -> None:
+    clock = FakeClock()
+    adm = build_admission(AdmissionConfig(api_keys=keys_file, reserve_completion_tokens=50),
+                          FakeCapacity(), clock=clock)
+    await adm.start()
+    no_max = AdmissionContext(prompt_chars=40, max_tokens=None)  # reserves 10 + 50
+    ticket = await adm.admit(_auth("k-tok"), no_max)
+    assert (ticket.reserved_tokens, ticket.reserved_completion) == (60, 50)
+    ticket.release(None, None)  # nothing known: the reservation stands
+    await asyncio.sleep(0)
+    with pytest.raises(Rejection):  # 40 left < 60 needed
+        await adm.admit(_auth("k-tok"), no_max)
+    clock.advance(12.0)  # +20
+    (await adm.admit(_auth("k-tok"), no_max)).release(10, 0)  # uses 10 of 60: refund 50
+    await asyncio.sleep(0)
+    with pytest.raises(Rejection):  # 50 left < 60
+        await adm.admit(_auth("k-tok"), no_max)
+    assert await adm.admit(_auth("k-tok"), AdmissionContext(prompt_chars=40, max_tokens=40))  # 50 fit
+    await adm.stop()
+
+
 async def test_slo_mode_sheds_when_backlog_would_miss_it() -> None:
     clock = FakeClock()
     capacity = FakeCapacity(cap=1)
@@ -113,9 +153,11 @@ async def test_bad_priority_header_is_400() -> None:
 
 
 class DownStore(QuotaStore):
+    """Redis that was seen with one other gateway, and is down now."""
+
     name = "redis"
 
-    async def acquire(self, tenant: Tenant, lease_id: str) -> QuotaVerdict:
+    async def acquire(self, tenant: Tenant, lease_id: str, tokens: int = 0) -> QuotaVerdict:
         raise QuotaUnavailable("down")
 
     async def release(self, tenant: Tenant, lease_id: str, tokens: int) -> None:
@@ -124,23 +166,41 @@ class DownStore(QuotaStore):
     def is_up(self) -> bool:
         return False
 
+    def gateways_seen(self) -> int:
+        return 2
+
 
 @pytest.mark.parametrize("fail_open", [True, False])
 async def test_backend_down_follows_fail_open_flag(keys_file: Path, fail_open: bool) -> None:
     cfg = AdmissionConfig(api_keys=keys_file, quota_fail_open=fail_open)
     adm = Admission(cfg, FakeCapacity(), keyring=load_key_file(keys_file), store=DownStore())
-    if fail_open:
+    if fail_open:  # still limited: half of 2/min (two gateways were seen) is 1 here
         (await adm.admit(_auth("k-small"), CTX)).release(1, 1)
-        action = "served"
+        with pytest.raises(Rejection) as info:
+            await adm.admit(_auth("k-small"), CTX)
+        assert info.value.status == 429 and "share 0.5" in info.value.message
+        action, count, share = "local_share", 2, "0.5"
     else:
         with pytest.raises(Rejection) as info:
             await adm.admit(_auth("k-small"), CTX)
         assert info.value.status == 503
-        action = "refused"
+        action, count, share = "refused", 1, "0.0"
     assert (await adm.admit(_auth("k-big"), CTX)).tenant.name == "big"  # no limits: no backend call
     text = adm.metrics_text()
-    assert f'dpserve_quota_unavailable_total{{action="{action}"}} 1' in text
+    assert f'dpserve_quota_unavailable_total{{action="{action}"}} {count}' in text
     assert 'dpserve_quota_backend_up{backend="redis"} 0' in text
+    assert f"dpserve_quota_local_share {share}" in text
+    await adm.stop()
+
+
+async def test_configured_local_share_overrides_the_gateway_count(keys_file: Path) -> None:
+    cfg = AdmissionConfig(api_keys=keys_file, quota_local_share=0.1)
+    adm = Admission(cfg, FakeCapacity(), keyring=load_key_file(keys_file), store=DownStore())
+    # k-small: tokens_per_minute 100 → 10 locally; a 10-char prompt + max_tokens 8 reserves 10 tokens
+    (await adm.admit(_auth("k-small"), AdmissionContext(40, 8))).release(10, 0)
+    with pytest.raises(Rejection) as info:
+        await adm.admit(_auth("k-small"), AdmissionContext(40, 8))
+    assert "requests_per_minute" in info.value.message  # 2 × 0.1 → 1 request
     await adm.stop()
 
 

@@ -56,3 +56,18 @@ def test_deterministic_under_a_seed(name: str) -> None:
             fleet[int(w.id[1])].in_flight += 1
         return picks
     assert run() == run()
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_a_policy_that_ignores_kv_events_never_suspends_a_request_in_prepare(name: str) -> None:
+    """Only a policy routing on KV events may tokenise in `prepare`; for every other one the proxy's
+    `await prepare(...)` returns at once, even with --kv-events-tokenizer set."""
+    policy = build_policy(PolicyConfig(policy=name, kv_events_tokenizer="sim"), rng=random.Random(0),
+                          clock=FakeClock())
+    if policy.wants_kv_events:
+        pytest.skip("routes on KV events: may tokenise")
+    request = RouteRequest("x", None, "/v1/completions", {"prompt": "x"})
+    step = policy.prepare(request)
+    with pytest.raises(StopIteration) as done:
+        step.send(None)  # runs to the end without yielding to the event loop
+    assert done.value.value is request

@@ -84,11 +84,37 @@ def test_worker_chars_follow_inserts_splits_eviction_and_removal() -> None:
     for i in range(20):
         small.insert(f"{i:02d}-text", f"w{i % 3}")
     held: dict[str, int] = {}
-    stack = list(small._root.children.values())
-    while stack:  # recount from the nodes themselves
-        node = stack.pop()
-        stack.extend(node.children.values())
-        for w in node.workers:
-            held[w] = held.get(w, 0) + len(node.label)
+    for label, holders, _leaf in small.nodes():  # recount from the nodes themselves
+        for w in holders:
+            held[w] = held.get(w, 0) + len(label)
     names = ("w0", "w1", "w2")
     assert {w: small.worker_chars(w) for w in names} == {w: held.get(w, 0) for w in names}
+
+
+def test_lru_front_is_always_a_leaf_and_eviction_is_incremental() -> None:
+    """Every node follows its descendants in the LRU order, so the front is a leaf; an insert
+    evicts only what it overfilled (no sweep), keeping the tree just under its budget."""
+    tree = PrefixTree(2_000)
+    for i in range(3_000):
+        tree.insert(f"system {i % 5} | user {i % 37} | turn {i}", f"w{i % 3}")
+        if i % 50:
+            continue
+        nodes = tree.nodes()
+        assert nodes[0][2], "LRU front must be a leaf"
+        assert tree.size_chars <= 2_000
+        assert tree.size_chars == sum(len(label) for label, _, _ in nodes)
+    assert tree.size_chars > 2_000 - 40  # filled to the budget, not swept down to 90%
+
+
+def test_tree_adds_no_objects_for_the_garbage_collector_to_walk() -> None:
+    """Nodes are ids into lists of str/int and dicts of str → int, which gc does not track."""
+    import gc
+
+    gc.collect()
+    before = len(gc.get_objects())
+    tree = PrefixTree(10_000_000)
+    for i in range(500):
+        tree.insert(f"conversation {i % 20} then question {i}", f"w{i % 4}")
+    gc.collect()
+    assert tree.num_nodes > 500
+    assert len(gc.get_objects()) - before < 20  # the lists, the LRU order, two small dicts: not per node

@@ -15,7 +15,8 @@ def build_quota_store(redis_url: str | None, clock: Callable[[], float], *,
         return MemoryQuotaStore(clock)
     from dpserve.gateway.admission.quota.redis_store import RedisQuotaStore
 
-    while_down = ("serving without tenant limits until it is back (--quota-fail-open)" if fail_open
+    while_down = ("serving each tenant this gateway's share of its limits until it is back "
+                  "(--quota-fail-open)" if fail_open
                   else "answering 503 to tenants with limits until it is back (--no-quota-fail-open)")
     return RedisQuotaStore(redis_url, while_down=while_down)
 

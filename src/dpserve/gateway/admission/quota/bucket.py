@@ -24,8 +24,9 @@ class TokenBucket:
         return self.level(now) >= amount
 
     def charge(self, now: float, amount: float) -> None:
-        """Take `amount` (the level may fall below zero: debt delays later requests)."""
-        self._level = self.level(now) - amount
+        """Take `amount` (the level may fall below zero: debt delays later requests); a negative
+        amount gives back."""
+        self._level = min(float(self.limit), self.level(now) - amount)  # a refund never overfills
         self._updated_at = now
 
     def seconds_until(self, now: float, amount: float = 1.0) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dpserve.gateway.admission.quota.base import ALLOWED, QuotaStore, QuotaVerdict
+from dpserve.gateway.admission.quota.base import ALLOWED, QuotaStore, QuotaVerdict, reservation_need
 from dpserve.gateway.admission.quota.bucket import TokenBucket
 from dpserve.gateway.admission.tenants import Tenant
 
@@ -39,10 +39,10 @@ class MemoryQuotaStore(QuotaStore):
             self._state[tenant.name] = state
         return state
 
-    async def acquire(self, tenant: Tenant, lease_id: str) -> QuotaVerdict:
-        return self.acquire_now(tenant, lease_id)
+    async def acquire(self, tenant: Tenant, lease_id: str, tokens: int = 0) -> QuotaVerdict:
+        return self.acquire_now(tenant, lease_id, tokens)
 
-    def acquire_now(self, tenant: Tenant, lease_id: str) -> QuotaVerdict:
+    def acquire_now(self, tenant: Tenant, lease_id: str, tokens: int = 0) -> QuotaVerdict:
         """`acquire` without the coroutine (what the async method runs)."""
         state, now, limits = self._of(tenant), self._clock(), tenant.limits
         cap = limits.max_concurrency
@@ -51,11 +51,14 @@ class MemoryQuotaStore(QuotaStore):
         if state.requests is not None and not state.requests.has(now):
             return QuotaVerdict(False, "requests_per_minute", state.requests.limit,
                                 state.requests.seconds_until(now))
-        if state.tokens is not None and not state.tokens.has(now):
+        need = reservation_need(tokens, limits.tokens_per_minute)
+        if state.tokens is not None and not state.tokens.has(now, need):
             return QuotaVerdict(False, "tokens_per_minute", state.tokens.limit,
-                                state.tokens.seconds_until(now))
+                                state.tokens.seconds_until(now, need))
         if state.requests is not None:
             state.requests.charge(now, 1)
+        if state.tokens is not None and tokens > 0:
+            state.tokens.charge(now, tokens)
         if cap is not None:
             state.leases.add(lease_id)
         return ALLOWED
@@ -66,5 +69,5 @@ class MemoryQuotaStore(QuotaStore):
     def release_now(self, tenant: Tenant, lease_id: str, tokens: int) -> None:
         state = self._of(tenant)
         state.leases.discard(lease_id)
-        if state.tokens is not None and tokens > 0:
-            state.tokens.charge(self._clock(), tokens)
+        if state.tokens is not None and tokens != 0:
+            state.tokens.charge(self._clock(), tokens)  # negative: the unused part of a reservation

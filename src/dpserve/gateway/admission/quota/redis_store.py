@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ from dpserve.gateway.admission.tenants import Tenant
 
 logger = logging.getLogger(__name__)
 
+# How often a gateway announces itself in Redis (it counts as alive for 3 beats).
+HEARTBEAT_INTERVAL_S = 2.0
+
 
 class RedisQuotaStore(QuotaStore):
     """One limit for all gateways pointing at the same Redis.
@@ -29,14 +33,17 @@ class RedisQuotaStore(QuotaStore):
     without touching the network for `retry_interval_s` (so an outage costs requests no latency),
     then the next call probes again. State changes are logged once per transition.
     Concurrency leases expire after `lease_ttl_s` unless renewed; this process renews the leases
-    it holds every `lease_ttl_s / 3`, so a crashed gateway's slots free themselves.
+    it holds every `lease_ttl_s / 3`, so a crashed gateway's slots free themselves. On the same
+    beat it announces itself in a sorted set of live gateways and reads how many there are
+    (`gateways_seen`): while Redis is down each one enforces its share of every limit locally.
     """
 
     name = "redis"
 
     def __init__(self, url: str, *, lease_ttl_s: float = 30.0, timeout_s: float = 0.5,
                  retry_interval_s: float = 1.0, key_prefix: str = "dpserve:quota",
-                 while_down: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+                 while_down: str = "", clock: Callable[[], float] = time.monotonic,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
         self._url = url
         self._lease_ttl_s = lease_ttl_s
         self._timeout_s = timeout_s
@@ -49,34 +56,43 @@ class RedisQuotaStore(QuotaStore):
         self._down_until = 0.0
         self._leases: dict[str, tuple[Tenant, set[str]]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {}
+        self._gateway_id = uuid.uuid4().hex
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._gateways_seen = 1
 
     async def start(self) -> None:
         self._redis = Redis.from_url(
             self._url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
             retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._renewer = asyncio.create_task(self._renew_forever(), name="quota-lease-renewal")
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="quota-gateway-heartbeat")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._renewer)
+        await cancel_and_wait(self._heartbeat)
         if self._redis is not None:
             await self._redis.aclose()
 
     def is_up(self) -> bool:
         return self._up
 
+    def gateways_seen(self) -> int:
+        return self._gateways_seen
+
     def _keys(self, tenant: Tenant) -> tuple[str, str, str]:
         # The {tenant} hash tag keeps one tenant's keys on one Redis Cluster slot (scripts need that).
         base = f"{self._prefix}:{{{tenant.name}}}"
         return f"{base}:rpm", f"{base}:tpm", f"{base}:conc"
 
-    async def acquire(self, tenant: Tenant, lease_id: str) -> QuotaVerdict:
+    async def acquire(self, tenant: Tenant, lease_id: str, tokens: int = 0) -> QuotaVerdict:
         limits = tenant.limits
         rpm, tpm, conc = self._keys(tenant)
         allowed, limit, retry = await self._call(
             redis_scripts.ACQUIRE, [rpm, tpm, conc],
             [limits.requests_per_minute or 0, limits.tokens_per_minute or 0,
-             limits.max_concurrency or 0, lease_id, self._lease_ttl_s])
+             limits.max_concurrency or 0, lease_id, self._lease_ttl_s, max(0, tokens)])
         if int(allowed) != 1:
             return QuotaVerdict(False, str(limit), getattr(limits, str(limit)), float(retry))
         if limits.max_concurrency is not None:
@@ -119,6 +135,14 @@ class RedisQuotaStore(QuotaStore):
         if not self._up:
             self._up = True
             logger.warning("quota backend Redis %s is UP again; tenant limits enforced", self._url)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            with contextlib.suppress(QuotaUnavailable):
+                seen = await self._call(redis_scripts.HEARTBEAT, [f"{self._prefix}:gateways"],
+                                        [self._heartbeat_interval_s * 3, self._gateway_id])
+                self._gateways_seen = max(1, int(seen))
+            await asyncio.sleep(self._heartbeat_interval_s)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -1,0 +1,141 @@
+"""KV events ↔ bytes, in the layout of vLLM 0.32.0's `vllm/distributed/kv_events.py`.
+
+A batch is a msgpack array `[ts, [event, ...], data_parallel_rank]` (vLLM's `EventBatch` is an
+`array_like` msgspec struct). Each event is a msgpack map tagged by its class name under `"type"`
+(vLLM's `KVCacheEvent` structs, map-encoded since vllm-project/vllm#42892):
+
+- `{"type": "BlockStored", "block_hashes", "parent_block_hash", "token_ids", "block_size",
+  "lora_id", "medium", "lora_name"}` (later optional fields are omitted at their default, None)
+- `{"type": "BlockRemoved", "block_hashes", "medium"}`
+- `{"type": "AllBlocksCleared"}`
+
+Decoding also takes the older positional layout (`["BlockStored", hashes, parent, ...]`, vLLM
+before #42892) and map-shaped batches, and skips event types it does not know, so one gateway
+fronts a fleet of mixed vLLM versions. Block hashes are ints here; vLLM sends sha256 bytes by
+default (ints with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) — the decoder keeps either as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+MEDIUM_GPU = "GPU"  # vLLM's medium for the engine's own (first-tier) KV cache
+BlockHash = int | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStored:
+    """Consecutive full blocks became cached: `token_ids` are theirs, `block_size` tokens each."""
+
+    block_hashes: list[BlockHash]
+    parent_block_hash: BlockHash | None
+    token_ids: list[int]
+    block_size: int
+    lora_id: int | None = None
+    medium: str | None = MEDIUM_GPU
+    lora_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRemoved:
+    """Cached blocks were evicted."""
+
+    block_hashes: list[BlockHash]
+    medium: str | None = MEDIUM_GPU
+
+
+@dataclass(frozen=True, slots=True)
+class AllBlocksCleared:
+    """The whole prefix cache was dropped (a reset; our engines also say it when they start)."""
+
+
+KVEvent = BlockStored | BlockRemoved | AllBlocksCleared
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """One engine step's events."""
+
+    ts: float
+    events: list[KVEvent] = field(default_factory=list)
+    data_parallel_rank: int | None = 0
+
+
+class WireError(ValueError):
+    """A payload that is not a KV event batch."""
+
+
+def _event_map(event: KVEvent) -> dict[str, Any]:
+    if isinstance(event, BlockStored):
+        return {"type": "BlockStored", "block_hashes": event.block_hashes,
+                "parent_block_hash": event.parent_block_hash, "token_ids": event.token_ids,
+                "block_size": event.block_size, "lora_id": event.lora_id, "medium": event.medium,
+                "lora_name": event.lora_name}
+    if isinstance(event, BlockRemoved):
+        return {"type": "BlockRemoved", "block_hashes": event.block_hashes, "medium": event.medium}
+    return {"type": "AllBlocksCleared"}
+
+
+def encode_batch(batch: EventBatch) -> bytes:
+    """The msgpack payload vLLM 0.32 would publish for this batch."""
+    body: list[Any] = [batch.ts, [_event_map(e) for e in batch.events]]
+    if batch.data_parallel_rank is not None:  # msgspec omit_defaults drops a trailing None
+        body.append(batch.data_parallel_rank)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+# Positional field order of the pre-#42892 array layout (after the tag).
+_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium",
+                  "lora_name")
+_REMOVED_FIELDS = ("block_hashes", "medium")
+
+
+def _fields(raw: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(names, raw[1:], strict=False))
+
+
+def _decode_event(raw: Any) -> KVEvent | None:
+    if isinstance(raw, dict):
+        tag = raw.get("type")
+    elif isinstance(raw, list) and raw:
+        tag = raw[0]
+    else:
+        raise WireError(f"an event must be a map or an array, got {type(raw).__name__}")
+    if tag == "BlockStored":
+        f = _fields(raw, _STORED_FIELDS)
+        hashes, tokens, size = f.get("block_hashes"), f.get("token_ids"), f.get("block_size")
+        if not isinstance(hashes, list) or not isinstance(tokens, list) or not isinstance(size, int):
+            raise WireError("BlockStored needs block_hashes, token_ids and block_size")
+        return BlockStored(hashes, f.get("parent_block_hash"), tokens, size, f.get("lora_id"),
+                           f.get("medium"), f.get("lora_name"))
+    if tag == "BlockRemoved":
+        f = _fields(raw, _REMOVED_FIELDS)
+        if not isinstance(f.get("block_hashes"), list):
+            raise WireError("BlockRemoved needs block_hashes")
+        return BlockRemoved(f["block_hashes"], f.get("medium"))
+    if tag == "AllBlocksCleared":
+        return AllBlocksCleared()
+    return None  # a newer event type: not ours to interpret
+
+
+def decode_batch(payload: bytes) -> EventBatch:
+    """Payload → batch; WireError for anything that is not one."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise WireError(f"not msgpack: {exc}") from exc
+    if isinstance(raw, dict):
+        ts, events, rank = raw.get("ts"), raw.get("events"), raw.get("data_parallel_rank")
+    elif isinstance(raw, list) and len(raw) >= 2:
+        ts, events, rank = raw[0], raw[1], raw[2] if len(raw) > 2 else None
+    else:
+        raise WireError("a batch must be [ts, events, data_parallel_rank]")
+    if not isinstance(ts, int | float) or not isinstance(events, list):
+        raise WireError("a batch needs a numeric ts and a list of events")
+    decoded = [e for e in (_decode_event(r) for r in events) if e is not None]
+    return EventBatch(float(ts), decoded, rank if isinstance(rank, int) else None)

@@ -1,0 +1,1 @@
+"""`--ray`: replicas placed on a Ray cluster (imports Ray only when used)."""

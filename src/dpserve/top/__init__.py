@@ -1,0 +1,1 @@
+"""`dpserve top`: the dashboard's per-replica table, live in a terminal (reads `GET /dashboard/data`)."""

@@ -1,0 +1,78 @@
+"""precise_prefix's tokenizer process: its keys equal the in-process computation (chat and completions),
+no request waits for the process to start (it is routed without keys meanwhile), and a tokenizer
+that cannot load leaves routing on the approximate tree with a warning."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import pytest
+
+from dpserve.gateway.kv_events.prompt_keys import PromptKeyer, block_keys_for, load_tokenizer
+from dpserve.gateway.policies.base import RouteRequest
+from dpserve.gateway.policies.config import PolicyConfig
+from dpserve.gateway.policies.precise_prefix import PrecisePrefixPolicy
+from dpserve.kv_events.wire import BlockStored
+
+pytestmark = pytest.mark.timeout(120)
+BS = 16
+START_TIMEOUT_S = 90.0  # spawning Python and importing dpserve on a loaded 2-core machine
+CHAT = ("/v1/chat/completions", {"messages": [{"role": "system", "content": "You are terse. " * 20},
+                                              {"role": "user", "content": "Hello there"}]})
+COMPLETION = ("/v1/completions", {"prompt": "The quick brown fox jumps over the lazy dog. " * 10})
+
+
+async def until_ready(keyer: PromptKeyer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not keyer.is_ready:
+        assert time.monotonic() < deadline, "tokenizer process not ready"
+        await asyncio.sleep(0.05)
+
+
+async def test_keys_from_the_process_are_the_in_process_keys() -> None:
+    keyer = PromptKeyer("sim")
+    tokenizer = load_tokenizer("sim")
+    try:
+        for endpoint, body in (CHAT, COMPLETION):
+            expected = block_keys_for(tokenizer, endpoint, body, BS)
+            assert expected is not None and len(expected[0]) >= 3
+            assert await keyer.keys(endpoint, body, BS) == expected
+        assert await keyer.keys("/v1/completions", {"prompt": 5}, BS) is None  # the replica's 400
+    finally:
+        keyer.close()
+
+
+async def test_no_request_waits_for_the_process_to_start() -> None:
+    config = PolicyConfig(policy="precise_prefix", kv_events_tokenizer="sim")
+    policy = PrecisePrefixPolicy(config, random.Random(0), time.monotonic)
+    endpoint, body = COMPLETION
+    request = RouteRequest("t", None, endpoint, body)
+    try:
+        policy.on_kv_events("a", [BlockStored([1], None, list(range(BS)), BS)])  # block size known
+        assert policy.keyer is not None
+        assert not policy.keyer.is_ready  # just spawned
+        assert (await policy.prepare(request)).block_keys is None  # routed by the tree, at once
+        await until_ready(policy.keyer)
+        keyed = await policy.prepare(request)
+        expected = block_keys_for(load_tokenizer("sim"), endpoint, body, BS)
+        assert expected is not None and keyed.block_keys == expected[0]
+    finally:
+        await policy.close()
+
+
+async def test_a_tokenizer_that_cannot_load_leaves_routing_on_the_tree(
+        caplog: pytest.LogCaptureFixture) -> None:
+    keyer = PromptKeyer("/nonexistent/model-dir")
+    try:
+        with caplog.at_level(logging.WARNING):
+            keyer.start()
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while "could not load tokenizer" not in caplog.text:
+                assert time.monotonic() < deadline, "no warning about the tokenizer"
+                await asyncio.sleep(0.05)
+        assert not keyer.is_ready
+    finally:
+        keyer.close()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dpserve.prometheus import Histogram
+from dpserve.prometheus_text import bucket_delta, histogram_quantile, parse_exposition, rate
+
+TEXT = """# HELP vllm:num_requests_running Requests in the running batch.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="a"} 3
+vllm:num_requests_running{model_name="b"} 2.5
+vllm:generation_tokens_total 1e3
+bad line without value
+vllm:x{unterminated 5
+vllm:ttft_seconds_bucket{model_name="a",le="0.1"} 1
+vllm:ttft_seconds_bucket{model_name="a",le="1.0"} 3
+vllm:ttft_seconds_bucket{model_name="a",le="+Inf"} 4
+vllm:ttft_seconds_bucket{model_name="b",le="0.1"} 1
+vllm:ttft_seconds_bucket{model_name="b",le="1.0"} 1
+vllm:ttft_seconds_bucket{model_name="b",le="+Inf"} 2
+vllm:ttft_seconds_count{model_name="a"} 4
+"""
+
+
+def test_values_are_summed_over_label_sets_and_bad_lines_skipped() -> None:
+    exp = parse_exposition(TEXT)
+    assert exp.get("vllm:num_requests_running") == 5.5
+    assert exp.get("vllm:generation_tokens_total") == 1000.0
+    assert exp.get("vllm:ttft_seconds_count") == 4.0
+    assert exp.get("missing") is None
+    assert "vllm:x" not in exp.values
+
+
+def test_buckets_are_summed_per_bound_and_sorted() -> None:
+    exp = parse_exposition(TEXT)
+    assert exp.buckets["vllm:ttft_seconds"] == ((0.1, 2.0), (1.0, 4.0), (math.inf, 6.0))
+
+
+def test_quantile_interpolates_like_prometheus() -> None:
+    buckets = ((0.1, 2.0), (1.0, 4.0), (math.inf, 6.0))
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1 + 0.9 * (3 - 2) / 2)
+    assert histogram_quantile(0.2, buckets) == pytest.approx(0.1 * 1.2 / 2)
+    assert histogram_quantile(0.99, buckets) == 1.0  # in +Inf: the largest finite bound
+    assert histogram_quantile(0.5, ()) is None
+    assert histogram_quantile(0.5, ((1.0, 0.0), (math.inf, 0.0))) is None
+
+
+def test_quantile_of_our_own_histogram_round_trips() -> None:
+    hist = Histogram((0.01, 0.1, 1.0))
+    for v in (0.005, 0.05, 0.05, 0.5):
+        hist.observe(v)
+    exp = parse_exposition("\n".join(hist.sample_lines("h", 'model_name="m"')))
+    assert exp.buckets["h"][-1] == (math.inf, 4.0)
+    q = histogram_quantile(0.5, exp.buckets["h"])
+    assert q is not None and 0.01 < q <= 0.1
+
+
+def test_bucket_delta_and_counter_resets() -> None:
+    before = ((0.1, 2.0), (math.inf, 3.0))
+    after = ((0.1, 5.0), (math.inf, 9.0))
+    assert bucket_delta(before, after) == ((0.1, 3.0), (math.inf, 6.0))
+    assert bucket_delta(after, before) == before  # restarted replica: counts from zero
+    assert bucket_delta(None, after) == after
+    assert bucket_delta(before, None) == ()
+    assert rate(10.0, 30.0, 4.0) == 5.0
+    assert rate(30.0, 10.0, 5.0) == 2.0  # reset
+    assert rate(None, 10.0, 0.0) == 0.0
+
+
+def test_only_keeps_the_named_series_and_histograms_by_base_name() -> None:
+    text = ('a_total{x="1"} 2\nb 3\nh_bucket{le="0.5"} 1\nh_bucket{le="+Inf"} 4\nh_sum 9\n'
+            'g_bucket{le="1"} 7\n')
+    exp = parse_exposition(text, only={"a_total", "h"})
+    assert exp.values == {"a_total": 2.0}
+    assert exp.buckets == {"h": ((0.5, 1.0), (math.inf, 4.0))}
