@@ -183,15 +183,15 @@ class ResumeJob:
                       strip: Callable[[bytes], bytes] | None) -> str:
         """The replica reported a failure in `chunk`: relay (and record) the events before it, read
         the rest without relaying it, and name the break by the error event's code."""
-        mark = chunk.find(_ABORT_MARK)
-        cut = 0 if chunk.startswith(ERROR_EVENT_START) else chunk.rfind(b"\n\n", 0, mark) + 2
-        if cut > 1:
+        boundary = chunk.rfind(b"\n\n", 0, chunk.find(_ABORT_MARK))
+        cut = 0 if chunk.startswith(ERROR_EVENT_START) or boundary < 0 else boundary + 2
+        if cut:
             assert self.record is not None
             self.record.add(chunk[:cut])
             data = gate.pass_whole(chunk[:cut])
             data = data if strip is None else strip(data)
             await sink.write(data if self._renamer is None else self._renamer.feed(data))
-        tail = [chunk[max(cut, 0):]]
+        tail = [chunk[cut:]]
         size = len(tail[0])
         while size < _FAILURE_TAIL_BYTES and (more := await resp.next_chunk()):
             tail.append(more)
