@@ -34,7 +34,7 @@ class HealthChecker:
     `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
     In the periodic round a healthy worker whose load poll (`/metrics`) answered within the
     last interval counts as a good probe without a request: one poll per interval, not two; a
-    poll from before a stall (`report_stall`) vouches for nothing.
+    poll from before a stalled or broken stream (`report_suspect`) vouches for nothing.
     """
 
     config: HealthConfig
@@ -78,10 +78,11 @@ class HealthChecker:
         if worker.healthy:
             self._set(worker, False)
 
-    def report_stall(self, worker: Worker) -> None:
-        """A stream from this replica went silent: probe it now, and let this probe's failure
-        alone mark it down (the stall was the first strike), so a hung replica stops getting
-        requests and its other in-flight ones move within a probe timeout, not a probe period."""
+    def report_suspect(self, worker: Worker) -> None:
+        """A stream from this replica went silent or broke: probe it now, and let this probe's
+        failure alone mark it down (the stall or break was the first strike), so a hung or dead
+        replica stops getting requests and its other in-flight ones move within a probe timeout,
+        not a probe period (an open breaker keeps requests, and so refused connections, away)."""
         streak = self._streaks.setdefault(worker.id, _Streak())
         streak.failures = max(streak.failures, self.config.health_failure_threshold - 1)
         streak.successes, streak.stalled_at = 0, self.clock()

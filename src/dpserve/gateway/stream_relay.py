@@ -29,6 +29,9 @@ from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.http_names import WORKER_HEADER
 
 logger = logging.getLogger(__name__)
+# Breaks that may mean the replica is hung or dead: health probes it at once. Armed streams move
+# on, so no new request may ever find its port closed: its breaker opens on these very breaks.
+_SUSPECT = frozenset({Broke.STALL, Broke.UPSTREAM_ERROR, Broke.INCOMPLETE})
 
 
 class StreamRelay:
@@ -139,8 +142,8 @@ class StreamRelay:
 
     def _break(self, att: Attempt, reason: str, detail: str) -> StreamBreak:
         att.decision = break_decision(reason)
-        if reason == Broke.STALL:
-            self._health.report_stall(att.worker)
+        if reason in _SUSPECT:
+            self._health.report_suspect(att.worker)
         self._metrics.requests[(att.worker.id, "502")] += 1
         logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
         return StreamBreak(reason, att.worker, detail)

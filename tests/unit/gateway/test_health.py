@@ -57,12 +57,12 @@ async def test_a_stall_is_the_first_strike_and_probes_at_once() -> None:
     checker, worker, flips = _setup(health_failure_threshold=3, health_success_threshold=1)
     checker.answers = [True, False]
     await checker.probe(worker)
-    checker.report_stall(worker)
+    checker.report_suspect(worker)
     await checker._extra_probes.wait_all()
     assert not worker.healthy and flips == [True, False]  # the stall + one failed probe
     checker.answers = [True, True]
     await checker.probe(worker)
-    checker.report_stall(worker)
+    checker.report_suspect(worker)
     await checker._extra_probes.wait_all()
     assert worker.healthy and flips == [True, False, True]  # it answered: still up
 
@@ -96,10 +96,10 @@ async def test_a_poll_from_before_a_stall_vouches_for_nothing() -> None:
     worker.polled = PolledLoad(running=2, at=clock())
     clock.advance(0.2)
     checker.answers = [True, False, False]
-    checker.report_stall(worker)  # its own probe answers (the replica is only slow)
+    checker.report_suspect(worker)  # its own probe answers (the replica is only slow)
     await checker._extra_probes.wait_all()
     assert worker.healthy
-    checker.report_stall(worker)
+    checker.report_suspect(worker)
     await checker.check_round()  # the stall probe and the round's probe both fail
     await checker._extra_probes.wait_all()
     assert not worker.healthy and flips == [True, False] and checker.answers == []
