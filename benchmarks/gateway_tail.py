@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,34 @@ async def _timed(session: aiohttp.ClientSession, url: str, payload: tuple[bytes,
     return time.perf_counter() - t0
 
 
-async def measure(url: str, args: argparse.Namespace, seed: int) -> dict[str, float]:
-    """p50/p99 latency and req/s at each concurrency, fresh distinct prompts for every point."""
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (nginx serves from a worker child of its master)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with suppress(OSError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process tree so far (from /proc/PID/stat)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(url: str, args: argparse.Namespace, seed: int, pid: int) -> dict[str, float]:
+    """p50/p99 latency, req/s and the gateway's CPU µs per request at each concurrency, fresh
+    distinct prompts for every point. CPU per request is the gateway's own cost whatever the load
+    generator (on the other CPU) can offer: 1e6 / it is what one core of it could serve."""
     counts = {1: args.c1_requests, 16: args.requests, 64: args.requests}
     payloads = _payloads(args.warmup + sum(counts.values()), seed)
     conn = aiohttp.TCPConnector(limit=0)
@@ -99,7 +125,9 @@ async def measure(url: str, args: argparse.Namespace, seed: int) -> dict[str, fl
         feed = iter(payloads)
         await _closed_loop(args.warmup, 8, lambda i: _timed(s, url, next(feed)))
         for c in CONCURRENCY:
+            cpu0 = cpu_s(pid)
             wall, lat = await _closed_loop(counts[c], c, lambda i: _timed(s, url, next(feed)))
+            out[f"cpu_us_c{c}"] = (cpu_s(pid) - cpu0) / counts[c] * 1e6
             out[f"p50_ms_c{c}"] = statistics.median(lat) * 1e3
             out[f"p99_ms_c{c}"] = _pct(lat, 0.99) * 1e3
             out[f"rps_c{c}"] = counts[c] / wall
@@ -228,12 +256,14 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     cols = [f"{m}_c{c}" for c in CONCURRENCY for m in ("p50_ms", "p99_ms", "rps")]
-    lines = ["| target | " + " | ".join(c.replace("_ms", " ms").replace("_c", " c=") for c in cols) + " |",
+    cols += [f"cpu_us_c{c}" for c in (16, 64)]
+    lines = ["| target | " + " | ".join(c.replace("_ms", " ms").replace("_us", " µs").replace("_c", " c=")
+                                       for c in cols) + " |",
              "| --- " * (len(cols) + 1) + "|"]
     for name, runs in results.items():
         med = medians(runs)
         lines.append(f"| {name} | " + " | ".join(
-            f"{med[c]:,.0f}" if c.startswith("rps") else f"{med[c]:.2f}" for c in cols) + " |")
+            f"{med[c]:,.0f}" if c.startswith(("rps", "cpu")) else f"{med[c]:.2f}" for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -253,14 +283,16 @@ def verdicts(results: dict[str, list[dict[str, float]]]) -> list[str]:
             rps = " ".join(f"c={c}:{ours[f'rps_c{c}'] / theirs[f'rps_c{c}']:.2f}×"
                            f"{'✓' if ours[f'rps_c{c}'] >= 1.3 * theirs[f'rps_c{c}'] else '✗'}"
                            for c in (16, 64))
+            cap = " ".join(f"c={c}:{theirs[f'cpu_us_c{c}'] / ours[f'cpu_us_c{c}']:.2f}×" for c in (16, 64))
             lines.append(f"{name} vs sglang-router {SGLANG_POLICY[policy]}: p99 ours/theirs {p99}; "
-                         f"req/s ratio (goal ≥1.3) {rps}")
+                         f"req/s ratio (goal ≥1.3) {rps}; capacity ratio (their CPU/request over ours) {cap}")
         nginx = med.get("nginx round_robin")
         if policy == "round_robin" and nginx is not None:
             lines.append(f"{name} vs nginx c=16: req/s {ours['rps_c16']:,.0f}/{nginx['rps_c16']:,.0f} "
                          f"{'✓' if ours['rps_c16'] >= nginx['rps_c16'] else '✗'}; p99 "
                          f"{ours['p99_ms_c16']:.2f}/{nginx['p99_ms_c16']:.2f} ms "
-                         f"{'✓' if ours['p99_ms_c16'] <= 1.2 * nginx['p99_ms_c16'] else '✗'} (goal ≤1.2×)")
+                         f"{'✓' if ours['p99_ms_c16'] <= 1.2 * nginx['p99_ms_c16'] else '✗'} (goal ≤1.2×); "
+                         f"CPU µs/request {ours['cpu_us_c16']:.0f}/{nginx['cpu_us_c16']:.0f}")
     return lines
 
 
@@ -281,8 +313,8 @@ def run_all(args: argparse.Namespace, urls: list[str], workdir: Path) -> dict[st
     for run in range(args.runs):
         for make in factories:
             target = make()
-            with running(target):
-                r = asyncio.run(measure(f"http://127.0.0.1:{target.port}", args, seed=run))
+            with running(target) as proc:
+                r = asyncio.run(measure(f"http://127.0.0.1:{target.port}", args, seed=run, pid=proc.pid))
             results.setdefault(target.name, []).append(r)
             print(f"run {run} {target.name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
                   flush=True)
