@@ -23,6 +23,16 @@ the page open in Debian's headless Chromium (which also competes for this machin
 
     flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/gateway_overhead.py --dashboard-runs 6 \
         --replicas 3 --idle-seconds 20
+
+The cost of stream migration being armed (issue 14): `--migration-runs N` runs the dpserve
+gateway with migration on (the default) and with `--no-stream-migration` side by side, and
+measures them in alternation: time to first chunk at c=1 (`--c1-requests` pairs, A then B), then
+N rounds of streamed chunks/s at c=16 with the gateway's CPU µs per chunk, and CPU µs per
+non-streaming request at c=64. The fake replicas answer `return_token_ids` as vLLM does (prompt
+ids in the first chunk, `token_ids` in every chunk), so the armed gateway pays for stripping them:
+
+    flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/gateway_overhead.py --migration-runs 6 \
+        --c1-requests 1000
 """
 
 from __future__ import annotations
@@ -68,21 +78,32 @@ def serve_replicas(ports: list[int], chunks: int, vllm_metrics: bool = False) ->
                                 e2e_s=0.5)
     metrics_text = metrics.render(EngineStats(3, 1, 0.25, 1000, 400)).encode()
 
+    # A non-streamed answer of 16 tokens (the payload's max_tokens); a stream of up to `chunks`.
     body = orjson.dumps({"id": "x", "object": "chat.completion", "model": "fake", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
-    event = (b'data: {"id":"x","object":"chat.completion.chunk",'
-             b'"choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n')
+        {"index": 0, "message": {"role": "assistant", "content": "tok" * 16}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 16, "total_tokens": 56}})
+    def sse(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+    env = {"id": "x", "object": "chat.completion.chunk"}
+    role = sse({**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    role_ids = sse({**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+                    "prompt_token_ids": list(range(1000, 1040))})
+    event = sse({**env, "choices": [{"index": 0, "delta": {"content": "tok"}}]})
+    event_ids = sse({**env, "choices": [{"index": 0, "delta": {"content": "tok"}, "token_ids": [4242]}]})
+    last = sse({**env, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
     models = orjson.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def completion(request: web.Request) -> web.StreamResponse:
         req = orjson.loads(await request.read())
         if not req.get("stream"):
             return web.Response(body=body, content_type="application/json")
+        ids = req.get("return_token_ids") is True
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for _ in range(chunks):
-            await resp.write(event)
+        await resp.write(role_ids if ids else role)
+        for _ in range(min(chunks, req.get("max_tokens") or chunks) - 1):
+            await resp.write(event_ids if ids else event)
+        await resp.write(last)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -118,7 +139,7 @@ def serve_replicas(ports: list[int], chunks: int, vllm_metrics: bool = False) ->
 
 def _payload(i: int, stream: bool) -> bytes:
     prefix = f"You are assistant number {i % 8}. " * 8  # 8 shared prefixes: cache_aware has work to do
-    return orjson.dumps({"model": "fake", "stream": stream, "max_tokens": 16,
+    return orjson.dumps({"model": "fake", "stream": stream, "max_tokens": None if stream else 16,
                          "messages": [{"role": "user", "content": f"{prefix}question {i}"}]})
 
 
@@ -350,6 +371,74 @@ def run_cpu_comparison(args: argparse.Namespace, urls: list[str]) -> None:
               f"| {statistics.median(p99):.2f} ({p99[0]:.2f}–{p99[-1]:.2f}) |")
 
 
+async def migration_points(gateways: dict[str, tuple[str, int]], args: argparse.Namespace) -> None:
+    """Both gateways up at once, measured in alternation so the machine's load hits both alike:
+    TTFC at c=1 request by request (A, B, A, B, ...), then per round c=16 streams (chunks/s and
+    the gateway's CPU µs per relayed chunk) and a c=64 non-streaming window (CPU µs/request)."""
+    names = list(gateways)
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        for url, _ in gateways.values():
+            await _closed_loop(100, 8, lambda i, url=url: _one_stream(s, url, i))  # warm-up
+        ttfc: dict[str, list[float]] = {n: [] for n in names}
+        for i in range(args.c1_requests):
+            for n in names:
+                ttfc[n].append((await _one_stream(s, gateways[n][0], i))[0])
+        rounds: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        for r in range(args.migration_runs):
+            for n in names:
+                rounds[n].append(await _migration_round(s, *gateways[n], args))
+                p = rounds[n][-1]
+                print(f"round {r} {n}: {p['chunks_per_s']:,.0f} chunks/s, {p['cpu_us_per_chunk']:.1f} "
+                      f"µs/chunk; non-streaming {p['whole_cpu_us']:.0f} µs/req", flush=True)
+    _print_migration_table(names, ttfc, rounds)
+
+
+async def _migration_round(s: aiohttp.ClientSession, url: str, pid: int,
+                           args: argparse.Namespace) -> dict[str, float]:
+    cpu0 = _cpu_s(pid)
+    wall, streams = await _closed_loop(args.streams, 16, lambda i: _one_stream(s, url, i))
+    chunks = sum(e for _, e in streams)
+    point = {"chunks_per_s": chunks / wall, "cpu_us_per_chunk": (_cpu_s(pid) - cpu0) / chunks * 1e6}
+    point.update({f"whole_{k}": v for k, v in (await gateway_cpu(url, pid, args.seconds)).items()})
+    return point
+
+
+def _print_migration_table(names: list[str], ttfc: dict[str, list[float]],
+                           rounds: dict[str, list[dict[str, float]]]) -> None:
+    diffs = [a - b for a, b in zip(ttfc[names[0]], ttfc[names[1]], strict=True)]
+    print(f"TTFC p50 ms: {names[0]} {statistics.median(ttfc[names[0]]) * 1e3:.3f}, {names[1]} "
+          f"{statistics.median(ttfc[names[1]]) * 1e3:.3f}; median of the paired differences "
+          f"{statistics.median(diffs) * 1e3:+.3f} ms ({len(diffs)} pairs)")
+    print("| gateway | chunks/s c=16 | gateway cpu µs/chunk | TTFC p50 ms (c=1) "
+          "| non-streaming cpu µs/req |\n| --- | --- | --- | --- | --- |")
+    for n in names:
+        def cell(key: str, fmt: str, rs: list[dict[str, float]] = rounds[n]) -> str:
+            vals = sorted(r[key] for r in rs)
+            low, mid, high = (fmt.format(v) for v in (vals[0], statistics.median(vals), vals[-1]))
+            return f"{mid} ({low}–{high})"
+        print(f"| {n} | {cell('chunks_per_s', '{:,.0f}')} | {cell('cpu_us_per_chunk', '{:.1f}')} | "
+              f"{statistics.median(ttfc[n]) * 1e3:.3f} | {cell('whole_cpu_us', '{:.0f}')} |")
+
+
+def run_migration_comparison(args: argparse.Namespace, urls: list[str]) -> None:
+    """`--migration-runs N`: dpserve with stream migration armed (the default) and with
+    `--no-stream-migration`, side by side."""
+    variants = {"migration on": [], "--no-stream-migration": ["--no-stream-migration"]}
+    procs, gateways = [], {}
+    try:
+        for name, flags in variants.items():
+            port = _free_port()
+            cmd = [sys.executable, "-m", "dpserve", "router", "--port", str(port), "--policy", args.policy,
+                   "--log-level", "warning", *flags, "--worker-urls", *urls]
+            procs.append(_start(cmd, f"http://127.0.0.1:{port}/health"))
+            gateways[name] = (f"http://127.0.0.1:{port}", procs[-1].pid)
+        asyncio.run(migration_points(gateways, args))
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
 # ---- processes -----------------------------------------------------------------------------------
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -420,6 +509,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
                     help="with --cpu-runs: a dpserve source tree (put on PYTHONPATH) to alternate with")
     ap.add_argument("--seconds", type=float, default=5.0, help="with --cpu-runs: length of each run")
+    ap.add_argument("--migration-runs", type=int, default=0,
+                    help="instead of the comparison: dpserve with stream migration armed vs off, N rounds")
     ap.add_argument("--concurrency", type=int, default=64, help="with --cpu-runs: requests in flight")
     ap.add_argument("--dashboard-runs", type=int, default=0,
                     help="instead of the comparison: req/s with the dashboard closed vs watched, N rounds")
@@ -445,9 +536,9 @@ def main() -> None:
         finally:
             _stop(replicas)
         return
-    if args.cpu_runs:
+    if args.cpu_runs or args.migration_runs:
         try:
-            run_cpu_comparison(args, urls)
+            (run_cpu_comparison if args.cpu_runs else run_migration_comparison)(args, urls)
         finally:
             _stop(replicas)
         return

@@ -12,7 +12,8 @@ from typing import Any
 
 from dpserve.serving.limits import RequestLimits
 
-# vLLM's default for /v1/completions (OpenAI's too); chat defaults to "the rest of the context".
+# vLLM's default for /v1/completions without `max_tokens` (OpenAI's too); chat defaults to "the
+# rest of the context", and so does an explicit `"max_tokens": null` on either endpoint.
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 # Seeds must fit a signed 64-bit integer (torch generators and vLLM both require it).
 SEED_RANGE = (-(2**63), 2**63 - 1)
@@ -52,12 +53,19 @@ class SamplingFields:
     stop_token_ids: tuple[int, ...]
     ignore_eos: bool
     user: str | None
+    # vLLM's extension: the prompt's and each chunk's token ids in the response (gateways resume
+    # interrupted streams from them).
+    return_token_ids: bool = False
 
 
 @dataclass(frozen=True)
 class ChatCompletionRequest:
     messages: list[dict[str, Any]]
     fields: SamplingFields
+    # vLLM's chat-template switches: open a new assistant turn (default), or continue the last
+    # (assistant) message as it stands — a gateway's text-level resume of a cut answer.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,7 @@ def parse_sampling_fields(body: dict[str, Any], limits: RequestLimits = _DEFAULT
                                         limits.max_stop_token_ids),
         ignore_eos=_typed(body, "ignore_eos", bool, False, "a boolean"),
         user=_typed(body, "user", str, None, "a string"),
+        return_token_ids=_typed(body, "return_token_ids", bool, False, "a boolean"),
     )
 
 
@@ -259,13 +268,21 @@ def parse_prompt(value: Any) -> str | tuple[int, ...]:
 
 
 def parse_chat_request(body: Any, limits: RequestLimits = _DEFAULT_LIMITS) -> ChatCompletionRequest:
-    return ChatCompletionRequest(messages=parse_messages(_require_object(body).get("messages")),
-                                 fields=parse_sampling_fields(body, limits))
+    messages = parse_messages(_require_object(body).get("messages"))
+    fields = parse_sampling_fields(body, limits)
+    add_generation_prompt = _typed(body, "add_generation_prompt", bool, True, "a boolean")
+    continue_final_message = _typed(body, "continue_final_message", bool, False, "a boolean")
+    if continue_final_message and add_generation_prompt:  # vLLM's rule: one or the other
+        raise RequestError("'continue_final_message' needs 'add_generation_prompt': false",
+                           "continue_final_message")
+    return ChatCompletionRequest(messages, fields, add_generation_prompt, continue_final_message)
 
 
 def parse_completion_request(body: Any, limits: RequestLimits = _DEFAULT_LIMITS) -> CompletionRequest:
     fields = parse_sampling_fields(_require_object(body), limits)
-    if fields.max_tokens is None:
+    # Absent: OpenAI's default of 16. An explicit null is the rest of the context, as in vLLM
+    # (a gateway resuming a chat answer on this endpoint relies on it).
+    if fields.max_tokens is None and "max_tokens" not in body and "max_completion_tokens" not in body:
         fields = replace(fields, max_tokens=DEFAULT_COMPLETION_MAX_TOKENS)
     return CompletionRequest(prompt=parse_prompt(body.get("prompt")), fields=fields)
 

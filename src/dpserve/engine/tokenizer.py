@@ -52,9 +52,12 @@ class HFTokenizer:
         text = str(self._fast.decode(list(token_ids), skip_special_tokens=True))
         return str(self._tok.clean_up_tokenization(text)) if self._clean_up else text
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
         try:
-            text = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self._tok.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=not continue_final_message,
+                                                 continue_final_message=continue_final_message)
         except Exception as exc:  # jinja errors, missing keys, template raise_exception(...)
             raise ValueError(f"messages cannot be rendered by the chat template: {exc}") from exc
         return self.encode(str(text))

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from dpserve.gateway.sse import event_end
+
 
 def parse_aliases(entries: Iterable[str]) -> dict[str, str]:
     """`ALIAS=SERVED_NAME` entries → {alias: served name}; ValueError says what is wrong."""
@@ -106,17 +108,10 @@ class StreamRenamer:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
-        end = _event_end(data)
+        end = event_end(data)
         self._held = data[end:]
         return self._aliases.events(data[:end], self._alias) if end else b""
 
     def flush(self) -> bytes:
         data, self._held = self._held, b""
         return self._aliases.events(data, self._alias) if data else b""
-
-
-def _event_end(data: bytes) -> int:
-    """Index just past the last SSE event boundary (a blank line) in `data`; 0 if none."""
-    lf = data.rfind(b"\n\n")
-    crlf = data.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

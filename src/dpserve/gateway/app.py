@@ -30,6 +30,7 @@ from dpserve.gateway.policies import build_policy
 from dpserve.gateway.policies.base import Policy
 from dpserve.gateway.proxy import Proxy
 from dpserve.gateway.registry import DuplicateWorker, WorkerRegistry
+from dpserve.gateway.retry import Broke
 from dpserve.gateway.served_models import ModelDiscovery, model_list
 from dpserve.gateway.server import GatewayServer
 from dpserve.gateway.upstream import UpstreamPool
@@ -108,7 +109,7 @@ class Gateway:
         self._upstream = UpstreamPool(self.config.retry.connect_timeout_s)
         self._proxy = Proxy(self.config.retry, self.registry, self.policy, self._health, self.admission,
                             self.metrics, self._upstream, self.aliases, self.rng, self.clock,
-                            replica_api_key=self.config.replica_api_key)
+                            self.config.migration, replica_api_key=self.config.replica_api_key)
         for i, url in enumerate(self.config.worker_urls):
             worker = self.registry.add(url, self.config.weight_of(i))
             if self.config.worker_kv_events:
@@ -175,9 +176,15 @@ class Gateway:
         await self.registry.drain(worker, self.config.drain_timeout_s)
         self.health.forget(worker.id)
         if self._upstream is not None:
+            if self.config.migration.stream_migration:  # what is left moves on (else it runs on)
+                self._upstream.interrupt(worker.url, Broke.DRAIN)
             self._upstream.discard(worker.url)
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
+        if not healthy and self._upstream is not None and self.config.migration.stream_migration:
+            # A hung replica must cost its requests seconds: the waiting ones are retried and the
+            # started ones migrated now, not when a first-byte timeout (300 s) fires.
+            self._upstream.interrupt(worker.url, Broke.REPLICA_DOWN)
         if healthy:
             if self._models is not None:  # a restarted replica may serve another model now
                 self._models.refresh_soon(worker)

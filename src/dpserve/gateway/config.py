@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dpserve.config import DEFAULT_GATEWAY_PORT, DEFAULT_HOST, ConfigError, nested, option, require
 from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.aliases import parse_aliases
+from dpserve.gateway.migration.config import MigrationConfig
 from dpserve.gateway.policies.config import PolicyConfig
 
 
@@ -140,6 +141,7 @@ class GatewayConfig:
     breaker: BreakerConfig = nested(BreakerConfig)
     retry: RetryConfig = nested(RetryConfig)
     admission: AdmissionConfig = nested(AdmissionConfig)
+    migration: MigrationConfig = nested(MigrationConfig)
     limits: ClientLimits = nested(ClientLimits)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import BackgroundTasks, cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
 from dpserve.http_names import HEALTH_PATH
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 class _Streak:
     failures: int = 0
     successes: int = 0
+    stalled_at: float | None = None  # a stream from it went silent then (clock); a probe clears it
 
 
 @dataclass
@@ -32,7 +33,8 @@ class HealthChecker:
     when a real request's connection is refused (`report_refused`); it comes back after
     `health_success_threshold` good probes. `on_change(worker, healthy)` hears every flip.
     In the periodic round a healthy worker whose load poll (`/metrics`) answered within the
-    last interval counts as a good probe without a request: one poll per interval, not two.
+    last interval counts as a good probe without a request: one poll per interval, not two; a
+    poll from before a stalled or broken stream (`report_suspect`) vouches for nothing.
     """
 
     config: HealthConfig
@@ -43,12 +45,14 @@ class HealthChecker:
     clock: Callable[[], float] = time.monotonic  # the load poller's clock (PolledLoad.at)
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _extra_probes: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="health-checker")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        await self._extra_probes.cancel_all()
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self.probe(w) for w in self.workers()))
@@ -59,7 +63,7 @@ class HealthChecker:
         first = worker.id not in self._streaks  # a new worker that answers is up at once
         streak = self._streaks.setdefault(worker.id, _Streak())
         if ok:
-            streak.failures, streak.successes = 0, streak.successes + 1
+            streak.failures, streak.successes, streak.stalled_at = 0, streak.successes + 1, None
             if not worker.healthy and (first or streak.successes >= self.config.health_success_threshold):
                 self._set(worker, True)
         else:
@@ -73,6 +77,19 @@ class HealthChecker:
         self._streaks[worker.id] = _Streak(failures=self.config.health_failure_threshold)
         if worker.healthy:
             self._set(worker, False)
+
+    def report_suspect(self, worker: Worker) -> None:
+        """A stream from this replica went silent or broke: probe it now, and let this probe's
+        failure alone mark it down (the stall or break was the first strike), so a hung or dead
+        replica stops getting requests and its other in-flight ones move within a probe timeout,
+        not a probe period (an open breaker keeps requests, and so refused connections, away)."""
+        streak = self._streaks.setdefault(worker.id, _Streak())
+        streak.failures = max(streak.failures, self.config.health_failure_threshold - 1)
+        streak.successes, streak.stalled_at = 0, self.clock()
+        self._extra_probes.spawn(self._probe_quietly(worker))
+
+    async def _probe_quietly(self, worker: Worker) -> None:
+        await self.probe(worker)
 
     def forget(self, worker_id: str) -> None:
         self._streaks.pop(worker_id, None)
@@ -101,15 +118,17 @@ class HealthChecker:
         """One periodic round: probe every worker the load poller has not just heard from."""
         to_probe = []
         for w in self.workers():
-            if self._polled_recently(w):
+            streak = self._streaks.setdefault(w.id, _Streak())
+            if self._polled_recently(w, streak.stalled_at):
                 self.on_probe(w, True)  # its /metrics answered: as good as a probe
-                self._streaks.setdefault(w.id, _Streak()).failures = 0
+                streak.failures = 0
             else:
                 to_probe.append(w)
         await asyncio.gather(*(self.probe(w) for w in to_probe))
 
-    def _polled_recently(self, worker: Worker) -> bool:
-        """Healthy, and its /metrics answered within the last interval."""
+    def _polled_recently(self, worker: Worker, stalled_at: float | None) -> bool:
+        """Healthy, and its /metrics answered within the last interval (and since any stall)."""
         polled = worker.polled
         return (worker.healthy and polled is not None
-                and self.clock() - polled.at < self.config.health_check_interval_s)
+                and self.clock() - polled.at < self.config.health_check_interval_s
+                and (stalled_at is None or polled.at > stalled_at))

@@ -10,6 +10,8 @@ from dpserve.prometheus import Histogram, histogram_block
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                       30.0, 60.0, 120.0)
+# Migration gap: a prefill of the prompt and the answer so far elsewhere, up to a stall timeout.
+_GAP_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -47,6 +49,8 @@ class GatewayMetrics:
         self.worker_migrations: Counter[tuple[str, ...]] = Counter()  # (worker,)
         self.duration = Histogram(_LATENCY_BUCKETS_S)
         self.ttft = Histogram(_LATENCY_BUCKETS_S)
+        self.migrations: Counter[tuple[str, ...]] = Counter()  # (reason, outcome)
+        self.migration_gap = Histogram(_GAP_BUCKETS_S)
 
     def decision(self, reason: str) -> None:
         self.decisions[(self.policy_name, reason)] += 1
@@ -79,6 +83,12 @@ class GatewayMetrics:
                           ("worker", "result"), self.health_checks)
         lines += _counter("dpserve_circuit_transitions_total", "circuit state changes",
                           ("worker", "from", "to"), self.transitions)
+        lines += _counter("dpserve_stream_migrations_total",
+                          "responses cut after their first byte, by why and what became of them",
+                          ("reason", "outcome"), self.migrations)
+        lines += histogram_block("dpserve_stream_migration_gap_seconds",
+                                 "from a stream's break to the next token relayed to its client",
+                                 self.migration_gap)
         for name, value in policy_gauges.items():
             lines += _gauge(name, "routing policy gauge", [("", value)])
         return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from dpserve.errors import HTTPError
+from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, resume_facts
 from dpserve.gateway.policies.base import RouteRequest
 from dpserve.http_names import CHAT_PATH, SESSION_HEADER
 
@@ -29,6 +30,8 @@ class ParsedRequest:
     model: str | None = None
     # The `model` the client sent when it was an alias (then `model` is the served name).
     alias: str | None = None
+    # Whether and how the response may be resumed on another replica (migration/eligibility.py).
+    resume: ResumeFacts = NOT_RESUMABLE
 
 
 def _content_text(content: Any) -> str:
@@ -99,4 +102,4 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
     model = body.get("model")
     return ParsedRequest(RouteRequest(text, session, path, body), body.get("stream") is True, len(text),
                          max_tokens if isinstance(max_tokens, int) else None,
-                         model if isinstance(model, str) and model else None)
+                         model if isinstance(model, str) and model else None, resume=resume_facts(body))

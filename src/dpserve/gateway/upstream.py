@@ -33,6 +33,15 @@ class UpstreamTimeout(TimeoutError):
     """A `timeout_s` given to `post` or `read` passed; the connection was closed."""
 
 
+class ReplicaInterrupted(UpstreamError):
+    """The gateway cut this exchange on purpose (`reason`: the replica was marked down, its drain
+    timeout passed, or its stream stalled); the connection was closed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"interrupted by the gateway: {reason}")
+        self.reason = reason
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries one request/response at a time."""
 
@@ -42,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()  # once: two futures per request come from it
         self._chunks: deque[bytes] = deque()
         self._parser = httptools.HttpResponseParser(self)
+        self.last_data_at = 0.0  # loop time of the last bytes received (stall watch)
         self._reset()
 
     def _reset(self) -> None:
@@ -66,6 +76,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self.last_data_at = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -110,6 +121,7 @@ class _Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise UpstreamError("connection to the replica is closed")
         self._reset()
+        self.last_data_at = self._loop.time()
         self.transport.write(data)
 
     async def wait_headers(self) -> None:
@@ -150,6 +162,11 @@ class _Connection(asyncio.Protocol):
         self._fail(UpstreamTimeout("no answer from the replica in time"))
         self.close()
 
+    def interrupt(self, reason: str) -> None:
+        """The waiter gets ReplicaInterrupted(reason); the replica sees a close."""
+        self._fail(ReplicaInterrupted(reason))
+        self.close()
+
     def _fail(self, error: UpstreamError | UpstreamTimeout) -> None:
         if self._error is not None:
             return  # the first failure is the one reported (a timeout, then the close it causes)
@@ -164,6 +181,27 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
 
+class _StallWatch:
+    """Interrupts a stream that received nothing for `timeout_s`. Rides on the DeadlineSweeper
+    and re-arms itself from the connection's last-data time, so relaying a chunk costs nothing
+    (a deadline re-armed per chunk would cost a dict write and a clock read each)."""
+
+    __slots__ = ("_conn", "_sweeper", "_timeout_s")
+
+    def __init__(self, conn: _Connection, sweeper: DeadlineSweeper, timeout_s: float) -> None:
+        self._conn = conn
+        self._sweeper = sweeper
+        self._timeout_s = timeout_s
+        sweeper.expire_at(self, max(conn.last_data_at, sweeper.now()) + timeout_s)
+
+    def expire(self) -> None:
+        quiet_until = self._conn.last_data_at + self._timeout_s
+        if quiet_until > self._sweeper.now():
+            self._sweeper.expire_at(self, quiet_until)
+        else:
+            self._conn.interrupt("stall")
+
+
 class UpstreamResponse:
     """Status and headers are read; the body is read with `read()` or `next_chunk()`. Exactly one
     of `release()` (body fully read: the connection may be reused) or `close()` (abort) ends it."""
@@ -172,11 +210,16 @@ class UpstreamResponse:
         self._conn = conn
         self._pool = pool
         self._key = key
+        self._watch: _StallWatch | None = None
         self.status = conn.status
         self.headers = conn.headers
 
     async def next_chunk(self) -> bytes:
         return await self._conn.next_chunk()
+
+    def watch_stall(self, timeout_s: float) -> None:
+        """From now on, `timeout_s` without any bytes interrupts the stream (ReplicaInterrupted("stall"))."""
+        self._watch = _StallWatch(self._conn, self._pool.deadlines, timeout_s)
 
     async def read(self, timeout_s: float | None = None) -> bytes:
         """The whole body; UpstreamTimeout (connection closed) if it takes over `timeout_s`."""
@@ -191,10 +234,18 @@ class UpstreamResponse:
             self._pool.deadlines.clear(self._conn)
 
     def release(self) -> None:
+        self._unwatch()
         self._pool.give_back(self._key, self._conn)
 
     def close(self) -> None:
+        self._unwatch()
+        self._pool.forget(self._key, self._conn)
         self._conn.close()
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._pool.deadlines.clear(self._watch)
+            self._watch = None
 
 
 class UpstreamPool:
@@ -205,6 +256,7 @@ class UpstreamPool:
         self._connect_timeout_s = connect_timeout_s
         self._max_idle = max_idle_per_replica
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._busy: dict[tuple[str, int], set[_Connection]] = {}  # an exchange under way
         self._targets: dict[str, tuple[str, int, bytes]] = {}
         self._request_lines: dict[tuple[str, str], bytes] = {}
         self.deadlines = DeadlineSweeper()  # timeouts without a timer per request
@@ -235,10 +287,15 @@ class UpstreamPool:
                         at: float | None) -> UpstreamResponse:
         if at is not None:
             self.deadlines.expire_at(conn, at)
+        busy = self._busy.get(key)
+        if busy is None:
+            busy = self._busy[key] = set()
+        busy.add(conn)
         try:
             conn.send(request)
             await conn.wait_headers()
         except BaseException:
+            busy.discard(conn)
             conn.close()
             raise
         finally:
@@ -268,7 +325,23 @@ class UpstreamPool:
             conn.close()
         return len(opened)
 
+    def interrupt(self, base_url: str, reason: str) -> int:
+        """Cut every exchange under way with a replica (ReplicaInterrupted(reason) to its waiter):
+        a request still waiting for its answer is retried, a stream is migrated. Returns how many."""
+        target = self._targets.get(base_url)
+        busy = self._busy.pop(target[:2], set()) if target else set()
+        for conn in busy:
+            conn.interrupt(reason)
+        return len(busy)
+
+    def forget(self, key: tuple[str, int], conn: _Connection) -> None:
+        """An exchange ended without giving its connection back (aborted)."""
+        busy = self._busy.get(key)
+        if busy is not None:
+            busy.discard(conn)
+
     def give_back(self, key: tuple[str, int], conn: _Connection) -> None:
+        self.forget(key, conn)
         idle = self._idle.setdefault(key, [])
         if conn.reusable and len(idle) < self._max_idle:
             idle.append(conn)

@@ -24,13 +24,25 @@ _MAX_HELD_TOKENS = 8
 
 
 class IncrementalDetokenizer:
-    """Turns a growing list of generated token ids into text deltas that never split a char."""
+    """Turns a growing list of generated token ids into text deltas that never split a char.
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    `context` (the tail of a token-id prompt, as vLLM does) is decoded as left context and never
+    emitted, so a resumed answer's first token keeps its leading space; a char the context left
+    incomplete is emitted whole once a new token completes it.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()) -> None:
         self._tokenizer = tokenizer
-        self._ids: list[int] = []
+        self._ids: list[int] = list(context[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0
-        self._read_offset = 0
+        self._read_offset = len(self._ids)
+        while self._read_offset and tokenizer.decode(self._ids[:self._read_offset]).endswith(_REPLACEMENT):
+            self._read_offset -= 1
+
+    @property
+    def num_held(self) -> int:
+        """Tokens pushed (or left by the context) whose text has not been returned yet."""
+        return len(self._ids) - self._read_offset
 
     def push(self, new_ids: Sequence[int]) -> str:
         """Add tokens; return the text they complete (may be "" while a char is incomplete)."""

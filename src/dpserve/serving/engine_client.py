@@ -105,8 +105,10 @@ class Tokenizer(Protocol):
         """Text of `token_ids`, special tokens skipped."""
         ...
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Prompt token ids for an OpenAI `messages` list, with the assistant turn opened.
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
+        """Prompt token ids for an OpenAI `messages` list, with the assistant turn opened — or,
+        with `continue_final_message`, the last message left open so generation continues it.
 
         Raises ValueError (→ 400) for messages the template cannot render.
         """

@@ -22,6 +22,7 @@ from dpserve.serving.metrics import ReplicaMetrics
 from dpserve.serving.prepare import PreparedRequest
 from dpserve.serving.responses import Usage
 from dpserve.serving.stop_strings import StopStringMatcher
+from dpserve.serving.token_alignment import TokenTextAligner
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,19 @@ def engine_failure(error: EngineError) -> HTTPError:
 class TextDelta:
     text: str
     finish_reason: str | None
+    # With `return_token_ids`: exactly the tokens whose text is `text` (see Generation).
+    token_ids: tuple[int, ...] = ()
 
 
 class Generation:
-    """Runs one prepared request; iterate `deltas()` (inside `contextlib.aclosing`)."""
+    """Runs one prepared request; iterate `deltas()` (inside `contextlib.aclosing`).
+
+    With `return_token_ids` each delta carries the ids whose text it is, so what a client has
+    received is always text(ids received): text held back (an incomplete char, a possible stop
+    string) holds its tokens back too (serving/token_alignment.py). A gateway resuming a cut stream
+    from the ids it saw then neither loses nor repeats text (vLLM sends each step's ids as they come
+    instead).
+    """
 
     def __init__(self, client: EngineClient, metrics: ReplicaMetrics, req: PreparedRequest,
                  is_disconnected: Callable[[], bool]) -> None:
@@ -60,8 +70,10 @@ class Generation:
         self._metrics = metrics
         self._req = req
         self._is_disconnected = is_disconnected
-        self._detok = IncrementalDetokenizer(client.tokenizer)
+        context = req.prompt_token_ids if req.prompt_is_token_ids else ()
+        self._detok = IncrementalDetokenizer(client.tokenizer, context)
         self._stops = StopStringMatcher(req.stop)
+        self._aligner = TokenTextAligner() if req.return_token_ids else None
         self.num_prompt_tokens = len(req.prompt_token_ids)
         self.num_cached_tokens = 0
         self.num_generated_tokens = 0
@@ -88,7 +100,7 @@ class Generation:
                     out = self._absorb(delta)
                 except Exception as exc:
                     raise request_failed(self._req.request_id, exc) from exc
-                if out.text or out.finish_reason:
+                if out.text or out.finish_reason or out.token_ids:
                     yield out
                 if self.finish_reason is not None:
                     return
@@ -131,7 +143,8 @@ class Generation:
         if delta.num_prompt_tokens:
             self.num_prompt_tokens = delta.num_prompt_tokens
         self.num_cached_tokens = max(self.num_cached_tokens, delta.num_cached_tokens)
-        text, stopped = self._stops.push(self._detok.push(delta.new_token_ids))
+        decoded = self._detok.push(delta.new_token_ids)
+        text, stopped = self._stops.push(decoded)
         if not stopped and delta.finish_reason is not None:
             more, stopped = self._stops.push(self._detok.flush())
             text += more
@@ -145,7 +158,19 @@ class Generation:
             last = delta.new_token_ids[-1] if delta.new_token_ids else None
             if delta.finish_reason == "stop" and last in self._req.sampling.stop_token_ids:
                 self.stop_reason = last
-        return TextDelta(text, self.finish_reason)
+        if self._aligner is None:
+            return TextDelta(text, self.finish_reason)
+        return self._with_ids(self._aligner, delta.new_token_ids, decoded, text)
+
+    def _with_ids(self, aligner: TokenTextAligner, new_ids: list[int], decoded: str,
+                  text: str) -> TextDelta:
+        """return_token_ids: the text and ids the aligner releases (all of them at the end)."""
+        if self.finish_reason is not None:
+            text, ids = aligner.finish(new_ids, text)
+            return TextDelta(text, self.finish_reason, ids)
+        num_ids_decoded = self.num_generated_tokens - self._detok.num_held
+        text, ids = aligner.step(new_ids, decoded, num_ids_decoded, text)
+        return TextDelta(text, None, ids)
 
 
 async def _aclose(iterator: AsyncIterator[TokenDelta]) -> None:

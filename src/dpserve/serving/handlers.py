@@ -117,11 +117,13 @@ def _json(body: dict[str, Any]) -> web.Response:
 async def _collect(prepared: PreparedRequest, generation: Generation) -> web.Response:
     """The whole answer as one JSON body; a failed request answers its HTTPError's JSON instead."""
     parts: list[str] = []
+    token_ids: list[int] = []
     async with contextlib.aclosing(generation.deltas()) as deltas:
         async for delta in deltas:
             parts.append(delta.text)
+            token_ids += delta.token_ids
     body = full_response(prepared, "".join(parts), generation.finish_reason or "abort", generation.usage,
-                         generation.stop_reason)
+                         generation.stop_reason, token_ids)
     return _json(body)
 
 
@@ -132,10 +134,13 @@ async def _stream(request: web.Request, prepared: PreparedRequest,
     try:
         if prepared.kind == "chat":
             await _send(response, role_chunk(prepared))
+        first = True
         async with contextlib.aclosing(generation.deltas()) as deltas:
             async for delta in deltas:
                 stop_reason = generation.stop_reason if delta.finish_reason else None
-                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason, stop_reason))
+                await _send(response, delta_chunk(prepared, delta.text, delta.finish_reason, stop_reason,
+                                                  delta.token_ids, first))
+                first = False
         if prepared.include_usage:
             await _send(response, usage_chunk(prepared, generation.usage))
         await response.write(_DONE)

@@ -40,6 +40,10 @@ class PreparedRequest:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    # vLLM's `return_token_ids`: prompt ids in the first chunk, each chunk's ids beside its text.
+    return_token_ids: bool = False
+    # The prompt came as token ids (a resumed stream): its tail is the detokenizer's left context.
+    prompt_is_token_ids: bool = False
 
 
 def bad_request(exc: RequestError) -> HTTPError:
@@ -77,6 +81,8 @@ def prepare(kind: Kind, body: Any, client: EngineClient, served_model_name: str,
         stop=fields.stop,
         stream=fields.stream,
         include_usage=fields.include_usage,
+        return_token_ids=fields.return_token_ids,
+        prompt_is_token_ids=isinstance(parsed, CompletionRequest) and not isinstance(parsed.prompt, str),
     )
 
 
@@ -87,7 +93,8 @@ def prompt_token_ids(parsed: ChatCompletionRequest | CompletionRequest, tokenize
     prompt that cannot be tokenised, or (given `max_model_len`) that cannot fit it."""
     try:
         if isinstance(parsed, ChatCompletionRequest):
-            return list(tokenizer.apply_chat_template(parsed.messages))
+            return list(tokenizer.apply_chat_template(
+                parsed.messages, continue_final_message=parsed.continue_final_message))
         if isinstance(parsed.prompt, str):
             return list(tokenizer.encode(parsed.prompt))
     except PromptTooLongError as exc:

@@ -47,14 +47,18 @@ class SimTokenizer:
         return "".join(" " + FILLER_WORDS[(t - FIRST_WORD_ID) % NUM_WORDS]
                        for t in token_ids if t >= NUM_SPECIAL)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
-        """`<|im_start|>role\\ncontent<|im_end|>` per message, then an open assistant turn."""
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
+        """`<|im_start|>role\\ncontent<|im_end|>` per message, then an open assistant turn; with
+        `continue_final_message` the last message stays open instead (no end, no new turn)."""
         ids: list[int] = []
         for message in messages:
             content = message.get("content") or ""
             if not isinstance(content, str):
                 raise ValueError("message content must be text")
             ids += [IM_START_ID, *self.encode(f"{message['role']}\n{content}"), IM_END_ID]
+        if continue_final_message:
+            return ids[:-1]
         return [*ids, IM_START_ID, *self.encode("assistant\n")]
 
     def _piece_id(self, piece: str) -> int:

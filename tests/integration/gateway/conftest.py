@@ -84,7 +84,7 @@ def chat(content: str = "hi", *, stream: bool = False, **extra: Any) -> dict[str
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every gateway scenario is bounded: seconds, not the suite's default minutes."""
     for item in items:
-        if "integration/gateway" in str(item.path):
+        if "integration/gateway" in str(item.path) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(60))
 
 

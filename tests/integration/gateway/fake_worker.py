@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dpserve.errors import error_body
 from dpserve.http_server import bind_socket
 
 
@@ -20,7 +21,7 @@ class Knobs:
 
     fail_first_n: int = 0            # answer 503 to the first N completion requests
     fail_status: int = 503
-    hang: bool = False               # completions and /health never answer
+    hang: bool = False               # completions, /health and /metrics never answer (a hung process)
     slow_first_byte_s: float = 0.0   # delay before the response starts
     die_after_chunks: int | None = None  # stream: abort the connection after this many chunks
     chunks: int = 5                  # stream: content chunks before the final one
@@ -30,6 +31,12 @@ class Knobs:
     running: int = 0                 # gauges on /metrics
     waiting: int = 0
     model: str = "fake-model"        # the id /v1/models lists
+    token_ids: bool = False          # honour `return_token_ids` (vLLM's shape; see token_stream_chunks)
+    stall_after_chunks: int | None = None  # stream: go silent after this many chunks (health still fine)
+    # stream: after this many chunks, fail as a dpserve replica does (an "abort" finish chunk, an
+    # error event with `fail_code`, [DONE])
+    fail_after_chunks: int | None = None
+    fail_code: str = "engine_down"
     max_model_len: int | None = None  # ... and its card's max_model_len, if set
     info: str = ""                   # labels of a vllm:cache_config_info line on /metrics, if set
 
@@ -107,6 +114,8 @@ class FakeWorker:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         k = self.knobs
+        while k.hang:
+            await asyncio.sleep(0.05)
         text = (f'vllm:num_requests_running{{model_name="fake"}} {k.running}\n'
                 f'vllm:num_requests_waiting{{model_name="fake"}} {k.waiting}\n'
                 f'vllm:kv_cache_usage_perc{{model_name="fake"}} 0.25\n')
@@ -155,17 +164,35 @@ class FakeWorker:
         k = self.knobs
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i, chunk in enumerate(stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)):
+        if k.token_ids and body.get("return_token_ids"):
+            chunks = token_stream_chunks(self.name, body.get("prompt"), k.chunks, _wants_usage(body))
+        else:
+            chunks = stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)
+        for i, chunk in enumerate(chunks):
             if k.die_after_chunks is not None and i >= k.die_after_chunks:
                 assert request.transport is not None
                 request.transport.abort()
                 return resp
+            while k.stall_after_chunks is not None and i >= k.stall_after_chunks:
+                await asyncio.sleep(0.05)
+            if k.fail_after_chunks is not None and i >= k.fail_after_chunks:
+                await resp.write(failure_events(k.fail_code))
+                break
             await resp.write(chunk)
             if k.chunk_delay_s:
                 await asyncio.sleep(k.chunk_delay_s)
         await resp.write_eof()
         self.stats.finished += 1
         return resp
+
+
+def failure_events(code: str) -> bytes:
+    """What a dpserve replica sends when a request fails mid-stream (serving/handlers.py)."""
+    abort = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "abort"}]}
+    status = 503 if code == "engine_down" else 422
+    return (b"data: " + orjson.dumps(abort) + b"\n\ndata: " + orjson.dumps(error_body(status, "failed", code))
+            + b"\n\ndata: [DONE]\n\n")
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -191,6 +218,34 @@ def stream_chunks(name: str, n: int, usage: bool, pad: int = 0) -> list[bytes]:
     if usage:
         out.append(event({**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n,
                                                            "total_tokens": 7 + n}}))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+PROMPT_IDS = [1, 2, 3]
+FIRST_ANSWER_ID = 1000
+
+
+def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool) -> list[bytes]:
+    """A fake model with token ids: answer token i is `f"{name}-{i} "` with id 1000 + i, the prompt
+    is [1, 2, 3]; a token-id prompt (a resumed answer) continues after the answer ids it holds."""
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+    token_prompt = isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)
+    prompt_ids = prompt if token_prompt else PROMPT_IDS
+    start = sum(1 for t in prompt_ids if t >= FIRST_ANSWER_ID)
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
+    out = [event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                       "finish_reason": None}], "prompt_token_ids": prompt_ids})]
+    out += [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} "},
+                                        "finish_reason": None, "token_ids": [FIRST_ANSWER_ID + i]}]})
+            for i in range(start, n)]
+    out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                                           "token_ids": []}]}))
+    if usage:
+        out.append(event({**base, "choices": [], "usage": {"prompt_tokens": len(prompt_ids),
+                                                           "completion_tokens": n - start,
+                                                           "total_tokens": len(prompt_ids) + n - start}}))
     out.append(b"data: [DONE]\n\n")
     return out
 

@@ -24,7 +24,7 @@ async def test_stream_is_relayed_byte_exact_with_worker_header(fake_workers, gat
 async def test_non_stream_body_unchanged_and_request_forwarded_unchanged(fake_workers, gateway,
                                                                           client) -> None:
     [w] = await fake_workers(1)
-    gw = await gateway([w])
+    gw = await gateway([w], stream_migration=False)  # armed requests are streamed internally
     raw = b'{"model":"fake-model","messages":[{"role":"user","content":"x"}],  "max_tokens": 3}'
     async with client.post(gw.url + "/v1/chat/completions", data=raw,
                            headers={"Content-Type": "application/json"}) as resp:

@@ -1,5 +1,6 @@
-"""The official openai client works through the gateway, streaming and not; a replica dying
-mid-stream ends the stream with an SSE error event and [DONE], which the client raises on."""
+"""The official openai client works through the gateway, streaming and not; with migration off,
+a replica dying mid-stream ends the stream with an SSE error event and [DONE], which the client
+raises on (with it on, see test_stream_migration_with_fake_replicas.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ async def test_openai_client_non_streaming_and_streaming(fake_workers, gateway) 
         resp = await oai.chat.completions.with_raw_response.create(
             model="fake-model", messages=[{"role": "user", "content": "hi"}])
         assert resp.headers[WORKER_HEADER] == "w0"
-        done = resp.parse()
-        assert done.choices[0].message.content == f"hello from {w.name}"
+        done = resp.parse()  # streamed from the replica, answered whole (resumable)
+        assert done.choices[0].message.content == "".join(f"{w.name}-{i} " for i in range(4))
         assert done.usage is not None and done.usage.completion_tokens == 4
         stream = await oai.chat.completions.create(
             model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True,
@@ -34,12 +35,12 @@ async def test_openai_client_non_streaming_and_streaming(fake_workers, gateway) 
         models = await oai.models.list()
         assert [m.id for m in models.data] == ["fake-model"]
         legacy = await oai.completions.create(model="fake-model", prompt="abc")
-        assert legacy.id == "cmpl-1"
+        assert legacy.id == "chatcmpl-1" and legacy.choices[0].text.startswith(f"{w.name}-0 ")
 
 
 async def test_mid_stream_death_ends_with_error_event_then_done(fake_workers, gateway, client) -> None:
     [w] = await fake_workers(1, chunks=10, die_after_chunks=3)
-    gw = await gateway([w])
+    gw = await gateway([w], stream_migration=False)
     async with client.post(gw.url + "/v1/chat/completions", json=chat(stream=True)) as resp:
         assert resp.status == 200
         data = await resp.read()

@@ -35,7 +35,8 @@ class HFDecode:
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
         raise ValueError("not needed")
 
 

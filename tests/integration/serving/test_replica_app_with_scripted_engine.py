@@ -28,7 +28,8 @@ class ByteTokenizer:
             raise KeyError("token 300 breaks the decoder")
         return bytes(t for t in token_ids if t < 256).decode(errors="replace")
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
         if any(m["role"] not in ("user", "system", "assistant") for m in messages):
             raise ValueError(f"unsupported role {messages[0]['role']!r}")
         return self.encode("".join(m["content"] for m in messages))
@@ -191,3 +192,63 @@ async def test_stop_token_id_is_reported_as_stop_reason(
                                                   "stop_token_ids": [ord("w")]})
     choice = (await resp.json())["choices"][0]
     assert (choice["text"], choice["finish_reason"], choice["stop_reason"]) == ("héllo w", "stop", ord("w"))
+
+
+async def sse_chunks(resp: Any) -> list[dict[str, Any]]:
+    out = []
+    async for raw in resp.content:
+        line = raw.strip()
+        if line.startswith(b"data: {"):
+            out.append(json.loads(line[6:]))
+    return out
+
+
+async def test_return_token_ids_has_vllms_shape_and_ids_always_match_the_text_sent(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    """Chat: prompt ids at the top of the role chunk, `token_ids` in each choice; completions:
+    prompt ids in the first choice. Every prefix of the stream: text == decode(ids), even while
+    a multi-byte char or a possible stop string ("é" then "wö..." vs stop "wörlX") is held back."""
+    tc, _ = client
+    resp = await tc.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hey"}], "stream": True, "return_token_ids": True,
+        "stop": ["wörlX", "🙂 STOPX"], "max_tokens": 100})
+    chunks = await sse_chunks(resp)
+    assert chunks[0]["prompt_token_ids"] == list(b"hey") and "token_ids" not in chunks[0]["choices"][0]
+    text, ids = "", []
+    for chunk in chunks[1:]:
+        choice = chunk["choices"][0]
+        text += choice["delta"].get("content", "")
+        ids += choice["token_ids"]
+        assert text == bytes(ids).decode(), chunk
+    assert text == OUTPUT and chunks[-1]["choices"][0]["finish_reason"] == "length"
+    resp = await tc.post("/v1/completions", json={"prompt": "ab", "stream": True, "return_token_ids": True,
+                                                  "max_tokens": 4})
+    chunks = await sse_chunks(resp)
+    assert chunks[0]["choices"][0]["prompt_token_ids"] == list(b"ab")
+    assert all("prompt_token_ids" not in c["choices"][0] for c in chunks[1:])
+    assert [c["choices"][0]["token_ids"] for c in chunks] == [[104], [195, 169], [108]]
+
+
+async def test_return_token_ids_non_streaming_and_absent_when_not_asked(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    resp = await tc.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hey"}], "return_token_ids": True, "max_tokens": 3})
+    body = await resp.json()
+    assert body["prompt_token_ids"] == list(b"hey") and body["choices"][0]["token_ids"] == [104, 195, 169]
+    resp = await tc.post("/v1/completions", json={"prompt": "ab", "max_tokens": 2, "return_token_ids": True})
+    choice = (await resp.json())["choices"][0]
+    assert (choice["prompt_token_ids"], choice["token_ids"]) == (list(b"ab"), [104, 195])
+    resp = await tc.post("/v1/completions", json={"prompt": "ab", "max_tokens": 2, "stream": True})
+    assert all("token_ids" not in c["choices"][0] for c in await sse_chunks(resp))
+
+
+async def test_continue_final_message_and_its_conflict_with_add_generation_prompt(
+        client: tuple[TestClient[Any, Any], ScriptedEngine]) -> None:
+    tc, _ = client
+    messages = [{"role": "user", "content": "hey"}, {"role": "assistant", "content": "ok"}]
+    resp = await tc.post("/v1/chat/completions", json={"messages": messages, "continue_final_message": True})
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "continue_final_message"
+    resp = await tc.post("/v1/chat/completions", json={"messages": messages, "continue_final_message": True,
+                                                       "add_generation_prompt": False, "max_tokens": 1})
+    assert resp.status == 200 and (await resp.json())["usage"]["prompt_tokens"] == 5

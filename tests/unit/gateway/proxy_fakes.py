@@ -15,6 +15,7 @@ from dpserve.gateway.aliases import ModelAliases
 from dpserve.gateway.circuit_breaker import CircuitState
 from dpserve.gateway.config import BreakerConfig, RetryConfig
 from dpserve.gateway.metrics import GatewayMetrics
+from dpserve.gateway.migration.config import MigrationConfig
 from dpserve.gateway.policies import build_policy
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.gateway.proxy import Proxy
@@ -156,8 +157,10 @@ class Rig:
 
 
 def make_rig(script: dict[str, list[Answer | Exception]], **retry: Any) -> Rig:
-    """A proxy over round-robin replicas named by the script's URLs (healthy, spy breakers)."""
+    """A proxy over round-robin replicas named by the script's URLs (healthy, spy breakers); stream
+    migration off unless `migration` says otherwise (its own tests script the token-id streams)."""
     replica_api_key = retry.pop("replica_api_key", None)
+    migration = retry.pop("migration", MigrationConfig(stream_migration=False))
     clock = FakeClock()
     policy = build_policy(PolicyConfig(policy="round_robin", seed=1), clock=clock)
     registry = WorkerRegistry(policy, BreakerConfig(), clock, lambda weight: None)
@@ -170,5 +173,5 @@ def make_rig(script: dict[str, list[Answer | Exception]], **retry: Any) -> Rig:
     config = build_config(RetryConfig, {"retry_backoff_base_s": 0.0, "retry_backoff_max_s": 0.0, **retry})
     proxy = Proxy(config, registry, policy, health, build_admission(AdmissionConfig(), registry, clock=clock),  # type: ignore[arg-type]
                   metrics, upstream, ModelAliases({}), random.Random(0), clock,  # type: ignore[arg-type]
-                  replica_api_key=replica_api_key)
+                  migration, replica_api_key=replica_api_key)
     return Rig(proxy, upstream, workers, health, metrics, clock)

@@ -53,6 +53,20 @@ async def test_refused_connection_takes_it_out_at_once() -> None:
     assert worker.healthy
 
 
+async def test_a_stall_is_the_first_strike_and_probes_at_once() -> None:
+    checker, worker, flips = _setup(health_failure_threshold=3, health_success_threshold=1)
+    checker.answers = [True, False]
+    await checker.probe(worker)
+    checker.report_suspect(worker)
+    await checker._extra_probes.wait_all()
+    assert not worker.healthy and flips == [True, False]  # the stall + one failed probe
+    checker.answers = [True, True]
+    await checker.probe(worker)
+    checker.report_suspect(worker)
+    await checker._extra_probes.wait_all()
+    assert worker.healthy and flips == [True, False, True]  # it answered: still up
+
+
 async def test_a_fresh_load_poll_stands_in_for_the_probe() -> None:
     """One poll per interval: a healthy worker whose /metrics just answered is not also probed."""
     clock = FakeClock()
@@ -69,3 +83,23 @@ async def test_a_fresh_load_poll_stands_in_for_the_probe() -> None:
     await checker.check_round()
     await checker.check_round()
     assert not worker.healthy and checker.answers == []
+
+
+async def test_a_poll_from_before_a_stall_vouches_for_nothing() -> None:
+    """A hung replica's last /metrics answer came before its stream stalled: the round probes it,
+    and that failed probe after the stall's strike takes it down."""
+    clock = FakeClock()
+    checker, worker, flips = _setup(health_check_interval_s=1.0, health_failure_threshold=2)
+    checker.clock = clock
+    checker.answers = [True]
+    await checker.probe(worker)
+    worker.polled = PolledLoad(running=2, at=clock())
+    clock.advance(0.2)
+    checker.answers = [True, False, False]
+    checker.report_suspect(worker)  # its own probe answers (the replica is only slow)
+    await checker._extra_probes.wait_all()
+    assert worker.healthy
+    checker.report_suspect(worker)
+    await checker.check_round()  # the stall probe and the round's probe both fail
+    await checker._extra_probes.wait_all()
+    assert not worker.healthy and flips == [True, False] and checker.answers == []

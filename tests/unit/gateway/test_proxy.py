@@ -19,20 +19,20 @@ def _retries(rig, reason: str) -> int:  # type: ignore[no-untyped-def]
     return int(rig.metrics.retries[(reason,)])
 
 
-@pytest.mark.parametrize("failure, reason, marked_down", [
-    (REFUSE, "connect_error", True),
-    (NO_HEAD, "first_byte_timeout", False),
-    (BROKEN, "upstream_error", False),
-    (Answer(503, b'{"error": {"message": "busy"}}'), "status_503", False),
+@pytest.mark.parametrize("failure, reason, marked_down, verdict", [
+    (REFUSE, "connect_error", True, "failure"),
+    (NO_HEAD, "first_byte_timeout", False, "neutral"),  # a timeout: health probes judge the replica
+    (BROKEN, "upstream_error", False, "failure"),
+    (Answer(503, b'{"error": {"message": "busy"}}'), "status_503", False, "failure"),
 ], ids=["refused", "no-head", "broken", "503"])
 async def test_a_failure_before_the_first_byte_is_retried_on_another_replica(
-        failure: object, reason: str, marked_down: bool) -> None:
+        failure: object, reason: str, marked_down: bool, verdict: str) -> None:
     rig = make_rig({A: [failure], B: [Answer()]})  # type: ignore[list-item]
     sink = FakeSink()
     await rig.proxy.handle(CHAT_PATH, {}, BODY, sink)
     assert (sink.status, sink.headers[WORKER_HEADER]) == (200, "w1")
     assert [s[0] for s in rig.upstream.sent] == [A, B] and _retries(rig, reason) == 1
-    assert rig.breaker(0).verdicts == ["failure"] and rig.breaker(1).verdicts == ["success"]
+    assert rig.breaker(0).verdicts == [verdict] and rig.breaker(1).verdicts == ["success"]
     assert rig.health.refused == (["w0"] if marked_down else [])
     assert all(w.in_flight == 0 for w in rig.workers)
 

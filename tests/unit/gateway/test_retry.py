@@ -1,4 +1,5 @@
-"""Retry rules: the table of `decide` cases, and backoff (capped exponential, full jitter, seeded)."""
+"""Retry and migration rules: the tables of `decide` and `decide_break`, and backoff (capped
+exponential, full jitter, seeded)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import pytest
 
 from dpserve.gateway.retry import (
     HAPPENINGS,
+    BreakFacts,
+    Broke,
     Decision,
     Happened,
     Verdict,
     backoff_s,
+    break_decision,
     decide,
+    decide_break,
+    error_event_reason,
     is_replica_failure,
 )
 
@@ -22,9 +28,9 @@ F, S, N = Verdict.FAILURE, Verdict.SUCCESS, Verdict.NEUTRAL
 @pytest.mark.parametrize("happened, status, expected", [
     # nothing reached the client: retried, counted against the replica
     (Happened.CONNECT_FAILED, None, Decision(True, F, True, "connect_error")),
-    (Happened.NO_FIRST_BYTE, None, Decision(True, F, False, "first_byte_timeout")),
+    (Happened.NO_FIRST_BYTE, None, Decision(True, N, False, "first_byte_timeout")),  # health judges
     (Happened.BROKEN_BEFORE_FIRST_BYTE, None, Decision(True, F, False, "upstream_error")),
-    (Happened.BODY_TIMEOUT, None, Decision(True, F, False, "timeout")),
+    (Happened.BODY_TIMEOUT, None, Decision(True, N, False, "timeout")),
     # a replica saying "not now"
     (Happened.ANSWERED, 429, Decision(True, F, False, "status_429")),
     (Happened.ANSWERED, 502, Decision(True, F, False, "status_502")),
@@ -70,3 +76,51 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
         assert all(0.0 <= s <= ceiling for s in samples)
         assert max(samples) > ceiling * 0.8  # jitter spans the range
     assert backoff_s(3, 0.01, 1.0, random.Random(1)) == backoff_s(3, 0.01, 1.0, random.Random(1))
+
+
+BREAK = {"reason": Broke.UPSTREAM_ERROR, "enabled": True, "excluded": None, "migrations": 0,
+         "max_migrations": 3, "finished": False, "remaining_tokens": 10}
+
+
+@pytest.mark.parametrize(("changes", "action", "outcome"), [
+    ({}, "migrate", ""),
+    ({"reason": Broke.STALL}, "migrate", ""),
+    ({"reason": Broke.ENGINE_DOWN}, "migrate", ""),
+    ({"reason": Broke.ERROR_EVENT}, "migrate", ""),
+    ({"remaining_tokens": None}, "migrate", ""),  # the rest of the context
+    ({"migrations": 2}, "migrate", ""),
+    ({"migrations": 3}, "error", "exhausted"),
+    ({"max_migrations": 0}, "error", "exhausted"),
+    ({"excluded": "tools"}, "error", "excluded"),
+    ({"enabled": False}, "error", "disabled"),
+    ({"reason": Broke.REQUEST_FAILED}, "error", "request_failed"),  # it would fail elsewhere too
+    ({"finished": True}, "finish", "completed"),  # only usage / [DONE] were missing
+    ({"remaining_tokens": 0}, "finish", "completed"),
+    ({"finished": True, "enabled": False}, "finish", "completed"),
+    ({"reason": Broke.REQUEST_TIMEOUT}, "error", "request_timeout"),  # the request's own limit first
+    ({"reason": Broke.REQUEST_TIMEOUT, "finished": True}, "error", "request_timeout"),
+])
+def test_decide_break(changes: dict[str, object], action: str, outcome: str) -> None:
+    decision = decide_break(BreakFacts(**{**BREAK, **changes}))  # type: ignore[arg-type]
+    assert (decision.action, decision.outcome) == (action, outcome)
+
+
+@pytest.mark.parametrize(("reason", "verdict"), [
+    (Broke.UPSTREAM_ERROR, F), (Broke.ERROR_EVENT, F), (Broke.ENGINE_DOWN, F), (Broke.INCOMPLETE, F),
+    (Broke.REPLICA_DOWN, F), (Broke.STALL, N), (Broke.DRAIN, N), (Broke.REQUEST_TIMEOUT, N),
+    (Broke.REQUEST_FAILED, S)])
+def test_what_a_break_tells_the_replicas_breaker(reason: str, verdict: str) -> None:
+    assert break_decision(reason) == Decision(False, verdict, False, reason)
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    ({"message": "engine died", "code": "engine_down"}, Broke.ENGINE_DOWN),
+    ({"message": "bad logits", "code": "request_failed"}, Broke.REQUEST_FAILED),
+    ({"message": "bad", "code": 400}, Broke.REQUEST_FAILED),
+    ({"message": "busy", "code": 429}, Broke.ERROR_EVENT),
+    ({"message": "oops", "code": 500}, Broke.ERROR_EVENT),
+    ({"message": "vLLM's shape", "type": "BadRequestError"}, Broke.ERROR_EVENT),
+    ("not an object", Broke.ERROR_EVENT),
+])
+def test_an_error_events_code_names_the_break(error: object, reason: str) -> None:
+    assert error_event_reason(error) == reason

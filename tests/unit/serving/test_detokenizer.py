@@ -22,7 +22,8 @@ class ByteTokenizer:
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < 256).decode(errors="replace")
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+    def apply_chat_template(self, messages: list[dict[str, Any]], *,
+                            continue_final_message: bool = False) -> list[int]:
         raise ValueError("no template")
 
 
@@ -46,6 +47,19 @@ def test_incomplete_char_is_flushed_at_the_end() -> None:
     assert detok.push(list(b"a")) == "a"
     assert detok.push(list("世".encode())[:2]) == ""  # held back: an incomplete character
     assert detok.flush() == "\ufffd"
+
+
+def test_context_is_never_emitted_and_a_char_it_cut_comes_out_whole() -> None:
+    """A token-id prompt (a resumed answer) is left context; "é" split across it and the first
+    new token is emitted whole, as vLLM's detokenizer does."""
+    detok = IncrementalDetokenizer(ByteTokenizer(), context=list(b"long prompt h"))
+    assert detok.push(list(b"i")) == "i"
+    cut = list("hé".encode())
+    detok = IncrementalDetokenizer(ByteTokenizer(), context=cut[:-1])
+    assert detok.num_held == 1  # the context's first byte of "é"
+    assert detok.push(cut[-1:]) == "é" and detok.num_held == 0
+    assert detok.push(list("世".encode())[:1]) == "" and detok.num_held == 1
+    assert detok.push(list("世".encode())[1:]) == "世" and detok.num_held == 0
 
 
 def feed(matcher: StopStringMatcher, deltas: list[str]) -> tuple[str, bool]:

@@ -37,6 +37,7 @@ def test_completion_defaults_to_16_tokens_and_accepts_token_ids() -> None:
     assert req.fields.max_tokens == DEFAULT_COMPLETION_MAX_TOKENS
     assert parse_completion_request({"prompt": ["one"]}).prompt == "one"
     assert parse_completion_request({"prompt": [[4, 5]]}).prompt == (4, 5)
+    assert parse_completion_request({"prompt": "x", "max_tokens": None}).fields.max_tokens is None
 
 
 def test_all_sampling_fields_are_read() -> None:
@@ -48,6 +49,14 @@ def test_all_sampling_fields_are_read() -> None:
     assert f.max_tokens == 7  # max_completion_tokens wins, as in OpenAI's newer API
     assert (f.temperature, f.top_p, f.top_k, f.seed) == (0.0, 0.5, -1, 3)  # -1: off, explicitly
     assert (f.stop, f.stop_token_ids, f.ignore_eos, f.user) == (("x",), (5,), True, "u")
+
+
+def test_return_token_ids_and_chat_template_switches() -> None:
+    assert not parse_chat_request(chat()).fields.return_token_ids
+    req = parse_chat_request(chat(return_token_ids=True, continue_final_message=True,
+                                  add_generation_prompt=False))
+    assert req.fields.return_token_ids and req.continue_final_message and not req.add_generation_prompt
+    assert parse_completion_request({"prompt": "x", "return_token_ids": True}).fields.return_token_ids
 
 
 def test_content_parts_are_joined() -> None:
@@ -88,6 +97,9 @@ def test_content_parts_are_joined() -> None:
     ({"echo": True}, "echo"),
     ({"tools": [{"type": "function"}]}, "tools"),
     ({"model": 3}, "model"),
+    ({"return_token_ids": 1}, "return_token_ids"),
+    ({"continue_final_message": "yes"}, "continue_final_message"),
+    ({"continue_final_message": True}, "continue_final_message"),  # add_generation_prompt too
     ({"messages": []}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": [{"content": "x"}]}, "messages"),

@@ -1,0 +1,244 @@
+"""Issue 14 with fake replicas: a response cut after its first byte continues on another replica
+(token-exact with token ids, text-level without), for streams and non-streaming requests; stalls,
+health and drains move streams; excluded requests keep the error event; everything is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+
+from dpserve.http_names import CHAT_PATH, METRICS_PATH, WORKER_HEADER, WORKERS_PATH
+from tests.integration.gateway.conftest import chat, eventually
+
+
+async def _stream(client: Any, url: str, body: dict[str, Any], path: str = CHAT_PATH,
+                  headers: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], bool, str | None]:
+    """(the JSON events, whether [DONE] ended the stream, x-dpserve-worker)."""
+    async with client.post(url + path, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        data = await resp.read()
+    events = [e[6:] for e in data.split(b"\n\n") if e]
+    done = events[-1] == b"[DONE]"
+    return [orjson.loads(e) for e in events if e != b"[DONE]"], done, resp.headers.get(WORKER_HEADER)
+
+
+def _text(events: list[dict[str, Any]]) -> str:
+    return "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
+
+
+async def _metrics(client: Any, url: str) -> str:
+    async with client.get(url + METRICS_PATH) as resp:
+        return str(await resp.text())
+
+
+async def test_token_exact_continuation_on_another_replica(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.die_after_chunks = 4  # the role chunk and 3 tokens, then the replica is gone
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, worker = await _stream(client, gw.url, chat(stream=True, max_tokens=8,
+                                                              stream_options={"include_usage": True}))
+    assert done and worker == "w0"
+    assert _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                    [f"{b.name}-{i} " for i in range(3, 8)])
+    assert [e["choices"][0]["delta"].get("role") for e in events if e["choices"]].count("assistant") == 1
+    assert all(e["id"] == "chatcmpl-1" and e["object"] == "chat.completion.chunk" for e in events)
+    assert not any(b"token_ids" in orjson.dumps(e) for e in events)  # asked by the gateway, stripped
+    assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "stop"
+    cont = orjson.loads(b.stats.bodies[-1])
+    assert cont["prompt"] == [1, 2, 3, 1000, 1001, 1002] and cont["max_tokens"] == 5
+    assert cont["return_token_ids"] and "messages" not in cont
+    text = await _metrics(client, gw.url)
+    assert 'dpserve_stream_migrations_total{reason="upstream_error",outcome="migrated"} 1' in text
+    assert "dpserve_stream_migration_gap_seconds_count 1" in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"} 1' in text
+    assert gw.state.registry.get("w0").in_flight == 0 and gw.state.registry.get("w1").in_flight == 0
+
+
+async def test_a_replica_whose_engine_went_down_mid_stream_is_left_token_exact(
+        fake_workers, gateway, client) -> None:
+    """A dpserve replica failing a request mid-stream sends an "abort" finish chunk and an error
+    event; with code engine_down the stream moves on, and the client sees neither."""
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks, a.knobs.fail_code = 4, "engine_down"
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, worker = await _stream(client, gw.url, chat(stream=True, max_tokens=8))
+    assert done and worker == "w0"
+    assert _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                    [f"{b.name}-{i} " for i in range(3, 8)])
+    assert [c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]] == ["stop"]
+    assert not any("error" in e for e in events)
+    text = await _metrics(client, gw.url)
+    assert 'dpserve_stream_migrations_total{reason="engine_down",outcome="migrated"} 1' in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"} 1' in text  # the dashboard's column
+
+
+async def test_a_request_that_failed_on_its_own_keeps_its_error(fake_workers, gateway, client) -> None:
+    """code request_failed: it would fail the same way elsewhere, so it is not migrated."""
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks, a.knobs.fail_code = 4, "request_failed"
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, _ = await _stream(client, gw.url, chat(stream=True, max_tokens=8))
+    assert done and "error" in events[-1] and b.stats.requests == 0
+    assert _text(events) == "".join(f"{a.name}-{i} " for i in range(3))
+    text = await _metrics(client, gw.url)
+    assert 'dpserve_stream_migrations_total{reason="request_failed",outcome="request_failed"} 1' in text
+    assert 'dpserve_worker_stream_migrations_total{worker="w0"}' not in text
+
+
+async def test_client_that_asked_for_token_ids_gets_all_of_them(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=6, token_ids=True)
+    a.knobs.die_after_chunks = 3
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, _ = await _stream(client, gw.url, chat(stream=True, return_token_ids=True))
+    assert done and events[0]["prompt_token_ids"] == [1, 2, 3]
+    ids = [t for e in events for c in e["choices"] for t in c.get("token_ids") or []]
+    assert ids == [1000 + i for i in range(6)]
+
+
+async def test_text_level_continuation_when_replicas_give_no_token_ids(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=5)
+    a.knobs.die_after_chunks = 3
+    gw = await gateway([a, b], policy="round_robin")
+    events, done, _ = await _stream(client, gw.url, chat("q", stream=True, max_tokens=10))
+    assert done and _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                             [f"{b.name}-{i} " for i in range(5)])
+    cont = orjson.loads(b.stats.bodies[-1])
+    assert cont["messages"][-1] == {"role": "assistant", "content": f"{a.name}-0 {a.name}-1 {a.name}-2 "}
+    assert cont["continue_final_message"] and not cont["add_generation_prompt"] and cont["max_tokens"] == 7
+    assert 'outcome="text"} 1' in await _metrics(client, gw.url)
+
+
+async def test_non_streaming_request_resumes_and_gets_one_body(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.die_after_chunks = 5
+    gw = await gateway([a, b], policy="round_robin")
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=8)) as resp:
+        assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w1"
+        body = await resp.json()
+    assert body["object"] == "chat.completion" and body["id"] == "chatcmpl-1"
+    assert body["choices"][0]["message"] == {
+        "role": "assistant", "content": "".join([f"{a.name}-{i} " for i in range(4)] +
+                                                [f"{b.name}-{i} " for i in range(4, 8)])}
+    assert body["choices"][0]["finish_reason"] == "stop" and "token_ids" not in body["choices"][0]
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+    assert orjson.loads(a.stats.bodies[0])["stream"] is True  # streamed internally
+
+
+async def test_stall_moves_the_stream_and_is_no_verdict_on_the_replica(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=6, token_ids=True)
+    a.knobs.stall_after_chunks = 3
+    gw = await gateway([a, b], policy="round_robin", stream_stall_timeout_s=0.3)
+    started = time.monotonic()
+    events, done, _ = await _stream(client, gw.url, chat(stream=True))
+    assert done and len(_text(events).split()) == 6 and time.monotonic() - started < 3
+    assert 'reason="stall",outcome="migrated"} 1' in await _metrics(client, gw.url)
+    await eventually(lambda: a.stats.cancelled == 1)  # the stalled request was closed
+    w0 = gw.state.registry.get("w0")
+    assert w0.healthy and w0.breaker.state.value == "closed" and w0.in_flight == 0
+
+
+async def test_replica_marked_down_moves_its_streams_at_once(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=6, token_ids=True)
+    a.knobs.stall_after_chunks = 3
+    gw = await gateway([a, b], policy="round_robin", stream_stall_timeout_s=60)
+    task = asyncio.create_task(_stream(client, gw.url, chat(stream=True)))
+    await eventually(lambda: a.stats.active == 1)
+    a.knobs.hang = True  # /health stops answering too: a hung process
+    events, done, _ = await asyncio.wait_for(task, 10)
+    assert done and len(_text(events).split()) == 6
+    assert 'reason="replica_down",outcome="migrated"} 1' in await _metrics(client, gw.url)
+    a.knobs.hang = False
+
+
+async def test_drain_timeout_moves_streams_to_finish_elsewhere(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=40, chunk_delay_s=0.05, token_ids=True)
+    gw = await gateway([a, b], policy="round_robin", drain_timeout_s=0.3)
+    task = asyncio.create_task(_stream(client, gw.url, chat(stream=True)))
+    await eventually(lambda: a.stats.active == 1)
+    async with client.delete(gw.url + WORKERS_PATH + "/w0") as resp:
+        assert resp.status == 204
+    events, done, _ = await task
+    assert done and len(_text(events).split()) == 40 and b.stats.requests == 1
+    assert 'reason="drain",outcome="migrated"} 1' in await _metrics(client, gw.url)
+
+
+async def test_excluded_and_disabled_keep_the_error_event_and_are_counted(fake_workers, gateway,
+                                                                          client) -> None:
+    a, b = await fake_workers(2, chunks=6, token_ids=True, die_after_chunks=3)
+    gw = await gateway([a, b], policy="round_robin")
+    body = chat(stream=True, response_format={"type": "json_object"})
+    events, done, _ = await _stream(client, gw.url, body)
+    assert done and "mid-stream" in events[-1]["error"]["message"]
+    assert 'reason="upstream_error",outcome="excluded"} 1' in await _metrics(client, gw.url)
+    off = await gateway([a, b], policy="round_robin", stream_migration=False)
+    events, done, _ = await _stream(client, off.url, chat(stream=True))
+    assert done and "error" in events[-1]
+    assert 'outcome="disabled"} 1' in await _metrics(client, off.url)
+
+
+async def test_max_migrations_then_the_error_event(fake_workers, gateway, client) -> None:
+    workers = await fake_workers(2, chunks=20, token_ids=True, die_after_chunks=3)
+    gw = await gateway(workers, policy="round_robin", max_migrations=2)
+    events, done, _ = await _stream(client, gw.url, chat(stream=True))
+    assert done and "error" in events[-1] and len(_text(events).split()) == 6  # 2 + 2 + 2 tokens
+    assert 'outcome="exhausted"} 1' in await _metrics(client, gw.url)
+
+
+async def test_long_non_streaming_answers_are_not_killed_and_open_no_breaker(fake_workers, gateway,
+                                                                             client) -> None:
+    workers = await fake_workers(2, chunks=8, chunk_delay_s=0.1, token_ids=True)
+    gw = await gateway(workers, policy="round_robin", first_byte_timeout_s=0.3, breaker_failure_threshold=1)
+    statuses = []
+    for resp_cm in [client.post(gw.url + CHAT_PATH, json=chat()) for _ in range(3)]:
+        async with resp_cm as resp:
+            statuses.append(resp.status)
+    assert statuses == [200, 200, 200] and sum(w.stats.requests for w in workers) == 3
+    assert all(w.breaker.state.value == "closed" for w in gw.state.registry.all())
+
+
+async def test_a_client_that_leaves_is_never_migrated(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=200, chunk_delay_s=0.01, token_ids=True)
+    gw = await gateway([a, b], policy="round_robin")
+    resp = await client.post(gw.url + CHAT_PATH, json=chat(stream=True))
+    await resp.content.readany()
+    resp.close()
+    await eventually(lambda: a.stats.cancelled == 1 and gw.state.registry.get("w0").in_flight == 0)
+    assert b.stats.requests == 0 and "dpserve_stream_migrations_total{" not in await _metrics(client, gw.url)
+
+
+async def test_sessions_follow_the_migration(fake_workers, gateway, client) -> None:
+    for policy in ("consistent_hash", "cache_aware"):
+        a, b = await fake_workers(2, chunks=6, token_ids=True)
+        gw = await gateway([a, b], policy=policy)
+        session = {"x-session-id": "conversation-7"}
+        _, _, home = await _stream(client, gw.url, chat("turn one", stream=True), headers=session)
+        victim, other = (a, b) if home == "w0" else (b, a)
+        victim.knobs.die_after_chunks = 3
+        events, done, _ = await _stream(client, gw.url, chat("turn one", stream=True), headers=session)
+        assert done and other.stats.requests == 1
+        victim.knobs.die_after_chunks = None
+        turn_two = {"model": "fake-model", "stream": True, "messages": [
+            {"role": "user", "content": "turn one"}, {"role": "assistant", "content": _text(events)},
+            {"role": "user", "content": "turn two"}]}
+        _, _, served = await _stream(client, gw.url, turn_two, headers=session)
+        assert served != home, policy
+
+
+async def test_a_break_after_the_finish_is_completed_by_the_gateway(fake_workers, gateway, client) -> None:
+    """Cut after the last token (before the usage chunk), or after the usage chunk (before
+    [DONE]): nothing is left to generate, the gateway ends the stream itself — once."""
+    a, b = await fake_workers(2, chunks=4, token_ids=True)
+    gw = await gateway([a, b], policy="round_robin")
+    body = chat(stream=True, stream_options={"include_usage": True})
+    for cut, usage_events in ((6, 1), (7, 1)):  # role, 4 tokens, finish | usage | [DONE]
+        a.knobs.die_after_chunks = cut
+        events, done, worker = await _stream(client, gw.url, body)
+        assert done and worker == "w0" and len(_text(events).split()) == 4
+        assert next(e for e in events if "usage" in e)["usage"]["completion_tokens"] == 4
+        assert sum(1 for e in events if "usage" in e) == usage_events
+        await _stream(client, gw.url, body)  # round robin: the next one goes to w1
+    assert b.stats.requests == 2 and 'outcome="completed"} 2' in await _metrics(client, gw.url)
