@@ -37,6 +37,7 @@ from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool,
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
 from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
+from dpserve.json_body import JsonTurns
 
 logger = logging.getLogger(__name__)
 _SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
@@ -94,12 +95,13 @@ class Proxy:
         self._rng = rng
         self._clock = clock
         self._replica_auth = None if replica_api_key is None else f"Bearer {replica_api_key}"
+        self._json_turns = JsonTurns()
 
     async def handle(self, path: str, headers: Mapping[str, str], raw: bytes, sink: ResponseSink) -> None:
         """Answer one request through `sink`; HTTPError for an answer the gateway gives itself.
         The caller has authenticated the tenant (routes.py: Access.TENANT)."""
         hops = hop_count(headers)  # 508 before any work when requests loop through gateways
-        parsed = parse_request(path, raw, headers)
+        parsed = await self._json_turns.run(len(raw), parse_request, path, raw, headers)
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
         route = await self._policy.prepare(parsed.route)  # e.g. tokenised off the loop
