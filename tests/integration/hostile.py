@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from hypothesis import strategies as st
 
 from dpserve.gateway.config import HealthConfig
+from dpserve.json_body import MAX_JSON_COMMAS
 from dpserve.serving.limits import RequestLimits
 
 # A replica must answer every probe within the gateway's health timeout, or the gateway marks it down.
@@ -226,9 +227,23 @@ def huge_prompts_within_the_body_limit(url: str) -> None:
     text = "hello world " * ((LIMITS.max_request_bytes - 4096) // 12)
     for path, body in ((COMPLETIONS, {"prompt": text, "max_tokens": 2}),
                        (CHAT, {"messages": [{"role": "user", "content": text}], "max_tokens": 2}),
-                       (COMPLETIONS, {"prompt": [1] * 1_000_000, "max_tokens": 2})):
+                       (COMPLETIONS, {"prompt": [1] * (MAX_JSON_COMMAS - 10), "max_tokens": 2})):
         error = assert_json_error(post(url, path, body), 400)
         assert "maximum context length" in error["message"]
+
+
+def json_bombs_under_the_body_limit(url: str) -> None:
+    """Bodies just under the size limit made of millions of tiny values (`{}`, `[]`, `"a"`, `1`),
+    8 at once: each once took ~0.5 s of the event loop to parse, and 8 stalled /health 4 s. Each is
+    refused before it is parsed."""
+    size = LIMITS.max_request_bytes - 64
+    for element in (b"{}", b"[]", b'"a"', b"1"):
+        values = b",".join([element] * (size // (len(element) + 1)))
+        body = b'{"prompt":"hi","max_tokens":1,"x":[' + values + b"]}"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            replies = list(pool.map(post, [url] * 8, [COMPLETIONS] * 8, [body] * 8))
+        for reply in replies:
+            assert assert_json_error(reply, 400)["code"] == "json_too_complex", element
 
 
 # -- the fuzzer --------------------------------------------------------------------------------------

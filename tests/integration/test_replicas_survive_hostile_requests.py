@@ -57,6 +57,7 @@ def replica(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     hostile.stop_lists_beyond_the_limits,
     hostile.oversized_bodies,
     hostile.huge_prompts_within_the_body_limit,
+    hostile.json_bombs_under_the_body_limit,
 ])
 def test_hostile_class_leaves_the_replica_serving(replica: Replica,
                                                   hostile_class: Callable[[str], None]) -> None:

@@ -81,7 +81,10 @@ class ClientLimits:
     max_request_bytes: int = option(
         16 * 1024 * 1024, "largest request body, after gzip/deflate decoding (413 beyond; an announced "
                           "Content-Length over it is refused before the body is read). 16 MiB holds a "
-                          "1M-token prompt as text or as token ids, or a few base64 images")
+                          "1M-token prompt as text, or a few base64 images; a body of 64 KiB or more "
+                          "may hold at most 65,536 '{'/'[', 131,072 '\"' and 262,144 ',' bytes (400 "
+                          "beyond; so token ids up to 262,144). `dpserve serve` gives its builtin and "
+                          "sim replicas the same limit")
     max_buffered_request_bytes: int = option(
         256 * 1024 * 1024, "request body bytes all connections together may hold at once, while they "
                            "arrive and while their requests are served (503 + Retry-After beyond)")
@@ -89,7 +92,8 @@ class ClientLimits:
         4096, "client connections held at once (each may hold a 64 KiB request head); more are "
               "answered 503 and closed")
     header_timeout_s: float = option(
-        10.0, "a request's headers must arrive within this many seconds of its first byte (408 and close)")
+        10.0, "a request's headers must arrive within this many seconds of its first byte (408 and close); "
+              "empty lines on an idle connection start this deadline too (then it is closed)")
     body_timeout_s: float = option(
         60.0, "a request's body must arrive within this many seconds after its headers (408 and close)")
     keepalive_timeout_s: float = option(

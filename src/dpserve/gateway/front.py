@@ -110,7 +110,17 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
             self._parse_stopped(data, exc)
         if self._in_head:  # a head arriving in pieces is counted, so one that never ends is cut off
             self._count_head(len(data))
+        elif self._msg is None and not self._busy_or_queued():
+            self._stray_bytes()
         self._wake()
+
+    def _stray_bytes(self) -> None:
+        """Bytes that began no request on an idle connection (llhttp skips empty lines before a
+        request line): the header deadline runs from the first of them, so a client sending "\r\n"
+        every second cannot hold a connection (and a --max-connections slot) forever."""
+        header_deadline = self._server.now + self._header_timeout_s
+        if self.deadline is None or header_deadline < self.deadline:
+            self.deadline = header_deadline
 
     def eof_received(self) -> bool:
         """The client half-closed (or closed): answer the requests it completed, then close."""
@@ -166,11 +176,11 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
         self.abort()
 
     async def _next(self) -> Message | None:
+        if not self._queue and self._msg is None:  # idle from now: set once, so no wake-up extends it
+            self.deadline = self._server.now + self._limits.keepalive_timeout_s
         while not self._queue:
             if self.ending or self._failed is not None or self.closed or self._eof:
                 return None
-            if self._msg is None:  # idle between requests
-                self.deadline = self._server.now + self._limits.keepalive_timeout_s
             await self._wait()
         return self._queue[0]
 

@@ -16,6 +16,7 @@ from dpserve.errors import HTTPError
 from dpserve.gateway.exchange import ResponseSink
 from dpserve.gateway.kv_events.endpoint import endpoint_from_json
 from dpserve.gateway.worker import check_worker_url, check_worker_weight, replica_origin
+from dpserve.json_body import load_json
 
 if TYPE_CHECKING:
     from dpserve.gateway.app import Gateway
@@ -53,10 +54,7 @@ async def list_workers(gw: Gateway, request: Request, sink: ResponseSink) -> Non
 
 
 async def add_worker(gw: Gateway, request: Request, sink: ResponseSink) -> None:
-    try:
-        body = orjson.loads(request.body)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
+    body = load_json(request.body)
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str):
         raise HTTPError(400, "'url' is required: the replica's base URL, http://host:port", param="url")

@@ -41,6 +41,7 @@ from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool,
 from dpserve.gateway.usage import Usage
 from dpserve.gateway.worker import Worker
 from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
+from dpserve.json_body import JsonTurns
 
 _SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
 # What `_try_workers` returns when no replica could be tried at all.
@@ -68,12 +69,13 @@ class Proxy:
         self._clock = clock
         self._replica_auth = None if replica_api_key is None else f"Bearer {replica_api_key}"
         self._streams = StreamRelay(metrics, health, aliases, self._migration, clock)
+        self._json_turns = JsonTurns()
 
     async def handle(self, path: str, headers: Mapping[str, str], raw: bytes, sink: ResponseSink) -> None:
         """Answer one request through `sink`; HTTPError for an answer the gateway gives itself.
         The caller has authenticated the tenant (routes.py: Access.TENANT)."""
         hops = hop_count(headers)  # 508 before any work when requests loop through gateways
-        parsed = parse_request(path, raw, headers)
+        parsed = await self._json_turns.run(len(raw), parse_request, path, raw, headers)
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
         route = await self._policy.prepare(parsed.route)  # e.g. tokenised off the loop

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from dpserve.errors import HTTPError
 from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, resume_facts
 from dpserve.gateway.policies.base import RouteRequest
 from dpserve.http_names import CHAT_PATH, SESSION_HEADER
+from dpserve.json_body import load_json
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,7 @@ def prompt_text(prompt: Any) -> str:
 
 
 def _load_object(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise HTTPError(400, "request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise HTTPError(400, "request body must be a JSON object")
     return body

@@ -60,7 +60,8 @@ def serve(config: ServeConfig) -> int:
         kv_ports = ([ports.reserve() for _ in range(launch.dp_size)]
                     if wants_kv_events(launch, get_backend(launch.backend)) else None)
         plan = build_plan(launch, replica_ports, kv_event_ports=kv_ports, socket_dir=default_lock_dir())
-        plan = plan.with_api_key(config.gateway.replica_api_key)
+        plan = plan.with_api_key(config.gateway.replica_api_key).with_max_request_bytes(
+            config.gateway.limits.max_request_bytes)
         check_backend_installed(plan.backend)
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
@@ -79,7 +80,8 @@ def serve_on_ray(config: ServeConfig) -> int:
     try:
         log_dir = launch.log_dir or default_log_dir()
         logger.info("replica logs in %s", log_dir)
-        plan = session.plan.with_api_key(config.gateway.replica_api_key)
+        plan = session.plan.with_api_key(config.gateway.replica_api_key).with_max_request_bytes(
+            config.gateway.limits.max_request_bytes)
         service = ServeService(launch, plan, build_gateway_site(config), log_dir, session.runtime)
         return run_on_uvloop(service.run())
     finally:

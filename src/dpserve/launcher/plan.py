@@ -48,6 +48,12 @@ class LaunchPlan:
         specs = tuple(dataclasses.replace(spec, api_key=api_key) for spec in self.replicas)
         return dataclasses.replace(self, replicas=specs)
 
+    def with_max_request_bytes(self, max_bytes: int) -> LaunchPlan:
+        """Every replica takes bodies up to `max_bytes` (the gateway's --max-request-bytes), where
+        its engine has the flag (builtin, sim)."""
+        specs = tuple(dataclasses.replace(spec, max_request_bytes=max_bytes) for spec in self.replicas)
+        return dataclasses.replace(self, replicas=specs)
+
     def layout(self) -> str:
         """replicas × TP × PP = devices, and which devices."""
         first = self.replicas[0]

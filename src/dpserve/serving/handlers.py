@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from dpserve.errors import HTTPError, error_body
+from dpserve.json_body import JsonTurns, load_json
 from dpserve.serving.body import read_body
 from dpserve.serving.disconnect import DisconnectWatcher
 from dpserve.serving.engine_client import EngineClient
@@ -42,6 +43,7 @@ class ReplicaHandlers:
         self.limits = limits
         self.sampling_defaults = sampling_defaults
         self.disconnects = DisconnectWatcher()
+        self._json_turns = JsonTurns()
         self._prepare_pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
         self.created = int(time.time())
         self.is_ready = False
@@ -74,7 +76,8 @@ class ReplicaHandlers:
     async def _complete(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         if not self.is_ready:
             raise HTTPError(503, "the engine is starting")
-        body = _parse_json(await read_body(request, self.limits.max_request_bytes))
+        raw = await read_body(request, self.limits.max_request_bytes)
+        body = await self._json_turns.run(len(raw), load_json, raw)
         prepared = await self._prepare(kind, body)
         generation = Generation(self.client, self.metrics, prepared, lambda: _is_disconnected(request))
         with self.disconnects.watch(request):
@@ -94,15 +97,6 @@ class ReplicaHandlers:
             raise
         except Exception as exc:  # a body our validation let through but could not handle
             raise request_failed("(being prepared)", exc) from exc
-
-
-def _parse_json(raw: bytes) -> Any:
-    if not raw:
-        raise HTTPError(400, "request body is empty; expected a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
 
 
 def _is_disconnected(request: web.Request) -> bool:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from dpserve.config import option, require
 
-# 8 MiB holds a 1M-token prompt sent as token ids (~7 bytes a token) with room to spare; parsing the
-# most object-heavy JSON of that size takes ~0.25 s here, well inside the gateway's 1 s health timeout.
+# 8 MiB holds a 1M-token prompt as text; token-id prompts are bounded by json_body's MAX_JSON_COMMAS
+# (262,144). Parse time is bounded by json_body's structure limits, not by this.
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 # vLLM's VLLM_MAX_STOP_STRINGS default, which is also OpenAI's documented limit ("up to 4 sequences").
 DEFAULT_MAX_STOP_STRINGS = 4
@@ -25,7 +25,9 @@ class RequestLimits:
     max_request_bytes: int = option(
         DEFAULT_MAX_REQUEST_BYTES,
         "largest request body in bytes: a bigger announced Content-Length gets 413 before the body "
-        "is read, a chunked body is cut off with 413 once it passes this")
+        "is read, a chunked body is cut off with 413 once it passes this (`dpserve serve` sets it to "
+        "its own --max-request-bytes); a body of 64 KiB or more may hold at most 65,536 '{'/'[', "
+        "131,072 '\"' and 262,144 ',' bytes (400 beyond)")
     max_stop_strings: int = option(
         DEFAULT_MAX_STOP_STRINGS, "most 'stop' strings one request may give (vLLM's and OpenAI's limit)")
     max_stop_string_chars: int = option(

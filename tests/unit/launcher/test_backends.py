@@ -96,3 +96,17 @@ def test_sim_command_line_uses_the_model_name() -> None:
     assert argv == ["/py", "-m", "dpserve", "sim", "--model", "org/model", "--host", "127.0.0.1",
                     "--port", "41234", "--time-scale", "10"]
     assert not get_backend("sim").uses_devices
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_the_gateways_body_limit_reaches_the_replicas_that_take_it(name: str) -> None:
+    """serve's --max-request-bytes: a body the gateway lets through must not be 413 at a builtin or
+    sim replica; engine args still override it; vLLM and SGLang have no such flag."""
+    spec = dataclasses.replace(_spec(Placement(0)), max_request_bytes=16 * 1024 * 1024,
+                               engine_args=("--x", "1"))
+    argv = get_backend(name).command(spec)
+    if name in ("builtin", "sim"):
+        assert argv[-4:] == ["--max-request-bytes", str(16 * 1024 * 1024), "--x", "1"]
+    else:
+        assert "--max-request-bytes" not in argv
+    assert "--max-request-bytes" not in get_backend(name).command(_spec(Placement(0)))

@@ -82,10 +82,11 @@ def test_unknown_model_for_builtin_is_an_error_before_launch() -> None:
         build_plan(LaunchConfig(model="no-such-model"), [1, 2], gpu_ids=(), cpu_cores=(0, 1))
 
 
-def test_the_replica_api_key_reaches_every_replica_spec() -> None:
+def test_the_replica_api_key_and_body_limit_reach_every_replica_spec() -> None:
     plan = build_plan(LaunchConfig(), [5001, 5002], gpu_ids=(), cpu_cores=(0, 1))
     assert plan.with_api_key(None) is plan
     assert [s.api_key for s in plan.with_api_key("k").replicas] == ["k", "k"]
+    assert [s.max_request_bytes for s in plan.with_max_request_bytes(4096).replicas] == [4096, 4096]
 
 
 def test_local_replicas_publish_kv_events_on_ipc_and_a_loopback_replay_port(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ class ReplicaSpec:
     python: str = field(default=sys.executable)
     kv_events: KvEventsEndpoint | None = None  # where it publishes KV events (its --kv-events-config)
     api_key: str | None = field(default=None, repr=False)  # the key it asks of clients (--replica-api-key)
+    max_request_bytes: int | None = None  # largest body it takes (the gateway's --max-request-bytes)
 
     @property
     def url(self) -> str:
@@ -71,6 +72,8 @@ class Backend(ABC):
     publishes_kv_events: bool = False
     #: The engine's flag that makes it require `Authorization: Bearer KEY` (None: it has none).
     api_key_flag: str | None = None
+    #: The engine's flag for its largest request body (None: it has none of ours).
+    max_request_bytes_flag: str | None = None
 
     def kv_events_tokenizer(self, model: str, model_path: str) -> str:
         """What the gateway loads to compute a request's KV block keys as this engine does."""
@@ -87,6 +90,13 @@ class Backend(ABC):
         if spec.api_key is None or self.api_key_flag is None:
             return []
         return [self.api_key_flag, spec.api_key]
+
+    def request_limit_args(self, spec: ReplicaSpec) -> list[str]:
+        """`--max-request-bytes N` when the plan sets it and the engine takes it, so a body the
+        gateway lets through is not refused by the replica behind it."""
+        if spec.max_request_bytes is None or self.max_request_bytes_flag is None:
+            return []
+        return [self.max_request_bytes_flag, str(spec.max_request_bytes)]
 
     def env(self, spec: ReplicaSpec) -> dict[str, str]:
         """Environment added to ours for this replica: by default the placement's."""

@@ -12,6 +12,7 @@ class BuiltinBackend(Backend):
     resolves_model_locally = True
 
     publishes_kv_events = True
+    max_request_bytes_flag = "--max-request-bytes"
 
     def command(self, spec: ReplicaSpec) -> list[str]:
         argv = [spec.python, "-m", "dpserve", "engine", "--model", spec.model_path,
@@ -19,4 +20,4 @@ class BuiltinBackend(Backend):
                 "--device", "cuda" if spec.placement.on_gpu else "cpu"]
         if spec.placement.num_threads is not None:
             argv += ["--num-threads", str(spec.placement.num_threads)]
-        return argv + list(spec.engine_args)
+        return argv + self.request_limit_args(spec) + list(spec.engine_args)
