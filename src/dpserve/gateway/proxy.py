@@ -87,7 +87,7 @@ class Proxy:
         usage = Usage()
         start = self._clock()
         request = ProxiedRequest(path, self._forwarded_headers(headers, hops), raw, parsed, sink)
-        if self._migration.stream_migration and parsed.resume.excluded is None:
+        if self._worth_resuming(parsed):
             self._arm(request)
         try:
             await self._with_retries(request, usage, start)
@@ -114,6 +114,15 @@ class Proxy:
             return raw, parsed
         return (self._aliases.request_body(raw, target),
                 dataclasses.replace(parsed, model=target, alias=parsed.model))
+
+    def _worth_resuming(self, parsed: ParsedRequest) -> bool:
+        """Migration on and the request not excluded: streams always; a non-streaming request only
+        when it may generate more than --resume-min-tokens (a shorter one is cheaper to retry whole
+        than to stream internally)."""
+        cfg = self._migration
+        if not cfg.stream_migration or parsed.resume.excluded is not None:
+            return False
+        return parsed.stream or parsed.max_tokens is None or parsed.max_tokens > cfg.resume_min_tokens
 
     def _arm(self, request: ProxiedRequest) -> None:
         """Ask the replica for token ids (and stream a non-streaming request internally), and

@@ -115,7 +115,7 @@ async def test_text_level_continuation_when_replicas_give_no_token_ids(fake_work
 async def test_non_streaming_request_resumes_and_gets_one_body(fake_workers, gateway, client) -> None:
     a, b = await fake_workers(2, chunks=8, token_ids=True)
     a.knobs.die_after_chunks = 5
-    gw = await gateway([a, b], policy="round_robin")
+    gw = await gateway([a, b], policy="round_robin", resume_min_tokens=4)
     async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=8)) as resp:
         assert resp.status == 200 and resp.headers[WORKER_HEADER] == "w1"
         body = await resp.json()
@@ -126,6 +126,21 @@ async def test_non_streaming_request_resumes_and_gets_one_body(fake_workers, gat
     assert body["choices"][0]["finish_reason"] == "stop" and "token_ids" not in body["choices"][0]
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
     assert orjson.loads(a.stats.bodies[0])["stream"] is True  # streamed internally
+
+
+async def test_a_short_non_streaming_request_is_relayed_whole_and_retried_whole(fake_workers, gateway,
+                                                                                client) -> None:
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    gw = await gateway([a, b], policy="round_robin", resume_min_tokens=8)
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=8)) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["object"] == "chat.completion" and "token_ids" not in body["choices"][0]
+    sent = orjson.loads(a.stats.bodies[0])
+    assert sent.get("stream") is not True and "return_token_ids" not in sent  # not armed: as sent
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=9)) as resp:  # over the bound: armed
+        assert resp.status == 200
+    assert orjson.loads(b.stats.bodies[0])["stream"] is True
 
 
 async def test_stall_moves_the_stream_and_is_no_verdict_on_the_replica(fake_workers, gateway, client) -> None:
