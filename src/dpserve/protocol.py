@@ -129,8 +129,14 @@ def _parse_token_ids(value: Any, name: str, max_count: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def max_tokens_field(body: dict[str, Any]) -> str:
+    """Which field sets the completion-token limit: `max_completion_tokens` unless it is absent
+    or null, else `max_tokens` (vLLM's rule; the gateway reads a body by the same rule)."""
+    return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+
+
 def _parse_max_tokens(body: dict[str, Any]) -> int | None:
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    name = max_tokens_field(body)
     max_tokens = _typed(body, name, int, None, "an integer")
     if max_tokens is not None and max_tokens < 1:
         raise RequestError(f"'{name}' must be at least 1, got {max_tokens}", name)

@@ -16,6 +16,7 @@ from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, re
 from dpserve.gateway.policies.base import RouteRequest
 from dpserve.http_names import CHAT_PATH, SESSION_HEADER
 from dpserve.json_body import load_json
+from dpserve.protocol import max_tokens_field
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,10 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
         text = prompt_text(body["prompt"])
     user = body.get("user")
     session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = body.get(max_tokens_field(body))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        max_tokens = None
     model = body.get("model")
     return ParsedRequest(RouteRequest(text, session, path, body), body.get("stream") is True, len(text),
-                         max_tokens if isinstance(max_tokens, int) else None,
-                         model if isinstance(model, str) and model else None, resume=resume_facts(body))
+                         max_tokens, model if isinstance(model, str) and model else None,
+                         resume=resume_facts(body))

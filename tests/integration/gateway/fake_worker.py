@@ -37,6 +37,11 @@ class Knobs:
     # error event with `fail_code`, [DONE])
     fail_after_chunks: int | None = None
     fail_code: str = "engine_down"
+    fail_coalesced: bool = False     # ... in the same write as the chunk before it
+    fail_old_shape: bool = False     # ... as vLLM's older error event, `{"object": "error", ...}`, alone
+    fail_once: bool = False          # ... then no more (workers sharing their Knobs: the first to fail)
+    reasoning_tokens: int = 0        # token stream: the first N answer tokens are `reasoning_content`
+    token_text: str | None = None    # token stream: every answer token's text (default f"{name}-{i} ")
     max_model_len: int | None = None  # ... and its card's max_model_len, if set
     info: str = ""                   # labels of a vllm:cache_config_info line on /metrics, if set
 
@@ -165,7 +170,9 @@ class FakeWorker:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         if k.token_ids and body.get("return_token_ids"):
-            chunks = token_stream_chunks(self.name, body.get("prompt"), k.chunks, _wants_usage(body))
+            chunks = token_stream_chunks(self.name, body.get("prompt"), k.chunks, _wants_usage(body),
+                                         reasoning=k.reasoning_tokens if "messages" in body else 0,
+                                         text=k.token_text)
         else:
             chunks = stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)
         for i, chunk in enumerate(chunks):
@@ -175,8 +182,11 @@ class FakeWorker:
                 return resp
             while k.stall_after_chunks is not None and i >= k.stall_after_chunks:
                 await asyncio.sleep(0.05)
-            if k.fail_after_chunks is not None and i >= k.fail_after_chunks:
-                await resp.write(failure_events(k.fail_code))
+            if k.fail_after_chunks is not None and i + k.fail_coalesced >= k.fail_after_chunks:
+                await resp.write((chunk if k.fail_coalesced else b"") + failure_events(k.fail_code,
+                                                                                      k.fail_old_shape))
+                if k.fail_once:
+                    k.fail_after_chunks = None
                 break
             await resp.write(chunk)
             if k.chunk_delay_s:
@@ -186,11 +196,15 @@ class FakeWorker:
         return resp
 
 
-def failure_events(code: str) -> bytes:
-    """What a dpserve replica sends when a request fails mid-stream (serving/handlers.py)."""
+def failure_events(code: str, old_shape: bool = False) -> bytes:
+    """What a dpserve replica sends when a request fails mid-stream (serving/handlers.py); or
+    `old_shape`: an older vLLM's error event alone."""
+    status = 503 if code == "engine_down" else 422
+    if old_shape:
+        error = {"object": "error", "message": "failed", "type": "x", "param": None, "code": code}
+        return b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
     abort = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
              "choices": [{"index": 0, "delta": {}, "finish_reason": "abort"}]}
-    status = 503 if code == "engine_down" else 422
     return (b"data: " + orjson.dumps(abort) + b"\n\ndata: " + orjson.dumps(error_body(status, "failed", code))
             + b"\n\ndata: [DONE]\n\n")
 
@@ -226,9 +240,11 @@ PROMPT_IDS = [1, 2, 3]
 FIRST_ANSWER_ID = 1000
 
 
-def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool) -> list[bytes]:
-    """A fake model with token ids: answer token i is `f"{name}-{i} "` with id 1000 + i, the prompt
-    is [1, 2, 3]; a token-id prompt (a resumed answer) continues after the answer ids it holds."""
+def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool, reasoning: int = 0,
+                        text: str | None = None) -> list[bytes]:
+    """A fake model with token ids: answer token i is `f"{name}-{i} "` (or `text`) with id 1000 + i,
+    the first `reasoning` of them sent as `reasoning_content`; the prompt is [1, 2, 3]; a token-id
+    prompt (a resumed answer) continues after the answer ids it holds."""
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(payload) + b"\n\n"
     token_prompt = isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)
@@ -237,9 +253,9 @@ def token_stream_chunks(name: str, prompt: Any, n: int, usage: bool) -> list[byt
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
     out = [event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                        "finish_reason": None}], "prompt_token_ids": prompt_ids})]
-    out += [event({**base, "choices": [{"index": 0, "delta": {"content": f"{name}-{i} "},
-                                        "finish_reason": None, "token_ids": [FIRST_ANSWER_ID + i]}]})
-            for i in range(start, n)]
+    out += [event({**base, "choices": [{"index": 0, "delta": {
+        "reasoning_content" if i < reasoning else "content": f"{name}-{i} " if text is None else text},
+        "finish_reason": None, "token_ids": [FIRST_ANSWER_ID + i]}]}) for i in range(start, n)]
     out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
                                            "token_ids": []}]}))
     if usage:

@@ -257,3 +257,117 @@ async def test_a_break_after_the_finish_is_completed_by_the_gateway(fake_workers
         assert sum(1 for e in events if "usage" in e) == usage_events
         await _stream(client, gw.url, body)  # round robin: the next one goes to w1
     assert b.stats.requests == 2 and 'outcome="completed"} 2' in await _metrics(client, gw.url)
+
+
+async def test_a_stream_that_moves_twice_after_failures_loses_nothing(fake_workers, gateway, client) -> None:
+    """A failure reported by the second replica too (an "abort" finish, an error event): the
+    third replica's tokens all reach the client, and its finish."""
+    a, b, c = await fake_workers(3, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks = 4  # role + 3 tokens
+    c.knobs = b.knobs  # whichever of b and c comes second fails after its role chunk + 2 tokens
+    b.knobs.fail_after_chunks, b.knobs.fail_once = 3, True
+    gw = await gateway([a, b, c], policy="round_robin")
+    events, done, _ = await _stream(client, gw.url, chat(stream=True, max_tokens=8,
+                                                         stream_options={"include_usage": True}))
+    # the third continuation's prompt holds 2 more answer ids than the second's
+    second, third = (b, c) if len(b.stats.bodies[0]) < len(c.stats.bodies[0]) else (c, b)
+    assert done and _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                             [f"{second.name}-{i} " for i in range(3, 5)] +
+                                             [f"{third.name}-{i} " for i in range(5, 8)])
+    assert [ch["finish_reason"] for e in events for ch in e["choices"] if ch["finish_reason"]] == ["stop"]
+    assert events[-1]["usage"]["completion_tokens"] == 8
+    assert 'reason="engine_down",outcome="migrated"} 2' in await _metrics(client, gw.url)
+
+
+async def test_a_non_streaming_answer_after_a_failure_is_whole_and_blames_no_healthy_replica(
+        fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=8, token_ids=True)
+    a.knobs.fail_after_chunks = 4
+    gw = await gateway([a, b], policy="round_robin", resume_min_tokens=4, breaker_failure_threshold=1)
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=8)) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["choices"][0]["message"]["content"] == "".join(
+        [f"{a.name}-{i} " for i in range(3)] + [f"{b.name}-{i} " for i in range(3, 8)])
+    assert body["choices"][0]["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 8
+    text = await _metrics(client, gw.url)
+    assert 'outcome="completed"' not in text and 'reason="error_event"' not in text
+    assert gw.state.registry.get("w1").breaker.state.value == "closed"
+
+
+async def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(fake_workers, gateway, client) -> None:
+    """The replicas' rule: max_completion_tokens unless absent or null, else max_tokens."""
+    a, b = await fake_workers(2, chunks=8, token_ids=True, die_after_chunks=4)
+    b.knobs.die_after_chunks = None
+    gw = await gateway([a, b], policy="round_robin")
+    await _stream(client, gw.url, chat(stream=True, max_tokens=6, max_completion_tokens=None))
+    assert orjson.loads(b.stats.bodies[-1])["max_tokens"] == 3
+
+
+async def test_failure_events_in_any_shape_or_framing_are_caught(fake_workers, gateway, client) -> None:
+    """An error event in the same chunk as the token before it, or in vLLM's older shape alone:
+    neither reaches the client, the stream moves on."""
+    for knobs in ({"fail_coalesced": True}, {"fail_old_shape": True}):
+        a, b = await fake_workers(2, chunks=8, token_ids=True, fail_after_chunks=4, **knobs)
+        b.knobs.fail_after_chunks = None
+        gw = await gateway([a, b], policy="round_robin")
+        events, done, _ = await _stream(client, gw.url, chat(stream=True, max_tokens=8))
+        assert done and not any("error" in e or e.get("object") == "error" for e in events), knobs
+        assert _text(events) == "".join([f"{a.name}-{i} " for i in range(3)] +
+                                        [f"{b.name}-{i} " for i in range(3, 8)]), knobs
+
+
+async def test_a_token_that_reads_abort_is_only_a_token(fake_workers, gateway, client) -> None:
+    a, b = await fake_workers(2, chunks=6, token_ids=True, token_text="abort")
+    gw = await gateway([a, b], policy="round_robin", max_migrations=0)
+    events, done, _ = await _stream(client, gw.url, chat(stream=True))
+    assert done and _text(events) == "abort" * 6 and b.stats.requests == 0
+    assert [ch["finish_reason"] for e in events for ch in e["choices"] if ch["finish_reason"]] == ["stop"]
+    assert "dpserve_stream_migrations_total{" not in await _metrics(client, gw.url)
+
+
+async def test_a_cut_after_the_last_allowed_token_still_gets_a_finish_reason(fake_workers, gateway,
+                                                                             client) -> None:
+    a, b = await fake_workers(2, chunks=4, token_ids=True, die_after_chunks=5)  # role + 4 tokens
+    gw = await gateway([a, b], policy="round_robin", resume_min_tokens=1)
+    events, done, _ = await _stream(client, gw.url, chat(stream=True, max_tokens=4,
+                                                         stream_options={"include_usage": True}))
+    assert done and len(_text(events).split()) == 4
+    assert [ch["finish_reason"] for e in events for ch in e["choices"] if ch["finish_reason"]] == ["length"]
+    assert events[-1]["usage"]["completion_tokens"] == 4
+    b.knobs.die_after_chunks = 5
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=4)) as resp:
+        body = await resp.json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length" and len(choice["message"]["content"].split()) == 4
+
+
+async def test_reasoning_text_is_kept_and_a_cut_inside_it_is_not_resumed(fake_workers, gateway,
+                                                                          client) -> None:
+    """A reasoning model's `reasoning_content` deltas: a non-streaming answer (streamed
+    internally) keeps them; a cut while it is still reasoning cannot be continued as plain text
+    (the completions endpoint parses no reasoning), so the client gets the error event."""
+    a, b = await fake_workers(2, chunks=6, token_ids=True, reasoning_tokens=2)
+    gw = await gateway([a, b], policy="round_robin", resume_min_tokens=1)
+    async with client.post(gw.url + CHAT_PATH, json=chat(max_tokens=6)) as resp:
+        message = (await resp.json())["choices"][0]["message"]
+    assert message == {"role": "assistant", "reasoning_content": f"{a.name}-0 {a.name}-1 ",
+                       "content": "".join(f"{a.name}-{i} " for i in range(2, 6))}
+    b.knobs.die_after_chunks = 2  # role + one reasoning token
+    events, done, _ = await _stream(client, gw.url, chat(stream=True))  # round robin: b serves it
+    assert done and "error" in events[-1] and a.stats.requests == 1
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[1]["choices"][0]["delta"] == {"reasoning_content": f"{b.name}-0 "}
+    assert 'outcome="excluded"} 1' in await _metrics(client, gw.url)
+
+
+async def test_a_client_that_leaves_while_its_stream_is_cut_is_not_migrated(fake_workers, gateway,
+                                                                            client) -> None:
+    a, b = await fake_workers(2, chunks=8, token_ids=True, stall_after_chunks=3)
+    b.knobs.stall_after_chunks = None
+    gw = await gateway([a, b], policy="round_robin", stream_stall_timeout_s=0.5)
+    resp = await client.post(gw.url + CHAT_PATH, json=chat(stream=True))
+    await resp.content.readany()
+    resp.close()  # while the replica is silent: nothing is written to notice it by
+    await eventually(lambda: gw.state.metrics.migrations[("stall", "client_gone")] == 1, timeout_s=5)
+    assert b.stats.requests == 0

@@ -94,6 +94,7 @@ class FakeSink:
         self.body = b""
         self.writes = 0
         self.ended = False
+        self.client_left = False
         self._gone_after = gone_after_writes
 
     async def whole(self, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from dpserve.gateway.migration.stream_state import StreamState
 from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH
-from dpserve.protocol import DEFAULT_COMPLETION_MAX_TOKENS
+from dpserve.protocol import DEFAULT_COMPLETION_MAX_TOKENS, max_tokens_field
 
 Mode = Literal["token", "text"]
 
@@ -49,7 +49,7 @@ def max_tokens_of(body: dict[str, Any], path: str) -> int | None:
     without one gets OpenAI's (and vLLM's) default, 16; an explicit null is the rest of the context."""
     if path == COMPLETIONS_PATH and "max_tokens" not in body and "max_completion_tokens" not in body:
         return DEFAULT_COMPLETION_MAX_TOKENS
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    value = body.get(max_tokens_field(body))
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

@@ -32,12 +32,12 @@ from dpserve.gateway.migration.continuation import (
     remaining_tokens,
 )
 from dpserve.gateway.migration.output import ClientShape, usage_json
-from dpserve.gateway.migration.relay_filter import EventGate, strip_token_ids
+from dpserve.gateway.migration.relay_filter import EventGate, failure_start, may_hold_failure, strip_token_ids
 from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece
 from dpserve.gateway.retry import BreakDecision, BreakFacts, Broke, decide_break, error_event_reason
 from dpserve.gateway.routing_text import ParsedRequest
-from dpserve.gateway.sse import DONE_EVENT, ERROR_EVENT_START, event_end, event_payloads
+from dpserve.gateway.sse import DONE_EVENT, event_end, event_payloads
 from dpserve.gateway.upstream import UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 # replicas use), so arming costs one copy of the body, not a parse and a dump.
 _ARM_STREAM = b',"return_token_ids":true}'
 _ARM_WHOLE = b',"stream":true,"stream_options":{"include_usage":true},"return_token_ids":true}'
-# In an event's compact JSON only a finish reason can be this (quotes inside text are escaped).
-_ABORT_MARK = b'"abort"'
 # What is read of a failed stream after its failure mark, looking for the error event's reason.
 _FAILURE_TAIL_BYTES = 64 * 1024
 
@@ -103,7 +101,7 @@ class ResumeJob:
         self._break, self._break_at = brk, self._clock()
         verdict = decide_break(BreakFacts(
             Broke.REQUEST_TIMEOUT if past_deadline else brk.reason, enabled=True,
-            excluded=self.facts.excluded,
+            excluded=self.facts.excluded or ("reasoning" if self.state.side_text_unresumable else None),
             migrations=self.later_streams, max_migrations=self._config.max_migrations,
             finished=self.state.finish_reason is not None,
             remaining_tokens=remaining_tokens(self._body(), self.path, self.state)))
@@ -119,7 +117,7 @@ class ResumeJob:
         self.later_streams += 1
         self.mode = cont.mode
         self._base_generated = generated_count(self.state)
-        self.state.error, self.state.done, self.state.usage = None, False, None
+        self.state.error, self.state.done, self.state.usage, self.state.aborted = None, False, None, False
         self.record = None if self.client_stream else StreamRecord(self.state, first_stream=False)
         self._gap_open = self.client_stream
 
@@ -169,30 +167,28 @@ class ResumeJob:
         self._metrics.ttft.observe(self._clock() - started)  # the first chunk is written below
         last, add = chunk, record.add
         while chunk:
-            if chunk.startswith(ERROR_EVENT_START) or _ABORT_MARK in chunk:  # the replica failed
-                return await self._failed(resp, chunk, sink, gate, strip)
-            add(chunk)
             data = gate.pass_whole(chunk) if gate.held or not chunk.endswith(b"\n\n") else chunk
+            if may_hold_failure(data) and (cut := failure_start(data)) >= 0:  # the replica failed
+                return await self._failed(resp, data, cut, gate.held, sink, strip)
+            add(data)
             if strip is not None:
                 data = strip(data)
             await sink.write(data if renamer is None else renamer.feed(data))
             last, chunk = chunk, await resp.next_chunk()
         return None if last.endswith(DONE_EVENT) else Broke.INCOMPLETE
 
-    async def _failed(self, resp: UpstreamResponse, chunk: bytes, sink: ResponseSink, gate: EventGate,
+    async def _failed(self, resp: UpstreamResponse, data: bytes, cut: int, held: bytes, sink: ResponseSink,
                       strip: Callable[[bytes], bytes] | None) -> str:
-        """The replica reported a failure in `chunk`: relay (and record) the events before it, read
-        the rest without relaying it, and name the break by the error event's code."""
-        boundary = chunk.rfind(b"\n\n", 0, chunk.find(_ABORT_MARK))
-        cut = 0 if chunk.startswith(ERROR_EVENT_START) or boundary < 0 else boundary + 2
+        """The replica reported a failure at `data[cut:]` (whole events; `held`: the start of the
+        next one): relay (and record) the events before it, read the rest without relaying it,
+        and name the break by the error event's code."""
         if cut:
             assert self.record is not None
-            self.record.add(chunk[:cut])
-            data = gate.pass_whole(chunk[:cut])
-            data = data if strip is None else strip(data)
-            await sink.write(data if self._renamer is None else self._renamer.feed(data))
-        tail = [chunk[cut:]]
-        size = len(tail[0])
+            self.record.add(data[:cut])
+            before = data[:cut] if strip is None else strip(data[:cut])
+            await sink.write(before if self._renamer is None else self._renamer.feed(before))
+        tail = [data[cut:], held]
+        size = len(tail[0]) + len(held)
         while size < _FAILURE_TAIL_BYTES and (more := await resp.next_chunk()):
             tail.append(more)
             size += len(more)
@@ -263,6 +259,10 @@ class ResumeJob:
         end it with the error event — returned instead for a non-streaming client (nothing was
         sent to it yet)."""
         if verdict.action == "finish":
+            if self.state.finish_reason is None:  # cut after its last token, before the finish chunk
+                self.state.finish_reason = "length"
+                if self.client_stream:
+                    await sink.write(self.shape.chunk("", [], "length"))
             if self.client_stream:
                 await sink.write(self.final_bytes())
             await self.finish(sink, head)

@@ -55,7 +55,8 @@ class ClientShape:
         """The non-streaming body of everything `state` holds."""
         finish = state.finish_reason or "stop"
         if self.kind == "chat":
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": state.text},
+            message = {"role": "assistant", "content": state.text, **state.side_texts()}
+            choice: dict[str, Any] = {"index": 0, "message": message,
                                       "logprobs": None, "finish_reason": finish,
                                       "stop_reason": state.stop_reason}
             body = self._envelope("chat.completion")

@@ -1,8 +1,9 @@
 """What a client has received of one response, rebuilt from the SSE events relayed to it (pure).
 
 Events of chat (`choices[0].delta.content`) and completion (`choices[0].text`) streams fold into
-one `StreamState`, across replicas: the first stream gives the envelope (`id`, `created`,
-`model`) and the prompt's token ids (vLLM's `return_token_ids`: top-level `prompt_token_ids` in a
+one `StreamState`, across replicas (with a chat delta's other text fields, such as a reasoning
+model's `reasoning_content`): the first stream gives the envelope (`id`, `created`, `model`) and
+the prompt's token ids (vLLM's `return_token_ids`: top-level `prompt_token_ids` in a
 chat stream's first chunk, `choices[0].prompt_token_ids` in a completion stream's); every stream
 adds its text, token ids, finish reason and usage.
 """
@@ -35,6 +36,7 @@ class Piece:
     role: bool = False
     done: bool = False
     error: Any = None
+    side: dict[str, str] | None = None  # a chat delta's text fields besides `content`
 
 
 def parse_piece(payload: bytes) -> Piece | None:
@@ -60,14 +62,18 @@ def piece_of(event: Any) -> Piece | None:
 
 
 _NO_CHOICE: dict[str, Any] = {}
+_OWN = ("role", "content")  # a delta's fields that are not side text
 
 
 def _content_piece(event: dict[str, Any]) -> Piece:
     choices = event.get("choices")
     choice = choices[0] if choices and isinstance(choices[0], dict) else _NO_CHOICE
     delta = choice.get("delta")
+    side = None
     if isinstance(delta, dict):
         text, role = delta.get("content"), "role" in delta
+        if len(delta) > ("content" in delta):  # more than the content: a role, reasoning, ...
+            side = {k: v for k, v in delta.items() if k not in _OWN and v and isinstance(v, str)} or None
     else:
         text, role = choice.get("text"), False
     ids = choice.get("token_ids")
@@ -76,7 +82,7 @@ def _content_piece(event: dict[str, Any]) -> Piece:
     return Piece(text if isinstance(text, str) else "", ids if isinstance(ids, list) else None,
                  choice.get("finish_reason"), choice.get("stop_reason"),
                  usage if isinstance(usage, dict) else None,
-                 prompt_ids if isinstance(prompt_ids, list) else None, event, role)
+                 prompt_ids if isinstance(prompt_ids, list) else None, event, role, side=side)
 
 
 @dataclass
@@ -90,6 +96,7 @@ class StreamState:
     output_ids: list[int] = field(default_factory=list)
     ids_missing: bool = False  # some text came without token ids: only a text-level resume
     text_parts: list[str] = field(default_factory=list)
+    side_parts: dict[str, list[str]] = field(default_factory=dict)  # e.g. reasoning_content's parts
     content_chunks: int = 0  # chunks with text: the token count a text-level resume assumes
     role_sent: bool = False
     finish_reason: str | None = None
@@ -102,6 +109,16 @@ class StreamState:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def side_texts(self) -> dict[str, str]:
+        return {name: "".join(parts) for name, parts in self.side_parts.items()}
+
+    @property
+    def side_text_unresumable(self) -> bool:
+        """Side text (a reasoning model's thinking) came, and either the content has not begun
+        (the plain text a continuation returns could not be split into the two) or there are no
+        token ids (a text-level continuation would leave the thinking out of its prompt)."""
+        return bool(self.side_parts) and (not self.text_parts or self.ids_missing)
 
     def add(self, piece: Piece, *, first_stream: bool) -> None:
         """Fold one event in; the envelope and prompt ids only from the first stream."""
@@ -118,8 +135,12 @@ class StreamState:
             if piece.prompt_token_ids is not None and self.prompt_ids is None:
                 self.prompt_ids = piece.prompt_token_ids
         self.role_sent |= piece.role
-        if piece.text:
-            self.text_parts.append(piece.text)
+        if piece.text or piece.side:
+            if piece.text:
+                self.text_parts.append(piece.text)
+            if piece.side:
+                for name, value in piece.side.items():
+                    self.side_parts.setdefault(name, []).append(value)
             self.content_chunks += 1
             self.ids_missing |= piece.token_ids is None
         if piece.token_ids:

@@ -8,6 +8,7 @@ import orjson
 
 from dpserve.gateway.migration.continuation import Continuation, build_continuation, remaining_tokens
 from dpserve.gateway.migration.stream_state import StreamState
+from dpserve.http_names import CHAT_PATH
 
 CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "q"}], "stream": True,
              "stream_options": {"include_usage": False}, "temperature": 0, "seed": 7, "stop": ["END"],
@@ -69,3 +70,9 @@ def test_text_level_completion_appends_to_a_text_prompt_only() -> None:
     assert (body["prompt"], body["max_tokens"]) == ("Onceabc", 2)
     assert build_continuation({"prompt": [4, 5]}, "/v1/completions", state(ids=False), "") == \
         "token_prompt_without_ids"
+
+
+def test_a_null_max_completion_tokens_gives_way_to_max_tokens() -> None:
+    body = {**CHAT_BODY, "max_completion_tokens": None, "max_tokens": 8}
+    assert body_of(build_continuation(body, CHAT_PATH, state(), "q"))["max_tokens"] == 5
+    assert remaining_tokens(body, CHAT_PATH, state()) == 5

@@ -1,10 +1,11 @@
-"""The armed relay forwards whole events only and strips the token ids the client did not ask for."""
+"""The armed relay forwards whole events only, strips the token ids the client did not ask for and
+finds the event by which a replica reports a failure."""
 
 from __future__ import annotations
 
 import orjson
 
-from dpserve.gateway.migration.relay_filter import EventGate, strip_token_ids
+from dpserve.gateway.migration.relay_filter import EventGate, failure_start, may_hold_failure, strip_token_ids
 
 
 def test_strips_vllm_and_dpserve_token_id_fields() -> None:
@@ -29,3 +30,21 @@ def test_holds_back_an_incomplete_event() -> None:
     assert gate.pass_whole(event[3:]) == event and gate.held == b""
     crlf = b"data: {}\r\n\r\n"
     assert gate.pass_whole(crlf + b"data") == crlf and gate.held == b"data"
+
+
+def _event(payload: object) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def test_finds_a_failure_event_in_every_shape_and_only_there() -> None:
+    token = _event({"choices": [{"index": 0, "delta": {"content": "abort"}, "finish_reason": None}]})
+    said_error = _event({"choices": [{"index": 0, "text": "error", "finish_reason": "stop"}]})
+    abort = _event({"choices": [{"index": 0, "delta": {}, "finish_reason": "abort"}]})
+    error = _event({"error": {"message": "x", "code": "engine_down"}})
+    old_error = _event({"object": "error", "message": "x", "code": 500})
+    for harmless in (token, said_error, token + said_error, b"data: [DONE]\n\n"):
+        assert failure_start(harmless) == -1
+    assert may_hold_failure(token) and not may_hold_failure(b'data: {"a":"abort!"}\n\n')
+    for failure in (abort, error, old_error, abort + error):
+        assert failure_start(failure) == 0 and failure_start(token + failure) == len(token)
+    assert failure_start((token + error).replace(b"\n\n", b"\r\n\r\n")) == 0

@@ -89,3 +89,13 @@ def test_memory_is_bounded_by_folding_early() -> None:
         assert record._size <= 4096 + len(chunk)
     record.settle()
     assert state.output_ids == list(range(500)) and len(state.text) == 50_000
+
+
+def test_reasoning_is_side_text_and_blocks_resuming_until_the_content_begins() -> None:
+    thinking = ev({**ENV, "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}, "token_ids": [5]}]})
+    st = settled([*CHAT[:1], thinking])
+    assert st.side_texts() == {"reasoning_content": "hmm"} and st.text == "" and st.output_ids == [5]
+    assert st.side_text_unresumable and st.content_chunks == 1
+    st = settled([*CHAT[:1], thinking, *CHAT[1:]])
+    assert st.text == "Hello" and not st.side_text_unresumable
+    assert not settled(CHAT).side_parts  # the role chunk's empty content is no side text
