@@ -135,6 +135,16 @@ def max_tokens_field(body: dict[str, Any]) -> str:
     return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
 
 
+def requested_max_tokens(body: dict[str, Any]) -> int | None:
+    """The limit as an OpenAI server's request model reads it (vLLM's pydantic, lax: an integral
+    float or a bool is an int); None when absent, null or no integer. For the gateway, which
+    passes the body on as it came; dpserve's replicas refuse all but integers."""
+    value = body.get(max_tokens_field(body))
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return int(value) if isinstance(value, int) else None
+
+
 def _parse_max_tokens(body: dict[str, Any]) -> int | None:
     name = max_tokens_field(body)
     max_tokens = _typed(body, name, int, None, "an integer")

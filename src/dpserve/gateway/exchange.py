@@ -13,9 +13,7 @@ from typing import Protocol
 class ResponseSink(Protocol):
     """Where one proxied response goes. `write` raises ConnectionResetError once the client is gone."""
 
-    @property
-    def client_left(self) -> bool:
-        """The client is gone, or closed its end after its answer began: nobody reads on."""
+    started: bool  # the response's head went out (`whole` or `start`)
 
     async def whole(self, status: int, headers: dict[str, str], body: bytes) -> None:
         """Send a complete response (Content-Length framed)."""

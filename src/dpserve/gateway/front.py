@@ -69,7 +69,7 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
         self._sink: LeanSink | None = None  # the answer being given
         self._probe: asyncio.TimerHandle | None = None
         self.ending = False  # shutdown began: the answer being written is the connection's last
-        self.eof = False  # the client half-closed: it sends nothing more
+        self._eof = False  # the client half-closed: it sends nothing more
         self._failed: HTTPError | None = None  # the answer to a request that was refused unparsed
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
@@ -124,7 +124,7 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client half-closed (or closed): answer the requests it completed, then close."""
-        self.eof = True
+        self._eof = True
         self._drop_partial()  # a request cut short can never complete
         if self._sink is not None and not self._sink.started:
             self._probe_client()
@@ -179,7 +179,7 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
         if not self._queue and self._msg is None:  # idle from now: set once, so no wake-up extends it
             self.deadline = self._server.now + self._limits.keepalive_timeout_s
         while not self._queue:
-            if self.ending or self._failed is not None or self.closed or self.eof:
+            if self.ending or self._failed is not None or self.closed or self._eof:
                 return None
             await self._wait()
         return self._queue[0]
@@ -204,7 +204,7 @@ class FrontProtocol(RequestReading, asyncio.Protocol):
         short, or shutdown began meanwhile)."""
         sink = LeanSink(self, msg.keep_alive, msg.version != "1.0", msg.method == b"HEAD")
         self._sink = sink
-        if self.eof:
+        if self._eof:
             self._probe_client()
         try:
             body = b"".join(msg.body) if msg.encoding is None else self._decoded(msg)

@@ -100,12 +100,6 @@ class LeanSink:
         self.started = False
         self.complete = False
 
-    @property
-    def client_left(self) -> bool:
-        """Gone, or closed its end once its answer had begun (an HTTP/1.1 client does not
-        half-close while it reads a stream; nginx takes that FIN as the client leaving too)."""
-        return self._conn.closed or (self.started and self._conn.eof)
-
     async def whole(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.started = True
         conn = self._conn

@@ -129,6 +129,14 @@ def break_decision(reason: str) -> Decision:
     return Decision(False, _BREAK_VERDICTS.get(reason, Verdict.FAILURE), False, reason)
 
 
+def unsent_break_decision(reason: str) -> Decision:
+    """An armed stream that ended before any of it went to the client (`ResumeJob.sent_nothing`):
+    retried like a failure before the first byte, unless the request failed on its own or its
+    time is up; the breaker hears what it would of a break."""
+    retry = reason not in (Broke.REQUEST_FAILED, Broke.REQUEST_TIMEOUT)
+    return Decision(retry, _BREAK_VERDICTS.get(reason, Verdict.FAILURE), False, reason)
+
+
 def error_event_reason(error: Any) -> str:
     """A mid-stream error event's `error` object → ENGINE_DOWN, REQUEST_FAILED or ERROR_EVENT."""
     code = error.get("code") if isinstance(error, dict) else None

@@ -16,7 +16,7 @@ from dpserve.gateway.migration.eligibility import NOT_RESUMABLE, ResumeFacts, re
 from dpserve.gateway.policies.base import RouteRequest
 from dpserve.http_names import CHAT_PATH, SESSION_HEADER
 from dpserve.json_body import load_json
-from dpserve.protocol import max_tokens_field
+from dpserve.protocol import requested_max_tokens
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,7 @@ def parse_request(path: str, raw: bytes, headers: Mapping[str, str]) -> ParsedRe
         text = prompt_text(body["prompt"])
     user = body.get("user")
     session = headers.get(SESSION_HEADER) or (user if isinstance(user, str) and user else None)
-    max_tokens = body.get(max_tokens_field(body))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
-        max_tokens = None
+    max_tokens = requested_max_tokens(body)
     model = body.get("model")
     return ParsedRequest(RouteRequest(text, session, path, body), body.get("stream") is True, len(text),
                          max_tokens, model if isinstance(model, str) and model else None,

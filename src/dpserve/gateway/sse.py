@@ -4,8 +4,7 @@ from __future__ import annotations
 
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
-# How an OpenAI server's mid-stream error event starts (vLLM's and dpserve's replicas).
-ERROR_EVENT_START = b'data: {"error"'
+DONE_EVENT_CRLF = b"data: [DONE]\r\n\r\n"
 
 
 def event_end(data: bytes) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import orjson
 
-from dpserve.errors import error_body
+from dpserve.errors import HTTPError, error_body
 from dpserve.gateway.aliases import ModelAliases, StreamRenamer
 from dpserve.gateway.attempt import Attempt, ProxiedRequest, TryFailure, fail
 from dpserve.gateway.exchange import ResponseSink
@@ -22,8 +22,7 @@ from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.migration.config import MigrationConfig
 from dpserve.gateway.migration.job import ResumeJob, StreamBreak
-from dpserve.gateway.retry import Broke, Happened, break_decision
-from dpserve.gateway.sse import ERROR_EVENT_START
+from dpserve.gateway.retry import Broke, Happened, break_decision, unsent_break_decision
 from dpserve.gateway.upstream import ReplicaInterrupted, UpstreamError, UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.http_names import WORKER_HEADER
@@ -113,32 +112,44 @@ class StreamRelay:
         """An armed request's stream, relayed by its ResumeJob; a break after the first byte comes
         back as a StreamBreak."""
         assert att.resp is not None
-        if first.startswith(ERROR_EVENT_START):  # failed before any token: retried, unseen
-            return fail(att, self._metrics, Happened.BROKEN_BEFORE_FIRST_BYTE, 502,
-                        f"replica {att.worker.id} failed: {upstream_message(first[6:], 502)}")
         att.resp.watch_stall(self._migration.stream_stall_timeout_s)
-        if job.later_streams:
-            job.on_resumed(att.worker)
-        head = {WORKER_HEADER: att.worker.id}
+        head, sink = {WORKER_HEADER: att.worker.id}, request.sink
         try:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
-                reason = await job.relay(att.resp, first, request.sink, head, started)
+                reason = await job.relay(att.resp, first, sink, head, started)
             if reason is not None:
-                return self._break(att, reason, "")
+                return self._ended(job, att, reason, "")
+            if job.later_streams:
+                job.on_resumed(att.worker)
             att.body_done = True
             att.settle(Happened.ANSWERED, 200)
             self._metrics.requests[(att.worker.id, "200")] += 1
             job.usage_into(usage)
-            await job.finish(request.sink, head)
+            await job.finish(sink, head)
         except ConnectionResetError:  # the client went away; the proxy aborts the upstream request
             att.settle(Happened.CLIENT_GONE)
         except ReplicaInterrupted as exc:
-            return self._break(att, exc.reason, "")
+            return self._ended(job, att, exc.reason, "")
         except UpstreamError as exc:
-            return self._break(att, Broke.UPSTREAM_ERROR, str(exc))
+            return self._ended(job, att, Broke.UPSTREAM_ERROR, str(exc))
         except TimeoutError:
-            return self._break(att, Broke.REQUEST_TIMEOUT, "the request's time limit passed")
+            return self._ended(job, att, Broke.REQUEST_TIMEOUT, "the request's time limit passed")
         return None
+
+    def _ended(self, job: ResumeJob, att: Attempt, reason: str,
+               detail: str) -> TryFailure | StreamBreak:
+        """An armed stream ended early: a break to resume from, or — nothing of it reached the
+        client — a failure like one before the first byte (retried whole, the client unaware)."""
+        brk = self._break(att, reason, detail)
+        if not job.sent_nothing():
+            if job.later_streams:
+                job.on_resumed(att.worker)
+            return brk
+        att.decision = unsent_break_decision(reason)
+        status = 504 if reason == Broke.REQUEST_TIMEOUT else 422 if reason == Broke.REQUEST_FAILED else 502
+        return TryFailure(HTTPError(status, f"replica {att.worker.id} failed before its first token "
+                                            f"({reason}{': ' + detail if detail else ''})",
+                                    headers={WORKER_HEADER: att.worker.id}), att.decision)
 
     def _break(self, att: Attempt, reason: str, detail: str) -> StreamBreak:
         att.decision = break_decision(reason)

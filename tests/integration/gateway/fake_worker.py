@@ -40,6 +40,9 @@ class Knobs:
     fail_coalesced: bool = False     # ... in the same write as the chunk before it
     fail_old_shape: bool = False     # ... as vLLM's older error event, `{"object": "error", ...}`, alone
     fail_once: bool = False          # ... then no more (workers sharing their Knobs: the first to fail)
+    fail_unterminated: bool = False  # ... its error event the last bytes, without their blank line
+    crlf: bool = False               # stream: events end with CRLF CRLF (sse-starlette's default)
+    comment_first: bool = False      # stream: an SSE comment line before the first event
     reasoning_tokens: int = 0        # token stream: the first N answer tokens are `reasoning_content`
     token_text: str | None = None    # token stream: every answer token's text (default f"{name}-{i} ")
     max_model_len: int | None = None  # ... and its card's max_model_len, if set
@@ -175,6 +178,8 @@ class FakeWorker:
                                          text=k.token_text)
         else:
             chunks = stream_chunks(self.name, k.chunks, _wants_usage(body), k.pad)
+        if k.comment_first:
+            await resp.write(b": ping\n\n")
         for i, chunk in enumerate(chunks):
             if k.die_after_chunks is not None and i >= k.die_after_chunks:
                 assert request.transport is not None
@@ -183,12 +188,14 @@ class FakeWorker:
             while k.stall_after_chunks is not None and i >= k.stall_after_chunks:
                 await asyncio.sleep(0.05)
             if k.fail_after_chunks is not None and i + k.fail_coalesced >= k.fail_after_chunks:
-                await resp.write((chunk if k.fail_coalesced else b"") + failure_events(k.fail_code,
-                                                                                      k.fail_old_shape))
+                failure = failure_events(k.fail_code, k.fail_old_shape)
+                if k.fail_unterminated:
+                    failure = failure[:-len(b"data: [DONE]\n\n") - 2]
+                await resp.write((chunk if k.fail_coalesced else b"") + failure)
                 if k.fail_once:
                     k.fail_after_chunks = None
                 break
-            await resp.write(chunk)
+            await resp.write(chunk.replace(b"\n\n", b"\r\n\r\n") if k.crlf else chunk)
             if k.chunk_delay_s:
                 await asyncio.sleep(k.chunk_delay_s)
         await resp.write_eof()

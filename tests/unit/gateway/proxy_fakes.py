@@ -94,14 +94,14 @@ class FakeSink:
         self.body = b""
         self.writes = 0
         self.ended = False
-        self.client_left = False
+        self.started = False
         self._gone_after = gone_after_writes
 
     async def whole(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
+        self.status, self.headers, self.body, self.started = status, headers, body, True
 
     async def start(self, headers: dict[str, str]) -> None:
-        self.status, self.headers = 200, headers
+        self.status, self.headers, self.started = 200, headers, True
 
     async def write(self, data: bytes) -> None:
         self.writes += 1

@@ -23,7 +23,7 @@ import orjson
 
 from dpserve.gateway.migration.stream_state import StreamState
 from dpserve.http_names import CHAT_PATH, COMPLETIONS_PATH
-from dpserve.protocol import DEFAULT_COMPLETION_MAX_TOKENS, max_tokens_field
+from dpserve.protocol import DEFAULT_COMPLETION_MAX_TOKENS, requested_max_tokens
 
 Mode = Literal["token", "text"]
 
@@ -49,8 +49,7 @@ def max_tokens_of(body: dict[str, Any], path: str) -> int | None:
     without one gets OpenAI's (and vLLM's) default, 16; an explicit null is the rest of the context."""
     if path == COMPLETIONS_PATH and "max_tokens" not in body and "max_completion_tokens" not in body:
         return DEFAULT_COMPLETION_MAX_TOKENS
-    value = body.get(max_tokens_field(body))
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return requested_max_tokens(body)
 
 
 def remaining_tokens(body: dict[str, Any], path: str, state: StreamState) -> int | None:

@@ -37,7 +37,7 @@ from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece
 from dpserve.gateway.retry import BreakDecision, BreakFacts, Broke, decide_break, error_event_reason
 from dpserve.gateway.routing_text import ParsedRequest
-from dpserve.gateway.sse import DONE_EVENT, event_end, event_payloads
+from dpserve.gateway.sse import DONE_EVENT, DONE_EVENT_CRLF, event_end, event_payloads
 from dpserve.gateway.upstream import UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.gateway.worker import Worker
@@ -89,6 +89,7 @@ class ResumeJob:
         self._break: StreamBreak | None = None
         self._break_at = 0.0
         self._gap_open = False
+        self._tries = 0  # relays of the current stream: more than one after a failure before its first byte
         self._shape: ClientShape | None = None
         self._renamer = renamer  # the alias back in a relayed stream's events
 
@@ -117,12 +118,34 @@ class ResumeJob:
         self.later_streams += 1
         self.mode = cont.mode
         self._base_generated = generated_count(self.state)
-        self.state.error, self.state.done, self.state.usage, self.state.aborted = None, False, None, False
-        self.record = None if self.client_stream else StreamRecord(self.state, first_stream=False)
+        self._tries = 0
+        self._clean_stream()
         self._gap_open = self.client_stream
 
+    def _clean_stream(self) -> None:
+        """A later stream's bookkeeping: what the client has stays, what the last stream said of its
+        own end goes."""
+        st = self.state
+        st.error, st.done, st.usage, st.aborted = None, False, None, False
+        self.record = None if self.client_stream else StreamRecord(st, first_stream=False)
+
+    def sent_nothing(self) -> bool:
+        """The stream that just ended gave the client no response event (a comment at most) — or,
+        for a non-streaming client, nothing that could be continued (no token yet, or thinking
+        without its content): the try is then retried like a failure before its first byte (the
+        same response goes on if its head went out already), not resumed."""
+        if self.client_stream and self.later_streams:
+            return self._gap_open
+        if self.record is not None:  # what was relayed (or collected) of the stream
+            self.record.settle()
+        st = self.state
+        if self.client_stream:
+            return st.events == 0
+        return ((generated_count(st) == self._base_generated and st.finish_reason is None)
+                or st.side_text_unresumable)
+
     def on_resumed(self, worker: Worker) -> None:
-        """The continuation's first chunk arrived: count it and log both replicas."""
+        """The continuation gave the client something: count it and log both replicas."""
         assert self._break is not None
         brk = self._break
         self.count(brk.reason, "migrated" if self.mode == "token" else "text")
@@ -141,13 +164,24 @@ class ResumeJob:
         """Relay one upstream stream to its end: None when it completed the response, else the
         break reason. Transport errors and a client's disconnect propagate (the proxy names them).
         `head`: headers for the client (the worker's); `started`: the relay's start, for TTFT."""
+        if self._tries:  # the stream's last try sent nothing (`sent_nothing`): start it afresh
+            if self.later_streams:
+                self._clean_stream()
+            else:
+                self.state = StreamState()
+                self.record = StreamRecord(self.state, first_stream=True)
+        self._tries += 1
         if not self.client_stream:
             return await self._collect(resp, first)
         if self.later_streams:
             return await self._splice(resp, first, sink)
+        return await self._pass_through(resp, first, sink, head, started)
+
+    async def _start(self, resp: UpstreamResponse, sink: ResponseSink, head: dict[str, str],
+                     started: float) -> None:
         await sink.start({"Content-Type": resp.headers.get("content-type", "text/event-stream"),
                           "Cache-Control": "no-cache", **head})
-        return await self._pass_through(resp, first, sink, started)
+        self._metrics.ttft.observe(self._clock() - started)  # its first event is written next
 
     async def finish(self, sink: ResponseSink, head: dict[str, str]) -> None:
         """The response is complete: end the stream, or send the whole body."""
@@ -157,43 +191,55 @@ class ResumeJob:
             await sink.whole(200, {"Content-Type": "application/json", **head}, self.whole_body())
 
     async def _pass_through(self, resp: UpstreamResponse, chunk: bytes, sink: ResponseSink,
-                            started: float) -> str | None:
+                            head: dict[str, str], started: float) -> str | None:
         """The first stream of a streaming client: relayed as it comes (like the unarmed relay)
-        plus the record, whole events only, the token-id strip and the error-event check —
-        ~0.5 µs a chunk more than the unarmed relay here (benchmarks.md)."""
+        plus the record, whole events only, the token-id strip and the failure check — ~0.5 µs a
+        chunk more than the unarmed relay here (benchmarks.md). Nothing, not even the head, goes
+        out before the first whole event that is no failure."""
         record, renamer, gate = self.record, self._renamer, EventGate()
         assert record is not None
         strip = None if self.facts.wants_token_ids else strip_token_ids
-        self._metrics.ttft.observe(self._clock() - started)  # the first chunk is written below
-        last, add = chunk, record.add
+        last, add, started_out = chunk, record.add, False
         while chunk:
             data = gate.pass_whole(chunk) if gate.held or not chunk.endswith(b"\n\n") else chunk
             if may_hold_failure(data) and (cut := failure_start(data)) >= 0:  # the replica failed
-                return await self._failed(resp, data, cut, gate.held, sink, strip)
+                return await self._failed(resp, data, cut, gate.held, sink, strip, head, started)
+            if not started_out and data:
+                if not sink.started:  # (it has, if an earlier try sent a comment and failed)
+                    await self._start(resp, sink, head, started)
+                started_out = True
             add(data)
             if strip is not None:
                 data = strip(data)
             await sink.write(data if renamer is None else renamer.feed(data))
             last, chunk = chunk, await resp.next_chunk()
-        return None if last.endswith(DONE_EVENT) else Broke.INCOMPLETE
+        if last.endswith(DONE_EVENT) or last.endswith(DONE_EVENT_CRLF):
+            return None
+        held = gate.held + b"\n\n"  # an event the end of the stream cut short: a failure, maybe
+        if may_hold_failure(held) and (cut := failure_start(held)) >= 0:
+            return await self._failed(resp, held, cut, b"", sink, strip, head, started)
+        return Broke.INCOMPLETE
 
     async def _failed(self, resp: UpstreamResponse, data: bytes, cut: int, held: bytes, sink: ResponseSink,
-                      strip: Callable[[bytes], bytes] | None) -> str:
+                      strip: Callable[[bytes], bytes] | None, head: dict[str, str], started: float) -> str:
         """The replica reported a failure at `data[cut:]` (whole events; `held`: the start of the
         next one): relay (and record) the events before it, read the rest without relaying it,
         and name the break by the error event's code."""
         if cut:
+            if not sink.started:
+                await self._start(resp, sink, head, started)
             assert self.record is not None
             self.record.add(data[:cut])
             before = data[:cut] if strip is None else strip(data[:cut])
             await sink.write(before if self._renamer is None else self._renamer.feed(before))
         tail = [data[cut:], held]
-        size = len(tail[0]) + len(held)
+        size, more = len(tail[0]) + len(held), b"."
         while size < _FAILURE_TAIL_BYTES and (more := await resp.next_chunk()):
             tail.append(more)
             size += len(more)
         data = b"".join(tail)
-        for payload in event_payloads(data[:event_end(data)]):
+        # Read to its end, the last event counts even without its blank line.
+        for payload in event_payloads(data + b"\n\n" if not more else data[:event_end(data)]):
             piece = parse_piece(payload)
             if piece is not None and piece.error is not None:
                 return error_event_reason(piece.error)

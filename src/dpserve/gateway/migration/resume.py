@@ -26,9 +26,6 @@ async def resume(request: ProxiedRequest, brk: StreamBreak, usage: Usage, past_d
     assert job is not None
     try:
         while (verdict := job.on_break(brk, past_deadline())).action == "migrate":
-            if request.sink.client_left:  # it left while its stream was cut: nobody to continue for
-                job.count(brk.reason, "client_gone")
-                return None
             cont = job.continuation()
             if isinstance(cont, str):  # nothing to resume from: the outcome says why
                 job.count(brk.reason, cont)

@@ -105,6 +105,7 @@ class StreamState:
     done: bool = False
     error: Any = None
     aborted: bool = False  # the replica gave up on the request (finish_reason "abort"): a failure
+    events: int = 0  # response events folded in (not [DONE], errors or aborts)
 
     @property
     def text(self) -> str:
@@ -128,6 +129,10 @@ class StreamState:
         if piece.error is not None:
             self.error = piece.error
             return
+        if piece.finish_reason == ABORT:  # the replica failed: what this event carries never went out
+            self.aborted = True
+            return
+        self.events += 1
         if first_stream:
             event = piece.event
             if self.id is None and event is not None:
@@ -145,9 +150,7 @@ class StreamState:
             self.ids_missing |= piece.token_ids is None
         if piece.token_ids:
             self.output_ids += piece.token_ids
-        if piece.finish_reason == ABORT:
-            self.aborted = True
-        elif piece.finish_reason is not None:
+        if piece.finish_reason is not None:
             self.finish_reason, self.stop_reason = piece.finish_reason, piece.stop_reason
         if piece.usage is not None:
             self.usage = piece.usage

@@ -6,7 +6,12 @@ from typing import Any
 
 import orjson
 
-from dpserve.gateway.migration.continuation import Continuation, build_continuation, remaining_tokens
+from dpserve.gateway.migration.continuation import (
+    Continuation,
+    build_continuation,
+    max_tokens_of,
+    remaining_tokens,
+)
 from dpserve.gateway.migration.stream_state import StreamState
 from dpserve.http_names import CHAT_PATH
 
@@ -76,3 +81,9 @@ def test_a_null_max_completion_tokens_gives_way_to_max_tokens() -> None:
     body = {**CHAT_BODY, "max_completion_tokens": None, "max_tokens": 8}
     assert body_of(build_continuation(body, CHAT_PATH, state(), "q"))["max_tokens"] == 5
     assert remaining_tokens(body, CHAT_PATH, state()) == 5
+
+
+def test_max_tokens_is_read_as_an_openai_server_reads_it() -> None:
+    for value, limit in ((8.0, 8), (True, 1), (8.5, None), ("8", None), (None, None)):
+        assert max_tokens_of({"max_tokens": value}, CHAT_PATH) == limit, value
+    assert max_tokens_of({"max_tokens": 3, "max_completion_tokens": 5}, CHAT_PATH) == 5

@@ -99,3 +99,11 @@ def test_reasoning_is_side_text_and_blocks_resuming_until_the_content_begins() -
     st = settled([*CHAT[:1], thinking, *CHAT[1:]])
     assert st.text == "Hello" and not st.side_text_unresumable
     assert not settled(CHAT).side_parts  # the role chunk's empty content is no side text
+
+
+def test_an_abort_event_is_a_failure_whatever_it_carries() -> None:
+    """Its text and ids never reach the client (the relay cuts before it): they are not the answer."""
+    abort = ev({**ENV, "choices": [{"index": 0, "delta": {"content": "lost"}, "finish_reason": "abort",
+                                    "token_ids": [4]}]})
+    st = settled([*CHAT[:2], abort])
+    assert st.aborted and st.text == "Hel" and st.output_ids == [7] and st.finish_reason is None
