@@ -32,7 +32,13 @@ from dpserve.gateway.migration.continuation import (
     remaining_tokens,
 )
 from dpserve.gateway.migration.output import ClientShape, usage_json
-from dpserve.gateway.migration.relay_filter import EventGate, failure_start, may_hold_failure, strip_token_ids
+from dpserve.gateway.migration.relay_filter import (
+    FAILURE_MARKS,
+    EventGate,
+    failure_start,
+    may_hold_failure,
+    strip_token_ids,
+)
 from dpserve.gateway.migration.stream_record import StreamRecord
 from dpserve.gateway.migration.stream_state import Piece, StreamState, parse_piece
 from dpserve.gateway.retry import BreakDecision, BreakFacts, Broke, decide_break, error_event_reason
@@ -200,9 +206,11 @@ class ResumeJob:
         assert record is not None
         strip = None if self.facts.wants_token_ids else strip_token_ids
         last, add, started_out = chunk, record.add, False
+        abort_mark, error_mark = FAILURE_MARKS  # may_hold_failure, inline: no call per chunk
         while chunk:
             data = gate.pass_whole(chunk) if gate.held or not chunk.endswith(b"\n\n") else chunk
-            if may_hold_failure(data) and (cut := failure_start(data)) >= 0:  # the replica failed
+            if ((data.find(abort_mark) >= 0 or data.find(error_mark) >= 0)
+                    and (cut := failure_start(data)) >= 0):
                 return await self._failed(resp, data, cut, gate.held, sink, strip, head, started)
             if not started_out and data:
                 if not sink.started:  # (it has, if an earlier try sent a comment and failed)
