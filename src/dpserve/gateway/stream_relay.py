@@ -22,7 +22,7 @@ from dpserve.gateway.health import HealthChecker
 from dpserve.gateway.metrics import GatewayMetrics
 from dpserve.gateway.migration.config import MigrationConfig
 from dpserve.gateway.migration.job import ResumeJob, StreamBreak
-from dpserve.gateway.retry import Broke, Happened, break_decision, unsent_break_decision
+from dpserve.gateway.retry import Broke, Decision, Happened, break_decision, unsent_break_decision
 from dpserve.gateway.upstream import ReplicaInterrupted, UpstreamError, UpstreamResponse
 from dpserve.gateway.usage import StreamTail, Usage
 from dpserve.http_names import WORKER_HEADER
@@ -118,7 +118,7 @@ class StreamRelay:
             async with asyncio.timeout(max(0.001, deadline - self._clock())):
                 reason = await job.relay(att.resp, first, sink, head, started)
             if reason is not None:
-                return self._ended(job, att, reason, "")
+                return self._ended(job, sink, att, reason, "")
             if job.later_streams:
                 job.on_resumed(att.worker)
             att.body_done = True
@@ -129,36 +129,41 @@ class StreamRelay:
         except ConnectionResetError:  # the client went away; the proxy aborts the upstream request
             att.settle(Happened.CLIENT_GONE)
         except ReplicaInterrupted as exc:
-            return self._ended(job, att, exc.reason, "")
+            return self._ended(job, sink, att, exc.reason, "")
         except UpstreamError as exc:
-            return self._ended(job, att, Broke.UPSTREAM_ERROR, str(exc))
+            return self._ended(job, sink, att, Broke.UPSTREAM_ERROR, str(exc))
         except TimeoutError:
-            return self._ended(job, att, Broke.REQUEST_TIMEOUT, "the request's time limit passed")
+            return self._ended(job, sink, att, Broke.REQUEST_TIMEOUT, "the request's time limit passed")
         return None
 
-    def _ended(self, job: ResumeJob, att: Attempt, reason: str,
+    def _ended(self, job: ResumeJob, sink: ResponseSink, att: Attempt, reason: str,
                detail: str) -> TryFailure | StreamBreak:
         """An armed stream ended early: a break to resume from, or — nothing of it reached the
         client — a failure like one before the first byte (retried whole, the client unaware)."""
-        brk = self._break(att, reason, detail)
-        if not job.sent_nothing():
+        if not job.sent_nothing(sink):
+            brk = self._break(att, reason, detail, 502, break_decision(reason))
             if job.later_streams:
                 job.on_resumed(att.worker)
             return brk
-        att.decision = unsent_break_decision(reason)
-        status = 504 if reason == Broke.REQUEST_TIMEOUT else 422 if reason == Broke.REQUEST_FAILED else 502
-        return TryFailure(HTTPError(status, f"replica {att.worker.id} failed before its first token "
-                                            f"({reason}{': ' + detail if detail else ''})",
-                                    headers={WORKER_HEADER: att.worker.id}), att.decision)
+        error = job.state.error if isinstance(job.state.error, dict) else {}
+        code, said = error.get("code"), error.get("message")
+        status = (504 if reason == Broke.REQUEST_TIMEOUT else 502 if reason != Broke.REQUEST_FAILED
+                  else code if isinstance(code, int) and 400 <= code < 500 else 422)
+        decision = unsent_break_decision(reason)
+        self._break(att, reason, detail, status, decision)
+        message = f"replica {att.worker.id} failed before its first token ({reason}"
+        message += f": {detail})" if detail else ")"
+        if isinstance(said, str) and said:
+            message += f": {said}"
+        return TryFailure(HTTPError(status, message, headers={WORKER_HEADER: att.worker.id}), decision)
 
-    def _break(self, att: Attempt, reason: str, detail: str) -> StreamBreak:
-        att.decision = break_decision(reason)
+    def _break(self, att: Attempt, reason: str, detail: str, status: int, decision: Decision) -> StreamBreak:
+        att.decision = decision
         if reason in _SUSPECT:
             self._health.report_suspect(att.worker)
-        self._metrics.requests[(att.worker.id, "502")] += 1
+        self._metrics.requests[(att.worker.id, str(status))] += 1
         logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
         return StreamBreak(reason, att.worker, detail)
-
 
 async def _pump(resp: UpstreamResponse, out: ResponseSink, att: Attempt, tail: StreamTail,
                 renamer: StreamRenamer | None) -> None:

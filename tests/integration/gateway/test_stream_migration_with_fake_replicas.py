@@ -380,19 +380,25 @@ async def test_a_half_closed_streaming_client_still_gets_its_whole_answer(fake_w
 
 
 async def test_a_failure_before_the_first_event_is_retried_whole(fake_workers, gateway, client) -> None:
-    """An error event (either shape) or an abort as the very first event: nothing went out (the
-    head at most, after a comment), so the request is retried on another replica from the start."""
+    """An error event (either shape) or an abort as the very first event, after a comment or not:
+    nothing went out (not even the head), so the request is retried on another replica from the
+    start; with every replica failing so, the client gets a JSON error with the replica's words."""
     for knobs in ({}, {"fail_old_shape": True}, {"comment_first": True}):
         a, b = await fake_workers(2, chunks=4, token_ids=True, fail_after_chunks=0, **knobs)
         b.knobs.fail_after_chunks = None
         gw = await gateway([a, b], policy="round_robin")
         events, done, worker = await _stream(client, gw.url, chat(stream=True))
-        assert done and events[0]["id"] == "chatcmpl-1", knobs
-        assert worker == ("w0" if knobs.get("comment_first") else "w1")  # the head had gone out
+        assert done and events[0]["id"] == "chatcmpl-1" and worker == "w1", knobs
         assert events[0]["choices"][0]["delta"]["role"] == "assistant" and "messages" in orjson.loads(
             b.stats.bodies[0]), knobs
         assert _text(events) == "".join(f"{b.name}-{i} " for i in range(4))
         assert "dpserve_stream_migrations_total{" not in await _metrics(client, gw.url)
+    a, b = await fake_workers(2, chunks=4, token_ids=True, fail_after_chunks=0, comment_first=True)
+    gw = await gateway([a, b], policy="round_robin")
+    async with client.post(gw.url + CHAT_PATH, json=chat(stream=True)) as resp:
+        assert resp.status == 502 and resp.content_type == "application/json"
+        error = (await resp.json())["error"]
+    assert "failed before its first token (engine_down): failed" in error["message"]
 
 
 async def test_a_non_streaming_answer_cut_while_thinking_is_retried_whole(fake_workers, gateway,

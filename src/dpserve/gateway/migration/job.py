@@ -92,6 +92,7 @@ class ResumeJob:
         self.later_streams = 0  # streams after the first
         self.mode: Mode = "token"
         self._base_generated = 0  # tokens generated before the current stream
+        self._base_ids = 0  # ... their ids
         self._break: StreamBreak | None = None
         self._break_at = 0.0
         self._gap_open = False
@@ -124,6 +125,7 @@ class ResumeJob:
         self.later_streams += 1
         self.mode = cont.mode
         self._base_generated = generated_count(self.state)
+        self._base_ids = len(self.state.output_ids)
         self._tries = 0
         self._clean_stream()
         self._gap_open = self.client_stream
@@ -135,18 +137,15 @@ class ResumeJob:
         st.error, st.done, st.usage, st.aborted = None, False, None, False
         self.record = None if self.client_stream else StreamRecord(st, first_stream=False)
 
-    def sent_nothing(self) -> bool:
-        """The stream that just ended gave the client no response event (a comment at most) — or,
-        for a non-streaming client, nothing that could be continued (no token yet, or thinking
-        without its content): the try is then retried like a failure before its first byte (the
-        same response goes on if its head went out already), not resumed."""
-        if self.client_stream and self.later_streams:
-            return self._gap_open
-        if self.record is not None:  # what was relayed (or collected) of the stream
+    def sent_nothing(self, sink: ResponseSink) -> bool:
+        """The stream that just ended gave the client nothing (not even the head) — or, for a
+        non-streaming client, nothing that could be continued (no token yet, or thinking without
+        its content): the try is then retried like a failure before its first byte, not resumed."""
+        if self.client_stream:
+            return self._gap_open if self.later_streams else not sink.started
+        if self.record is not None:  # what was collected of the stream
             self.record.settle()
         st = self.state
-        if self.client_stream:
-            return st.events == 0
         return ((generated_count(st) == self._base_generated and st.finish_reason is None)
                 or st.side_text_unresumable)
 
@@ -173,6 +172,7 @@ class ResumeJob:
         if self._tries:  # the stream's last try sent nothing (`sent_nothing`): start it afresh
             if self.later_streams:
                 self._clean_stream()
+                del self.state.output_ids[self._base_ids:]  # ids of held-back text, never sent
             else:
                 self.state = StreamState()
                 self.record = StreamRecord(self.state, first_stream=True)
@@ -201,21 +201,25 @@ class ResumeJob:
         """The first stream of a streaming client: relayed as it comes (like the unarmed relay)
         plus the record, whole events only, the token-id strip and the failure check — ~0.5 µs a
         chunk more than the unarmed relay here (benchmarks.md). Nothing, not even the head, goes
-        out before the first whole event that is no failure."""
+        out before the first whole event that is no failure (comments before it wait with it)."""
         record, renamer, gate = self.record, self._renamer, EventGate()
         assert record is not None
         strip = None if self.facts.wants_token_ids else strip_token_ids
-        last, add, started_out = chunk, record.add, False
+        last, add = chunk, record.add
+        waiting: bytes | None = b""  # comments before the first event; None once the head went out
         abort_mark, error_mark = FAILURE_MARKS  # may_hold_failure, inline: no call per chunk
         while chunk:
             data = gate.pass_whole(chunk) if gate.held or not chunk.endswith(b"\n\n") else chunk
             if ((data.find(abort_mark) >= 0 or data.find(error_mark) >= 0)
                     and (cut := failure_start(data)) >= 0):
                 return await self._failed(resp, data, cut, gate.held, sink, strip, head, started)
-            if not started_out and data:
-                if not sink.started:  # (it has, if an earlier try sent a comment and failed)
-                    await self._start(resp, sink, head, started)
-                started_out = True
+            if waiting is not None:  # nothing went out yet
+                if data.find(b"data:") < 0:  # no event: comments at most
+                    waiting += data
+                    last, chunk = chunk, await resp.next_chunk()
+                    continue
+                await self._start(resp, sink, head, started)
+                data, waiting = waiting + data, None
             add(data)
             if strip is not None:
                 data = strip(data)
@@ -233,6 +237,8 @@ class ResumeJob:
         """The replica reported a failure at `data[cut:]` (whole events; `held`: the start of the
         next one): relay (and record) the events before it, read the rest without relaying it,
         and name the break by the error event's code."""
+        if cut and not sink.started and data.find(b"data:", 0, cut) < 0:
+            cut = 0  # comments at most before the failure: nothing goes out
         if cut:
             if not sink.started:
                 await self._start(resp, sink, head, started)
@@ -250,6 +256,7 @@ class ResumeJob:
         for payload in event_payloads(data + b"\n\n" if not more else data[:event_end(data)]):
             piece = parse_piece(payload)
             if piece is not None and piece.error is not None:
+                self.state.error = piece.error  # its message, for a failure before the first event
                 return error_event_reason(piece.error)
         return Broke.ERROR_EVENT
 

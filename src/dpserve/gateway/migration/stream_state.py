@@ -105,7 +105,6 @@ class StreamState:
     done: bool = False
     error: Any = None
     aborted: bool = False  # the replica gave up on the request (finish_reason "abort"): a failure
-    events: int = 0  # response events folded in (not [DONE], errors or aborts)
 
     @property
     def text(self) -> str:
@@ -132,7 +131,6 @@ class StreamState:
         if piece.finish_reason == ABORT:  # the replica failed: what this event carries never went out
             self.aborted = True
             return
-        self.events += 1
         if first_stream:
             event = piece.event
             if self.id is None and event is not None:
