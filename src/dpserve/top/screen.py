@@ -25,9 +25,16 @@ from dpserve.top.table import frame
 DATA_PATH = "/dashboard/data?series=0"  # the table needs no history
 
 
+# Ctrl-C arrives as this key, not as SIGINT, while the screen is up: a KeyboardInterrupt raised
+# at any point of a redraw could leave the terminal (or rich's Live) half torn down; a key is
+# read between redraws and quits like q, within a redraw or a fetch (--timeout-s) at most.
+CTRL_C = "\x03"
+QUIT_KEYS = ("q", "Q", CTRL_C)
+
+
 class KeyReader:
-    """Single key presses from a terminal stdin without echo (cbreak: Ctrl-C still interrupts);
-    the terminal is restored on exit. Without a terminal, `read` only waits."""
+    """Single key presses from a terminal stdin without echo (cbreak, and Ctrl-C as a key, see
+    CTRL_C); the terminal is restored on exit. Without a terminal, `read` only waits."""
 
     def __init__(self) -> None:
         self._fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
@@ -37,6 +44,9 @@ class KeyReader:
         if self._fd is not None:
             self._saved = termios.tcgetattr(self._fd)
             tty.setcbreak(self._fd)
+            mode = termios.tcgetattr(self._fd)
+            mode[3] &= ~termios.ISIG  # lflag: Ctrl-C, Ctrl-\ and Ctrl-Z are keys now
+            termios.tcsetattr(self._fd, termios.TCSANOW, mode)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -103,7 +113,7 @@ def _live(config: TopConfig, key: str | None, console: Console) -> None:
             deadline = time.monotonic() + config.interval_s
             while (left := deadline - time.monotonic()) > 0:
                 pressed = keys.read(left)
-                if "q" in pressed or "Q" in pressed:
+                if any(key in pressed for key in QUIT_KEYS):
                     return
                 for ch in pressed:
                     if ch in KEY_BINDINGS:
