@@ -41,7 +41,7 @@ from dpserve.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool,
 from dpserve.gateway.usage import Usage
 from dpserve.gateway.worker import Worker
 from dpserve.http_names import FORWARDED_HEADERS, HOPS_HEADER, RETRY_AFTER_HEADER, WORKER_HEADER
-from dpserve.json_body import JsonTurns
+from dpserve.json_body import LARGE_BODY_BYTES, JsonTurns
 
 _SUCCESS, _FAILURE = Verdict.SUCCESS, Verdict.FAILURE
 # What `_try_workers` returns when no replica could be tried at all.
@@ -75,7 +75,8 @@ class Proxy:
         """Answer one request through `sink`; HTTPError for an answer the gateway gives itself.
         The caller has authenticated the tenant (routes.py: Access.TENANT)."""
         hops = hop_count(headers)  # 508 before any work when requests loop through gateways
-        parsed = await self._json_turns.run(len(raw), parse_request, path, raw, headers)
+        parsed = (parse_request(path, raw, headers) if len(raw) < LARGE_BODY_BYTES  # no coroutine for most
+                  else await self._json_turns.run(len(raw), parse_request, path, raw, headers))
         if self._aliases:  # no alias configured: not even a lookup
             raw, parsed = self._resolve_alias(raw, parsed)
         route = await self._policy.prepare(parsed.route)  # e.g. tokenised off the loop
@@ -136,12 +137,11 @@ class Proxy:
     async def _with_retries(self, request: ProxiedRequest, usage: Usage, start: float) -> None:
         deadline = start + self._cfg.request_timeout_s
         tried: list[Worker] = []
-
-        def try_workers(req: ProxiedRequest) -> Awaitable[TryFailure | StreamBreak | None]:
-            return self._try_workers(req, usage, deadline, tried)
-
-        result = await try_workers(request)
+        result = await self._try_workers(request, usage, deadline, tried)
         if isinstance(result, StreamBreak):
+            def try_workers(req: ProxiedRequest) -> Awaitable[TryFailure | StreamBreak | None]:
+                return self._try_workers(req, usage, deadline, tried)
+
             result = await resume(request, result, usage, lambda: self._clock() >= deadline,
                                   try_workers, _NO_WORKER)
         if result is None:

@@ -31,13 +31,27 @@ class ResumeFacts:
 
 
 NOT_RESUMABLE = ResumeFacts(excluded="unknown")
+# Every request names one of few fact sets: made once each (a frozen dataclass costs ~0.5 µs to
+# build, and this runs on every request).
+_KNOWN: dict[tuple[str | None, bool, bool], ResumeFacts] = {}
+# The body fields any of the facts depend on: a body with none of them (most) is read in one
+# set operation.
+_READ = frozenset({"n", "best_of", "prompt", "response_format", "return_token_ids", "stream_options",
+                   *(name for name, _ in _EXCLUDING_FIELDS)})
+_PLAIN = ResumeFacts()
 
 
 def resume_facts(body: dict[str, Any]) -> ResumeFacts:
-    """The facts of a parsed chat/completions body (a handful of dict look-ups)."""
+    """The facts of a parsed chat/completions body (~0.1 µs for a body without any of `_READ`)."""
+    if _READ.isdisjoint(body):
+        return _PLAIN
     options = body.get("stream_options")
-    return ResumeFacts(_exclusion(body), body.get("return_token_ids") is True,
-                       isinstance(options, dict) and options.get("include_usage") is True)
+    key = (_exclusion(body), body.get("return_token_ids") is True,
+           isinstance(options, dict) and options.get("include_usage") is True)
+    facts = _KNOWN.get(key)
+    if facts is None:
+        facts = _KNOWN[key] = ResumeFacts(*key)
+    return facts
 
 
 def _exclusion(body: dict[str, Any]) -> str | None:
