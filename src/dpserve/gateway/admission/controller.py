@@ -108,7 +108,8 @@ class Admission:
         """Admit the request or raise Rejection (an HTTPError: 400/401/429/503)."""
         tenant = self._identify(headers)
         lease: _Lease | None = None
-        reserve = self._reserve(tenant, ctx)
+        completion = self._completion_reserve(tenant, ctx)
+        reserve = 0 if tenant.limits.tokens_per_minute is None else ctx.estimated_prompt_tokens + completion
         try:
             priority = self._priority(headers, tenant)
             self._check_slo()
@@ -128,14 +129,17 @@ class Admission:
         return Ticket(tenant, queue_wait_s=waited, lease_id=lease.lease_id if lease else None,
                       local_lease=lease.local if lease else False,
                       estimated_prompt_tokens=ctx.estimated_prompt_tokens,
-                      reserved_completion=ctx.completion_reserve(self.config.reserve_completion_tokens),
+                      reserved_completion=completion,
                       reserved_tokens=reserve if lease else 0, on_release=self._released)
 
-    def _reserve(self, tenant: Tenant, ctx: AdmissionContext) -> int:
-        """Tokens taken from tokens_per_minute at admission: prompt estimate + completion reserve."""
-        if tenant.limits.tokens_per_minute is None:
-            return 0
-        return ctx.estimated_prompt_tokens + ctx.completion_reserve(self.config.reserve_completion_tokens)
+    def _completion_reserve(self, tenant: Tenant, ctx: AdmissionContext) -> int:
+        """Completion tokens reserved at admission (with the prompt estimate, what is taken from
+        tokens_per_minute) and charged when the real count stays unknown: the request's max_tokens
+        or the default, at most the tenant's tokens_per_minute — a client's max_tokens of 1e19
+        must not put its tenant into years of debt, nor overflow the shared store's key expiry."""
+        completion = ctx.completion_reserve(self.config.reserve_completion_tokens)
+        limit = tenant.limits.tokens_per_minute
+        return completion if limit is None else min(completion, limit)
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
         """Raise the 401 Rejection when API keys are configured and `headers` carry no valid one.

@@ -125,6 +125,24 @@ async def test_unknown_completion_is_charged_as_reserved(keys_file: Path) -> Non
     await adm.stop()
 
 
+async def test_a_huge_max_tokens_reserves_and_charges_at_most_a_minute_of_the_limit(keys_file: Path) -> None:
+    """max_tokens 2**64 - 1 (or 1e300): at most tokens_per_minute is reserved, and charged when the
+    count stays unknown, so the tenant waits a minute at most, not for ever."""
+    clock = FakeClock()
+    adm = build_admission(AdmissionConfig(api_keys=keys_file), FakeCapacity(), clock=clock)
+    await adm.start()
+    ticket = await adm.admit(_auth("k-tok"), AdmissionContext(prompt_chars=40, max_tokens=2**64 - 1))
+    assert (ticket.reserved_tokens, ticket.reserved_completion) == (110, 100)
+    ticket.release(None, None)  # an error answer: nothing known, the reservation stands
+    await asyncio.sleep(0)
+    with pytest.raises(Rejection) as info:
+        await adm.admit(_auth("k-tok"), CTX)
+    assert int(info.value.headers["Retry-After"]) <= 60
+    clock.advance(60.0)
+    assert await adm.admit(_auth("k-tok"), CTX)
+    await adm.stop()
+
+
 async def test_slo_mode_sheds_when_backlog_would_miss_it() -> None:
     clock = FakeClock()
     capacity = FakeCapacity(cap=1)
