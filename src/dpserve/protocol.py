@@ -138,13 +138,10 @@ def max_tokens_field(body: dict[str, Any]) -> str:
 def requested_max_tokens(body: dict[str, Any]) -> int | None:
     """The limit as an OpenAI server's request model reads it (vLLM's pydantic, lax: an integral
     float or a bool is an int); None when absent, null or no integer. For the gateway, which
-    passes the body on as it came; dpserve's replicas refuse all but integers."""
-    value = body.get("max_completion_tokens")
-    if value is None:  # max_tokens_field's rule, inline: this runs on every gateway request
-        value = body.get("max_tokens")
-    if value.__class__ is int:
-        return value
-    if isinstance(value, float) and value.is_integer():
+    passes the body on as it came; dpserve's replicas refuse all but integers. A float is taken
+    only within JSON's integers here (orjson's 64 bits): 1e300 would be an int no body could carry."""
+    value = body.get(max_tokens_field(body))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0 ** 63:
         return int(value)
     return int(value) if isinstance(value, int) else None
 

@@ -165,6 +165,7 @@ class StreamRelay:
         logger.info("stream from replica %s broke: %s %s", att.worker.id, reason, detail)
         return StreamBreak(reason, att.worker, detail)
 
+
 async def _pump(resp: UpstreamResponse, out: ResponseSink, att: Attempt, tail: StreamTail,
                 renamer: StreamRenamer | None) -> None:
     while chunk := await resp.next_chunk():

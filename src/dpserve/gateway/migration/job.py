@@ -247,13 +247,17 @@ class ResumeJob:
             before = data[:cut] if strip is None else strip(data[:cut])
             await sink.write(before if self._renamer is None else self._renamer.feed(before))
         tail = [data[cut:], held]
-        size, more = len(tail[0]) + len(held), b"."
-        while size < _FAILURE_TAIL_BYTES and (more := await resp.next_chunk()):
+        size, ended = len(tail[0]) + len(held), False
+        while size < _FAILURE_TAIL_BYTES:
+            more = await resp.next_chunk()
+            if not more:
+                ended = True
+                break
             tail.append(more)
             size += len(more)
         data = b"".join(tail)
         # Read to its end, the last event counts even without its blank line.
-        for payload in event_payloads(data + b"\n\n" if not more else data[:event_end(data)]):
+        for payload in event_payloads(data + b"\n\n" if ended else data[:event_end(data)]):
             piece = parse_piece(payload)
             if piece is not None and piece.error is not None:
                 self.state.error = piece.error  # its message, for a failure before the first event

@@ -84,6 +84,7 @@ def test_a_null_max_completion_tokens_gives_way_to_max_tokens() -> None:
 
 
 def test_max_tokens_is_read_as_an_openai_server_reads_it() -> None:
-    for value, limit in ((8.0, 8), (True, 1), (8.5, None), ("8", None), (None, None)):
+    for value, limit in ((8.0, 8), (True, 1), (8.5, None), ("8", None), (None, None), (1e300, None),
+                         (2**64 - 1, 2**64 - 1)):
         assert max_tokens_of({"max_tokens": value}, CHAT_PATH) == limit, value
     assert max_tokens_of({"max_tokens": 3, "max_completion_tokens": 5}, CHAT_PATH) == 5
