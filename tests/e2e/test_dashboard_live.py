@@ -140,8 +140,11 @@ def test_page_in_chromium_shows_the_fleet_live_and_a_killed_replica_down(fleet: 
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(fleet.url + "/dashboard")
+            # Predicates are functions, not expressions: Playwright evaluates an expression string
+            # again on every poll, and the page's CSP (no 'unsafe-eval') refuses each one after the
+            # first, so a predicate not already true on the first check failed (CI, stop 22).
             page.wait_for_function(  # three rows, each with a token rate from a scrape
-                "document.querySelectorAll('#replicas tbody tr').length === 3 && [...document."
+                "() => document.querySelectorAll('#replicas tbody tr').length === 3 && [...document."
                 "querySelectorAll('#replicas td[data-col=tokens]')].every(c => c.textContent !== '–')",
                 timeout=20_000)
             rows = page.eval_on_selector_all("#replicas tbody tr", "rows => rows.map(r => r.dataset.replica)")
@@ -159,7 +162,7 @@ def test_page_in_chromium_shows_the_fleet_live_and_a_killed_replica_down(fleet: 
             assert time.monotonic() - killed_at < 2.0
             assert page.eval_on_selector_all(
                 "#replicas tbody tr", "rows => rows.map(r => r.dataset.health)") == ["up", "down", "up"]
-            page.wait_for_function("document.getElementById('diagnosis-text').textContent"
+            page.wait_for_function("() => document.getElementById('diagnosis-text').textContent"
                                    ".includes('1 of 3 replicas down')", timeout=3_000)
         finally:
             browser.close()
