@@ -9,7 +9,10 @@ Per (tokenizer, endpoint, prompt size), medians over repeats of:
 - `process_loop_cpu_us`: CPU the loop's thread spends per process call (submitting, waking up);
 - `burst_inline_ms` / `burst_process_ms` and `burst_*_lag_ms`: 32 requests at once (a burst
   at the gateway): wall time until all have keys, and the longest stall of a 1 ms ticker running
-  on the same loop meanwhile (how long the loop could not proxy other requests' bytes).
+  on the same loop meanwhile (how long the loop could not proxy other requests' bytes);
+- `busy_process_p50_us` / `busy_process_max_us`: `PromptKeyer.keys` latency, one call at a time,
+  while 4 tasks keep the loop busy (each spins 0.4 ms, then sleeps 0.1 ms: a saturated gateway),
+  over --busy-repeats calls.
 
     flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/prompt_keys_cost.py \\
         --tokenizers sim smollm2-135m --sizes 100 1000 10000 100000
@@ -85,7 +88,30 @@ async def _burst(call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:
     return wall * 1e3, worst * 1e3
 
 
-async def measure(spec: str, kind: str, size: int, repeats: int, keyer: PromptKeyer) -> dict[str, Any]:
+async def _busy(call: Callable[[int], Awaitable[Any]], repeats: int) -> tuple[float, float]:
+    """(p50, max) µs of `call` while spinners keep the loop's thread busy."""
+    stop = False
+
+    async def spinner() -> None:
+        while not stop:
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.0004:
+                pass
+            await asyncio.sleep(0.0001)
+
+    spinners = [asyncio.create_task(spinner()) for _ in range(4)]
+    walls = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        await call(i)
+        walls.append((time.perf_counter() - t0) * 1e6)
+    stop = True
+    await asyncio.gather(*spinners)
+    return statistics.median(walls), max(walls)
+
+
+async def measure(spec: str, kind: str, size: int, repeats: int, busy_repeats: int,
+                  keyer: PromptKeyer) -> dict[str, Any]:
     tokenizer = load_tokenizer(spec)
     endpoint = ENDPOINTS[kind]
     # Built before timing: making a 100 KB text costs milliseconds that are not the gateway's.
@@ -104,13 +130,15 @@ async def measure(spec: str, kind: str, size: int, repeats: int, keyer: PromptKe
     process_us, process_cpu_us = await _median_us(process, repeats)
     burst_inline_ms, burst_inline_lag_ms = await _burst(inline)
     burst_process_ms, burst_process_lag_ms = await _burst(process)
+    busy_p50_us, busy_max_us = await _busy(process, min(busy_repeats, repeats))
     return {"tokenizer": spec, "endpoint": kind, "bytes": size, "tokens": keys[1],
             "inline_us": round(inline_us), "process_us": round(process_us),
             "process_loop_cpu_us": round(process_cpu_us),
             "burst_inline_ms": round(burst_inline_ms, 1),
             "burst_inline_lag_ms": round(burst_inline_lag_ms, 1),
             "burst_process_ms": round(burst_process_ms, 1),
-            "burst_process_lag_ms": round(burst_process_lag_ms, 1)}
+            "burst_process_lag_ms": round(burst_process_lag_ms, 1),
+            "busy_process_p50_us": round(busy_p50_us), "busy_process_max_us": round(busy_max_us)}
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -121,7 +149,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             for kind in args.endpoints:
                 for size in args.sizes:
                     repeats = max(5, min(args.repeats, args.repeats * 1000 // size))
-                    row = await measure(spec, kind, size, repeats, keyer)
+                    row = await measure(spec, kind, size, repeats, args.busy_repeats, keyer)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         finally:
@@ -131,7 +159,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     cols = ["tokenizer", "endpoint", "bytes", "tokens", "inline_us", "process_us", "process_loop_cpu_us",
-            "burst_inline_ms", "burst_inline_lag_ms", "burst_process_ms", "burst_process_lag_ms"]
+            "burst_inline_ms", "burst_inline_lag_ms", "burst_process_ms", "burst_process_lag_ms",
+            "busy_process_p50_us", "busy_process_max_us"]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -143,6 +172,7 @@ def main() -> None:
     p.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=list(ENDPOINTS))
     p.add_argument("--sizes", nargs="+", type=int, default=[100, 1000, 10_000, 100_000])
     p.add_argument("--repeats", type=int, default=200, help="calls per cell (fewer for large prompts)")
+    p.add_argument("--busy-repeats", type=int, default=20, help="calls per cell on the busy loop")
     args = p.parse_args()
     print(markdown(asyncio.run(main_async(args))))
 

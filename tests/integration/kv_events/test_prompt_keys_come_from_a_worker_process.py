@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import signal
 import time
 
 import pytest
@@ -76,3 +78,75 @@ async def test_a_tokenizer_that_cannot_load_leaves_routing_on_the_tree(
         assert not keyer.is_ready
     finally:
         keyer.close()
+
+
+def _completion(i: int, size: int = 400) -> dict[str, str]:
+    return {"prompt": f"request {i}: " + "lorem ipsum dolor sit amet " * (size // 27)}
+
+
+async def test_concurrent_requests_each_get_their_own_keys_in_order() -> None:
+    """Replies resolve the oldest waiting request: 64 at once, different sizes, each gets its own."""
+    keyer, tokenizer = PromptKeyer("sim"), load_tokenizer("sim")
+    try:
+        await until_ready_after_start(keyer)
+        bodies = [_completion(i, 100 + 97 * i) for i in range(64)]
+        got = await asyncio.gather(*(keyer.keys("/v1/completions", b, BS) for b in bodies))
+        assert list(got) == [block_keys_for(tokenizer, "/v1/completions", b, BS) for b in bodies]
+    finally:
+        keyer.close()
+
+
+async def test_a_body_larger_than_the_pipe_buffer_goes_through_whole() -> None:
+    """A 2 MB prompt does not fit a pipe's 64 KB buffer: the rest is written as the process reads,
+    and a small request sent meanwhile waits its turn behind it."""
+    keyer, tokenizer = PromptKeyer("sim"), load_tokenizer("sim")
+    try:
+        await until_ready_after_start(keyer)
+        big, small = _completion(0, 2_000_000), _completion(1)
+        got = await asyncio.gather(keyer.keys("/v1/completions", big, BS),
+                                   keyer.keys("/v1/completions", small, BS))
+        assert got[0] == block_keys_for(tokenizer, "/v1/completions", big, BS)
+        assert got[1] == block_keys_for(tokenizer, "/v1/completions", small, BS)
+    finally:
+        keyer.close()
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies() -> None:
+    keyer, tokenizer = PromptKeyer("sim"), load_tokenizer("sim")
+    try:
+        await until_ready_after_start(keyer)
+        first = asyncio.create_task(keyer.keys("/v1/completions", _completion(0, 200_000), BS))
+        second = asyncio.create_task(keyer.keys("/v1/completions", _completion(1), BS))
+        await asyncio.sleep(0)  # both sent
+        first.cancel()
+        assert await second == block_keys_for(tokenizer, "/v1/completions", _completion(1), BS)
+        assert first.cancelled()
+    finally:
+        keyer.close()
+
+
+async def test_a_killed_process_answers_its_waiting_callers_none_and_is_restarted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    keyer, tokenizer = PromptKeyer("sim"), load_tokenizer("sim")
+    try:
+        await until_ready_after_start(keyer)
+        process = keyer._process
+        assert process is not None
+        slow = asyncio.create_task(keyer.keys("/v1/completions", _completion(0, 8_000_000), BS))
+        await asyncio.sleep(0.02)  # sent; tokenising 8 MB takes the process about half a second
+        with caplog.at_level(logging.WARNING):
+            os.kill(process.pid, signal.SIGKILL)
+            assert await slow is None
+        assert "tokenizer process died" in caplog.text
+        assert not keyer.is_ready
+        body = _completion(2)
+        assert await keyer.keys("/v1/completions", body, BS) == block_keys_for(
+            tokenizer, "/v1/completions", body, BS)  # a new process, started by this request
+        assert keyer._process is not None and keyer._process.pid != process.pid
+    finally:
+        keyer.close()
+
+
+async def until_ready_after_start(keyer: PromptKeyer) -> None:
+    keyer.start()
+    await until_ready(keyer)
