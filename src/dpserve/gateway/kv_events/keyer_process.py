@@ -2,12 +2,13 @@
 
 A frame is a 4-byte big-endian length and a pickle (both ends are this package, in processes the
 gateway spawned). The process loads the tokenizer, answers `("ready", None)` or `("failed",
-why)`, then answers each request `(endpoint, body, block_size)` in order with `block_keys_for`'s
-result, until its request pipe reaches EOF (the gateway closed it, or died).
+why)`, then answers each request `(seq, endpoint, body, block_size)` in order with `(seq,
+block_keys_for's result)`, until its request pipe reaches EOF (the gateway closed it, or died).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -68,10 +69,17 @@ def _write_all(fd: int, data: bytes) -> None:
 def serve(tokenizer_spec: str, requests: Connection, replies: Connection) -> None:
     """The process's main: blocking reads and writes on its two pipe ends (the Connections only
     carry the file descriptors to the spawned process; their own framing is not used)."""
+    # Its life is the pipe's: EOF or a broken pipe ends it, and the gateway kills it on close;
+    # a signal to the whole process group (Ctrl-C, a supervisor's SIGTERM) is the gateway's to act on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the gateway went away mid-reply
+        _serve(tokenizer_spec, requests.fileno(), replies.fileno())
+
+
+def _serve(tokenizer_spec: str, requests_fd: int, replies_fd: int) -> None:
     from dpserve.gateway.kv_events.prompt_keys import block_keys_for, load_tokenizer
 
-    requests_fd, replies_fd = requests.fileno(), replies.fileno()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which closes our pipe
     try:
         tokenizer = load_tokenizer(tokenizer_spec)
         block_keys_for(tokenizer, "/v1/completions", {"prompt": "warm up"}, 1)  # its lazy imports
@@ -80,10 +88,10 @@ def serve(tokenizer_spec: str, requests: Connection, replies: Connection) -> Non
         return
     _write_all(replies_fd, encode_frame(("ready", None)))
     while (request := _read_frame(requests_fd)) is not None:
-        endpoint, body, block_size = request
+        seq, endpoint, body, block_size = request
         try:
             result = block_keys_for(tokenizer, endpoint, body, block_size)
         except Exception:  # one odd body must not end the process
             log.exception("precise_prefix: computing a request's block keys failed")
             result = None
-        _write_all(replies_fd, encode_frame(result))
+        _write_all(replies_fd, encode_frame((seq, result)))

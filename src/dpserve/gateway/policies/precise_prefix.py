@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 
 from dpserve.gateway.kv_events.index import KvBlockIndex
-from dpserve.gateway.kv_events.prompt_keys import PromptKeyer
+from dpserve.gateway.kv_events.prompt_keys import MAX_KEYED_PROMPT_CHARS, PromptKeyer
 from dpserve.gateway.policies.base import (
     Candidate,
     Choice,
@@ -40,8 +40,9 @@ class PrecisePrefixPolicy(Policy):
 
     Every decision is also noted for --kv-pending-ttl-s (a burst of a new prefix follows its first
     request before that one's blocks are published) and recorded in the tree. Without keys (no
-    tokenizer configured, no event seen yet, a body the replica will refuse) the request is routed
-    by `cache_aware` alone.
+    tokenizer configured, no event seen yet, a body the replica will refuse, a prompt over
+    MAX_KEYED_PROMPT_CHARS, keys slower than the keyer's wait budget) the request is routed by
+    `cache_aware` alone.
     """
 
     name = "precise_prefix"
@@ -55,7 +56,7 @@ class PrecisePrefixPolicy(Policy):
 
     async def prepare(self, request: RouteRequest) -> RouteRequest:
         keyer = self.keyer
-        if keyer is None or request.body is None:
+        if keyer is None or request.body is None or len(request.text) > MAX_KEYED_PROMPT_CHARS:
             return request
         block_size = self.index.block_size
         if block_size is None or not keyer.is_ready:  # no event yet, or its worker starting: the tree
