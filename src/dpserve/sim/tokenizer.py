@@ -26,6 +26,7 @@ FIRST_WORD_ID = NUM_SPECIAL
 NUM_WORDS = len(FILLER_WORDS)
 _FIRST_HASHED_ID = FIRST_WORD_ID + NUM_WORDS
 _NUM_HASHED = VOCAB_SIZE - _FIRST_HASHED_ID
+_MAX_REMEMBERED_PIECES = 200_000  # ~20 MB of pieces and ids
 
 
 class SimTokenizer:
@@ -36,12 +37,25 @@ class SimTokenizer:
 
     def __init__(self) -> None:
         self._word_ids = {" " + w: FIRST_WORD_ID + i for i, w in enumerate(FILLER_WORDS)}
+        # Every piece seen → its id (filler words first): a dict hit instead of a method call, an
+        # encode and a crc32 made `encode` 2.5x faster on chat text (benchmarks/prompt_keys_cost.py).
+        # Bounded: client text can hold any number of distinct pieces.
+        self._ids = dict(self._word_ids)
 
     def encode(self, text: str) -> list[int]:
         # finditer, not findall: one findall over megabytes holds the GIL for a second (the event
         # loop frozen with it, although serving calls this on a worker thread); stepping the
         # iterator in Python lets the interpreter switch threads every few milliseconds.
-        return [self._piece_id(m.group()) for m in _PIECE.finditer(text)]
+        ids, out = self._ids, []
+        for match in _PIECE.finditer(text):
+            piece = match.group()
+            token_id = ids.get(piece)
+            if token_id is None:
+                token_id = self._piece_id(piece)
+                if len(ids) < _MAX_REMEMBERED_PIECES:
+                    ids[piece] = token_id
+            out.append(token_id)
+        return out
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(" " + FILLER_WORDS[(t - FIRST_WORD_ID) % NUM_WORDS]

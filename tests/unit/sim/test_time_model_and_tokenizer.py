@@ -66,3 +66,18 @@ def test_multi_turn_prompt_extends_the_previous_one() -> None:
              {"role": "user", "content": "more"}]
     second = tok.apply_chat_template(turn2)
     assert second[:len(first) + len(reply_ids)] == first + reply_ids
+
+
+def test_remembered_pieces_get_the_ids_a_fresh_tokenizer_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The piece → id memo only saves work: a warm tokenizer, one whose memo is full, and a fresh
+    one agree on every id, and the memo stops growing at its bound."""
+    import dpserve.sim.tokenizer as tokenizer_module
+
+    text = "Hello, world! tavo kesu 123 x_y\n\n  résumé ...  tavo Hello"
+    warm = SimTokenizer()
+    assert warm.encode(text) == warm.encode(text) == SimTokenizer().encode(text)
+    monkeypatch.setattr(tokenizer_module, "_MAX_REMEMBERED_PIECES", 0)
+    full = SimTokenizer()
+    size = len(full._ids)
+    assert full.encode(text + " brand new pieces") == SimTokenizer().encode(text + " brand new pieces")
+    assert len(full._ids) == size
