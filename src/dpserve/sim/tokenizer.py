@@ -38,8 +38,8 @@ class SimTokenizer:
     def __init__(self) -> None:
         self._word_ids = {" " + w: FIRST_WORD_ID + i for i, w in enumerate(FILLER_WORDS)}
         # Every piece seen → its id (filler words first): a dict hit instead of a method call, an
-        # encode and a crc32 made `encode` 2.5x faster on chat text (benchmarks/prompt_keys_cost.py).
-        # Bounded: client text can hold any number of distinct pieces.
+        # encode and a crc32 took `encode` from 710 to 485 µs on 8 KB of chat text (bench text
+        # words). Bounded: client text can hold any number of distinct pieces.
         self._ids = dict(self._word_ids)
 
     def encode(self, text: str) -> list[int]:
