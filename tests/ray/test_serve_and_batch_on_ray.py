@@ -198,6 +198,10 @@ def test_precise_prefix_routes_on_kv_events_from_replicas_on_both_nodes(
         assert set(node_of_each_replica(cluster, serve).values()) == {n.node_id for n in cluster.nodes()}
         r0_log = (serve.dir / "logs/r0.log").read_text()
         assert '"endpoint": "tcp://*:' in r0_log and '"replay_endpoint": "tcp://127.0.0.1:' in r0_log
+        # Until its tokenizer process is up the gateway routes by the tree, which never saw these
+        # prompts (they go straight to the replicas): wait for the keys, as an operator would.
+        wait_until(lambda: gateway_metric(serve.port, "dpserve_kv_keyer_ready") == 1, 60,
+                   "the gateway's tokenizer process ready")
         for i, worker in enumerate(workers(serve.port)):
             prompt = f"replica {i}: " + " ".join(f"w{i}x{k}" for k in range(80))  # 5 blocks of 16
             before = gateway_metric(serve.port, "dpserve_kv_index_blocks")  # only BlockStored adds to it

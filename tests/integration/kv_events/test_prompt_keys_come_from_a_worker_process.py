@@ -64,8 +64,10 @@ async def test_no_request_waits_for_the_process_to_start() -> None:
         assert policy.keyer is not None
         policy.keyer.wait_budget_s = PATIENT_S
         assert not policy.keyer.is_ready  # just spawned
+        assert policy.gauges()["dpserve_kv_keyer_ready"] == 0
         assert (await policy.prepare(request)).block_keys is None  # routed by the tree, at once
         await until_ready(policy.keyer)
+        assert policy.gauges()["dpserve_kv_keyer_ready"] == 1
         keyed = await policy.prepare(request)
         expected = block_keys_for(load_tokenizer("sim"), endpoint, body, BS)
         assert expected is not None and keyed.block_keys == expected[0]
@@ -192,6 +194,7 @@ async def test_a_stuck_process_costs_a_request_one_wait_budget_and_the_next_ones
             t0 = time.monotonic()
             assert await keyer.keys("/v1/completions", _completion(1), BS) is None  # behind: not sent
             assert time.monotonic() - t0 < 0.1
+            assert keyer.num_late == 2  # what the policy exports as dpserve_kv_keys_late_total
         finally:
             os.kill(pid, signal.SIGCONT)
         body = _completion(2)

@@ -102,6 +102,7 @@ class PromptKeyer:
         self._expiry: asyncio.TimerHandle | None = None
         self._not_before = 0.0  # loop time before which start() does not respawn (died loading)
         self._state: Literal["stopped", "starting", "ready", "failed", "closed"] = "stopped"
+        self.num_late = 0  # requests routed without keys: past the budget, or sent none while behind
 
     def start(self) -> None:
         """Spawn the process, which loads the tokenizer in the background (a second or more);
@@ -146,7 +147,10 @@ class PromptKeyer:
         longer than `wait_budget_s`, the process is behind, could not load its tokenizer or died
         (it is restarted on the next request)."""
         self.start()
-        if self._state not in ("starting", "ready") or self._is_behind():
+        if self._state not in ("starting", "ready"):
+            return None
+        if self._is_behind():
+            self.num_late += 1
             return None
         seq = self._next_seq
         try:  # before anything waits for it: a body that cannot be sent is simply not keyed
@@ -193,6 +197,7 @@ class PromptKeyer:
                 return
             if not reply.done():
                 reply.set_result(None)
+                self.num_late += 1
 
     # -- the pipes, on the event loop ---------------------------------------------------------
     def _send(self, frame: bytes) -> None:

@@ -117,5 +117,9 @@ class PrecisePrefixPolicy(Policy):
             self.keyer.close()
 
     def gauges(self) -> Mapping[str, float]:
+        keyer = self.keyer
         return {**self.fallback.gauges(), "dpserve_kv_index_blocks": float(self.index.size),
-                "dpserve_kv_index_skipped_events_total": float(self.index.num_skipped_events)}
+                "dpserve_kv_index_skipped_events_total": float(self.index.num_skipped_events),
+                # 1 once requests get block keys (0: routed by the tree — starting, or no tokenizer)
+                "dpserve_kv_keyer_ready": float(keyer is not None and keyer.is_ready),
+                "dpserve_kv_keys_late_total": float(0 if keyer is None else keyer.num_late)}
