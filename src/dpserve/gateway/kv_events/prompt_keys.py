@@ -47,16 +47,17 @@ _KILL_JOIN_S = 2.0
 _REAP_POLL_S = 0.05
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
-    """`sim`, a bundled model name or an HF-format model directory → the replica's tokenizer."""
+def load_tokenizer(spec: str, memo_chars: int = 0) -> Tokenizer:
+    """`sim`, a bundled model name or an HF-format model directory → the replica's tokenizer;
+    `memo_chars`: its chat prompts' segments remembered (`serving.encode_memo`)."""
     if spec == SIM_TOKENIZER:
         from dpserve.sim.tokenizer import SimTokenizer
 
-        return SimTokenizer()
+        return SimTokenizer(memo_chars=memo_chars)
     from dpserve.engine.tokenizer import HFTokenizer
     from dpserve.model_store import resolve_model
 
-    return HFTokenizer(resolve_model(spec).path)
+    return HFTokenizer(resolve_model(spec).path, memo_chars=memo_chars)
 
 
 def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
