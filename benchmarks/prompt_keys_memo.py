@@ -20,7 +20,7 @@ from typing import Any
 
 from dpserve.bench.text import WORDS
 from dpserve.gateway.kv_events.prompt_keys import block_keys_for, load_tokenizer
-from dpserve.serving.encode_memo import DEFAULT_MAX_CHARS
+from dpserve.serving.encode_memo import DEFAULT_MAX_BYTES
 
 ENDPOINT = "/v1/chat/completions"
 BLOCK_SIZE = 16
@@ -32,7 +32,7 @@ def words(n: int, seed: int) -> str:
 
 
 def measure(spec: str, turns: int, user_words: int, reply_words: int, repeats: int) -> list[dict[str, Any]]:
-    plain, remembered = load_tokenizer(spec), load_tokenizer(spec, memo_chars=DEFAULT_MAX_CHARS)
+    plain, remembered = load_tokenizer(spec), load_tokenizer(spec, memo_bytes=DEFAULT_MAX_BYTES)
     history: list[dict[str, str]] = []
     rows = []
     for turn in range(turns):
@@ -51,10 +51,11 @@ def measure(spec: str, turns: int, user_words: int, reply_words: int, repeats: i
             memo_s.append(t2 - t1)
             tokens = expected[1]
         rows.append({"tokenizer": spec, "turn": turn + 1, "prompt_tokens": tokens,
-                     "plain_us": statistics.median(plain_s) * 1e6, "memo_us": statistics.median(memo_s) * 1e6})
+                     "plain_us": statistics.median(plain_s) * 1e6,
+                     "memo_us": statistics.median(memo_s) * 1e6})
         history += [{"role": "user", "content": words(user_words, 1000 * turn)},
                     {"role": "assistant", "content": words(reply_words, -turn - 1)}]
-        block_keys_for(remembered, ENDPOINT, {"messages": history}, BLOCK_SIZE)  # the reply, as a turn sends it
+        block_keys_for(remembered, ENDPOINT, {"messages": history}, BLOCK_SIZE)  # as a turn sends it
     return rows
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dpserve.serving.encode_memo import EncodeMemo, separator_pattern
+from dpserve.serving.encode_memo import hf_segment_memo
 from dpserve.serving.engine_client import PromptTooLongError
-
-log = logging.getLogger(__name__)
 
 
 class HFTokenizer:
@@ -22,9 +19,10 @@ class HFTokenizer:
     """
 
     def __init__(self, model_dir: Path, max_prompt_tokens: int | None = None,
-                 memo_chars: int = 0) -> None:
-        """`memo_chars` > 0: chat prompts are encoded through an EncodeMemo of that size (the text
-        between special tokens remembered), where the model's tokenizer allows it."""
+                 memo_bytes: int = 0) -> None:
+        """`memo_bytes` > 0: chat prompts are encoded through an EncodeMemo of that size (the text
+        between added tokens remembered) where the model's tokenizer allows it; one thread only
+        then (precise_prefix's tokenizer process), as the memo is not locked."""
         from transformers import AutoTokenizer
 
         self._tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -32,13 +30,16 @@ class HFTokenizer:
         # a worker thread while the loop decodes. (transformers' encode re-sets truncation and
         # padding on it every call, which can fail with "Already borrowed" under concurrency.)
         self._fast = getattr(self._tok, "backend_tokenizer", None)
+        if self._fast is not None:  # a tokenizer.json saved with these would cut or pad every prompt
+            self._fast.no_truncation()
+            self._fast.no_padding()
         self._clean_up = bool(getattr(self._tok, "clean_up_tokenization_spaces", False))
         self.eos_token_ids: tuple[int, ...] = _eos_ids(model_dir, self._tok.eos_token_id)
         self.vocab_size: int = len(self._tok)  # serving rejects token-id prompts beyond it
         self.max_token_chars = _max_token_chars(self._fast)
         self._max_prompt_tokens = max_prompt_tokens
-        # None without memo_chars, or where the text between special tokens is encoded in context
-        self.encode_memo = _segment_memo(self._tok, self._fast, memo_chars) if memo_chars > 0 else None
+        # None without memo_bytes, or where the text between added tokens is encoded in context
+        self.encode_memo = hf_segment_memo(self._tok, self._fast, memo_bytes) if memo_bytes > 0 else None
 
     def encode(self, text: str) -> list[int]:
         self._check_length(text)
@@ -73,41 +74,6 @@ class HFTokenizer:
             return self.encode(str(text))
         self._check_length(str(text))  # as encode does
         return self.encode_memo.encode(str(text))
-
-
-# Chats that a memo must encode exactly as the whole text is encoded before it is used: spaces,
-# newlines and digits on both sides of the special tokens, an empty message, non-ASCII text.
-_MEMO_CHECK_CHATS = (
-    [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Hi  there\n"},
-     {"role": "assistant", "content": "\n12 345, ok?"}, {"role": "user", "content": ""}],
-    [{"role": "user", "content": "  x\u00e9\u4e2d\U0001F600 y\t"}, {"role": "assistant", "content": "z"}],
-)
-
-
-def _segment_memo(tok: Any, fast: Any, max_chars: int) -> EncodeMemo | None:
-    """A memo split at the added tokens — exact only when the tokenizer splits the text there
-    and encodes each piece independently: no added token that strips the spaces beside it or
-    matches only whole words, and a check on sample chats (a SentencePiece "prepend to the first
-    piece" pre-tokenizer, for one, fails it). None when that does not hold."""
-    if fast is None or getattr(tok, "chat_template", None) is None:
-        return None
-    added = list(fast.get_added_tokens_decoder().values())
-    if any(a.lstrip or a.rstrip or a.single_word or (a.normalized and fast.normalizer is not None)
-           for a in added):
-        return None
-    batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
-    memo = EncodeMemo(lambda texts: [list(e.ids) for e in batch(texts, add_special_tokens=False)],
-                      separator_pattern([a.content for a in added]), max_chars)
-    for messages in _MEMO_CHECK_CHATS:
-        try:
-            text = str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        except Exception:  # a template that refuses the sample roles: no memo, not an error
-            return None
-        whole = list(batch([text], add_special_tokens=False)[0].ids)
-        if memo.encode(text) != whole or memo.encode(text) != whole:  # computed, then remembered
-            log.info("tokenizer encodes the text between special tokens in context: no encode memo")
-            return None
-    return memo
 
 
 def _max_token_chars(fast: Any) -> int | None:

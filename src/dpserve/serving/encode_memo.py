@@ -4,47 +4,57 @@ A multi-turn chat re-sends its whole history every turn, and precise_prefix's to
 keys every turn's prompt; most of that work is the tokenizer re-encoding messages it encoded for
 the turn before. A segment is a piece of text the tokenizer encodes independently of what
 surrounds it: one message for the sim's tokenizer (its chat template encodes each message on
-its own), the text between two added special tokens for an HF tokenizer (the `tokenizers`
-library splits on them before it normalises and pre-tokenises; `HFTokenizer` checks that this
-holds for its model before it uses a memo). The ids of the whole text are then the segments'
-ids, joined: the same as encoding it at once, faster when the segments were seen before.
+its own), the text between two added tokens for an HF tokenizer (the `tokenizers` library
+splits on its added tokens before it pre-tokenises what lies between them; `hf_segment_memo`
+keeps a memo only for tokenizers where that holds). The ids of the whole text are then the
+segments' ids, joined: the same as encoding it at once, faster when the segments were seen
+before. One memo belongs to one thread (the tokenizer process has one): it is not locked.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-# 16 M characters of remembered text cost ~2 bytes a character (the text, 4-byte ids at ~4
-# characters a token) plus ~250 bytes an entry: ~40 MB in the one process that keeps a memo.
-DEFAULT_MAX_CHARS = 16 * 1024 * 1024
-# A segment longer than this is encoded but not remembered: one huge message must not evict
-# every conversation's history.
+log = logging.getLogger(__name__)
+
+# What the remembered segments may cost, counted as Python holds them (the text, 4-byte ids, and
+# `_ENTRY_BYTES` an entry), so that short distinct segments — a client can cut its text into
+# thousands with special-token strings — or 4-byte characters cannot exceed it.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# An OrderedDict entry (its hash slot and its link node) and an array object's header.
+_ENTRY_BYTES = 200
+# A segment costing more than this share of the memo is encoded but not remembered: one huge
+# message must not evict every conversation's history.
 _MAX_SEGMENT_SHARE = 16
 
 
 class EncodeMemo:
     """`encode(text)` = the ids of `text`, each segment's ids looked up before they are computed.
 
-    `encode_batch` encodes several segments in one call (the misses of one text); `boundary`, a
-    pattern of the separators between segments (None: the whole text is one segment). Bounded:
-    the least recently used segments are forgotten past `max_chars` of remembered text."""
+    `encode_batch` encodes several segments in one call (the misses of one text); `separators`
+    splits a text into its segments and keeps the separators as segments of their own (None: the
+    whole text is one segment). Bounded: the least recently used segments are forgotten past
+    `max_bytes`."""
 
     def __init__(self, encode_batch: Callable[[list[str]], Sequence[Sequence[int]]],
-                 boundary: re.Pattern[str] | None = None, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+                 separators: re.Pattern[str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._encode_batch = encode_batch
-        self._boundary = boundary
-        self.max_chars = max_chars
-        self._max_segment_chars = max(1, max_chars // _MAX_SEGMENT_SHARE)
+        self._separators = separators
+        self.max_bytes = max_bytes
+        self._max_segment_bytes = max(1, max_bytes // _MAX_SEGMENT_SHARE)
         self._ids: OrderedDict[str, array[int]] = OrderedDict()
-        self.num_chars = 0  # of the remembered segments
-        self.num_hits = 0
-        self.num_misses = 0
+        self.num_bytes = 0  # what the remembered segments cost
+        self.num_hits = 0  # segments found remembered
+        self.num_misses = 0  # segments encoded
 
     def encode(self, text: str) -> list[int]:
-        segments = [text] if self._boundary is None else [s for s in self._boundary.split(text) if s]
+        segments = [text] if self._separators is None else [s for s in self._separators.split(text) if s]
         remembered = self._ids
         found: list[array[int] | None] = []
         missing: dict[str, None] = {}  # each new segment once, in order
@@ -55,7 +65,7 @@ class EncodeMemo:
             else:
                 remembered.move_to_end(segment)
             found.append(ids)
-        self.num_hits += len(segments) - len(missing)
+        self.num_hits += len(segments) - found.count(None)
         self.num_misses += len(missing)
         new = dict(zip(missing, self._encode_batch(list(missing)), strict=True)) if missing else {}
         out: list[int] = []
@@ -69,22 +79,113 @@ class EncodeMemo:
         return out
 
     def _remember(self, segment: str, ids: Sequence[int]) -> None:
-        if len(segment) > self._max_segment_chars or segment in self._ids:
+        if segment in self._ids:
             return
-        self._ids[segment] = array("I", ids)
-        self.num_chars += len(segment)
-        while self.num_chars > self.max_chars:
-            old, _ = self._ids.popitem(last=False)
-            self.num_chars -= len(old)
+        remembered = array("I", ids)
+        cost = _cost(segment, remembered)
+        if cost > self._max_segment_bytes:
+            return
+        self._ids[segment] = remembered
+        self.num_bytes += cost
+        while self.num_bytes > self.max_bytes:
+            old, old_ids = self._ids.popitem(last=False)
+            self.num_bytes -= _cost(old, old_ids)
 
     def __len__(self) -> int:
         return len(self._ids)
 
 
-def separator_pattern(separators: Sequence[str]) -> re.Pattern[str] | None:
-    """A pattern that splits text at each separator and keeps it as a segment of its own: the
-    longest separator first where one is a prefix of another (as the tokenizer matches them)."""
-    if not separators:
+def _cost(segment: str, ids: array[int]) -> int:
+    return sys.getsizeof(segment) + ids.itemsize * len(ids) + _ENTRY_BYTES
+
+
+def separator_pattern(separators: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern that splits text at each separator, leftmost and then longest (as the tokenizer
+    matches its added tokens), keeping it as a segment. Built as a trie, so a position costs the
+    length of the longest separator, not the number of separators (Llama-3 has 256)."""
+    words = sorted(set(separators))
+    if not any(words):
         return None
-    ordered = sorted(set(separators), key=len, reverse=True)
-    return re.compile("(" + "|".join(re.escape(s) for s in ordered) + ")")
+    return re.compile("(" + _trie_pattern([w for w in words if w]) + ")")
+
+
+def _trie_pattern(words: list[str]) -> str:
+    """Regex of sorted, distinct, non-empty `words`: one branch per first character, so at most
+    one branch can go on at any point; where a word ends and longer ones go on, a greedy `?`
+    takes the longest. A node with one way on adds no group, so nesting is by branch points."""
+    by_first: dict[str, list[str]] = {}
+    for word in words:
+        by_first.setdefault(word[0], []).append(word[1:])
+    branches = []
+    for first, rests in by_first.items():
+        longer = [r for r in rests if r]
+        tail = _trie_pattern(longer) if longer else ""
+        if tail and "" in rests:
+            tail = f"(?:{tail})?"
+        branches.append(re.escape(first) + tail)
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+# Chats a memo must encode exactly as the whole text is encoded before it is used: spaces,
+# newlines and digits on both sides of the added tokens, an empty message, non-ASCII text. Roles
+# alternate from "user", which every chat template accepts (some refuse "system").
+_CHECK_CHATS = (
+    [{"role": "user", "content": " Be brief. Hi  there\n"}, {"role": "assistant", "content": "\n12 345, ok?"},
+     {"role": "user", "content": ""}],
+    [{"role": "user", "content": "  x\u00e9\u4e2d\U0001F600 y\t"}, {"role": "assistant", "content": "z "}],
+)
+
+
+def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> EncodeMemo | None:
+    """A memo for an HF tokenizer (transformers' `tok`, its Rust `fast` backend), split at the
+    added tokens — exact only when the tokenizer splits its text there and encodes each piece on
+    its own, so None (and one log line saying why) unless:
+    - no added token strips the spaces beside it or matches whole words only;
+    - all added tokens are matched alike: the library matches the non-normalized ones on the
+      text and the normalized ones in what is left, which one pattern cannot do; with a
+      normalizer, normalized ones are also matched after normalising;
+    - special tokens are split out at all (not `split_special_tokens`), and nothing truncates
+      or pads (a saved `truncation` would cut each segment instead of the prompt);
+    - the sample chats encode the same both ways (a SentencePiece "prepend ▁ to the first
+      piece" pre-tokenizer, for one, fails this)."""
+    why = _why_not_segments(tok, fast)
+    if why is None:
+        batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
+        memo = EncodeMemo(lambda texts: [e.ids for e in batch(texts, add_special_tokens=False)],
+                          separator_pattern(a.content for a in fast.get_added_tokens_decoder().values()),
+                          max_bytes)
+        why = _why_check_fails(tok, batch, memo)
+        if why is None:
+            return memo
+    log.info("precise_prefix keys are tokenised without a memo: %s", why)
+    return None
+
+
+def _why_not_segments(tok: Any, fast: Any) -> str | None:
+    if fast is None:
+        return "the tokenizer has no fast (Rust) backend"
+    if getattr(tok, "chat_template", None) is None:
+        return "the tokenizer has no chat template"
+    added = list(fast.get_added_tokens_decoder().values())
+    if any(a.lstrip or a.rstrip or a.single_word for a in added):
+        return "an added token strips the spaces beside it or matches whole words only"
+    normalized = {a.normalized for a in added}
+    if len(normalized) > 1 or (fast.normalizer is not None and True in normalized):
+        return "its added tokens are matched after normalising"
+    if getattr(fast, "encode_special_tokens", False):
+        return "it does not split special tokens out of the text"
+    if fast.truncation is not None or fast.padding is not None:
+        return "it truncates or pads what it encodes"
+    return None
+
+
+def _why_check_fails(tok: Any, batch: Callable[..., Any], memo: EncodeMemo) -> str | None:
+    for messages in _CHECK_CHATS:
+        try:
+            text = str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        except Exception as exc:  # a template that refuses the sample chat: no memo, not an error
+            return f"its chat template refused a sample chat ({exc})"
+        whole = batch([text], add_special_tokens=False)[0].ids
+        if memo.encode(text) != whole or memo.encode(text) != whole:  # computed, then remembered
+            return "it encodes the text between added tokens in context"
+    return None

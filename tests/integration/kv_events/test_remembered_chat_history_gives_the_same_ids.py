@@ -4,8 +4,8 @@ tokenizer that encodes the text between special tokens in context gets no memo."
 
 from __future__ import annotations
 
+import json
 import random
-import string
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def _check_same_ids(plain: Any, remembered: Any, seed: int) -> None:
 
 @pytest.mark.model
 def test_bundled_model_ids_equal_with_and_without_the_memo(bundled_model_dir: Path) -> None:
-    plain, remembered = HFTokenizer(bundled_model_dir), HFTokenizer(bundled_model_dir, memo_chars=1 << 20)
+    plain, remembered = HFTokenizer(bundled_model_dir), HFTokenizer(bundled_model_dir, memo_bytes=1 << 22)
     assert plain.encode_memo is None and remembered.encode_memo is not None
     _check_same_ids(plain, remembered, seed=1)
     assert remembered.encode_memo.num_hits > remembered.encode_memo.num_misses  # it was used
@@ -52,7 +52,8 @@ def test_bundled_model_ids_equal_with_and_without_the_memo(bundled_model_dir: Pa
 
 @pytest.mark.model
 def test_block_keys_of_each_turn_equal_with_the_memo(bundled_model_dir: Path) -> None:
-    plain, remembered = HFTokenizer(bundled_model_dir), HFTokenizer(bundled_model_dir, memo_chars=1 << 20)
+    plain, remembered = HFTokenizer(bundled_model_dir), HFTokenizer(bundled_model_dir, memo_bytes=1 << 22)
+    assert remembered.encode_memo is not None
     history = _conversation(random.Random(3), 12)
     for turn in range(1, len(history) + 1):
         body = {"model": "m", "messages": history[:turn]}
@@ -61,33 +62,76 @@ def test_block_keys_of_each_turn_equal_with_the_memo(bundled_model_dir: Path) ->
 
 
 def test_sim_tokenizer_ids_equal_with_and_without_the_memo() -> None:
-    _check_same_ids(SimTokenizer(), SimTokenizer(memo_chars=1 << 20), seed=2)
+    _check_same_ids(SimTokenizer(), SimTokenizer(memo_bytes=1 << 22), seed=2)
 
 
-def _tiny_tokenizer(tmp_path: Path, prepend_scheme: str, rstrip: bool) -> Path:
-    """A character-level tokenizer with chatml special tokens, saved as an HF model directory."""
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+_CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-    chars = ["<unk>", "▁", *string.ascii_letters, *string.digits, *string.punctuation, " ", "\n", "\t"]
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)
+
+def _tiny_tokenizer(tmp_path: Path, case: str) -> Path:
+    """A byte-level BPE with a few merges (so context matters) and chatml special tokens, saved
+    as an HF model directory, with one odd-but-legal setting per `case`."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    merges = [("a", "b"), ("b", "c"), ("Ġ", "a"), ("ab", "c"), ("Ċ", "Ċ"), ("Ġ", "Ġ")]
+    for piece in [a + b for a, b in merges] + ["▁"]:
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = (pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+                         if case == "metaspace_first"
+                         else pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
+    tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken("<|im_start|>", special=True, normalized=False),
-                            AddedToken("<|im_end|>", special=True, normalized=False, rstrip=rstrip)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>")
-    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+                            AddedToken("<|im_end|>", special=True, normalized=False,
+                                       rstrip=case == "rstrip")])
+    if case == "mixed_normalized":  # matched in two passes by the library: "xabc" is xa|bc, not xab|c
+        tok.add_tokens([AddedToken("bc", normalized=False), AddedToken("xab", normalized=True)])
+    if case == "truncation":  # as saved after a call with truncation=True
+        tok.enable_truncation(max_length=16)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
+    fast.chat_template = _CHATML
     fast.save_pretrained(tmp_path)
+    if case == "split_special_tokens":
+        config_path = tmp_path / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "split_special_tokens": True}))
     return tmp_path
 
 
-@pytest.mark.parametrize(("prepend_scheme", "rstrip", "has_memo"), [
-    ("never", False, True),
-    ("first", False, False),  # the piece after a special token gets no "▁" in context, alone it does
-    ("never", True, False),  # <|im_end|> takes the newline after it
+_TINY_PIECES = ["a", "b", "c", "ab", "abc", "xab", "bc", "x", " ", "  ", "\n", "\n\n", "<|im_end|>",
+                "<|im_start|>", "!", "1"]
+
+
+@pytest.mark.parametrize(("case", "has_memo"), [
+    ("plain", True),
+    ("truncation", True),  # cleared at load: no prompt is cut, with or without the memo
+    ("metaspace_first", False),  # the piece after a special token gets no "▁" in context, alone it does
+    ("rstrip", False),  # <|im_end|> takes the newline after it
+    ("mixed_normalized", False),
+    ("split_special_tokens", False),  # "<|im_end|>" in the text is not one token at all
 ])
-def test_a_tokenizer_that_encodes_pieces_in_context_gets_no_memo(
-        tmp_path: Path, prepend_scheme: str, rstrip: bool, has_memo: bool) -> None:
-    model_dir = _tiny_tokenizer(tmp_path, prepend_scheme, rstrip)
-    plain, remembered = HFTokenizer(model_dir), HFTokenizer(model_dir, memo_chars=1 << 20)
+def test_the_memo_is_kept_only_where_it_gives_the_same_ids(tmp_path: Path, case: str, has_memo: bool) -> None:
+    model_dir = _tiny_tokenizer(tmp_path, case)
+    plain, remembered = HFTokenizer(model_dir), HFTokenizer(model_dir, memo_bytes=1 << 22)
     assert (remembered.encode_memo is not None) == has_memo
-    _check_same_ids(plain, remembered, seed=4)
+    rng = random.Random(5)
+    for _ in range(150):
+        messages = [{"role": rng.choice(["user", "assistant"]),
+                     "content": "".join(rng.choice(_TINY_PIECES) for _ in range(rng.randint(0, 60)))}
+                    for _ in range(rng.randint(1, 5))]
+        assert remembered.apply_chat_template(messages) == plain.apply_chat_template(messages)
+
+
+def test_a_saved_truncation_no_longer_cuts_prompts(tmp_path: Path) -> None:
+    tokenizer = HFTokenizer(_tiny_tokenizer(tmp_path, "truncation"))
+    assert len(tokenizer.encode("ab " * 100)) > 16
+
+
+def test_a_message_the_replica_refuses_gets_no_keys_rather_than_an_error() -> None:
+    """A lone surrogate cannot be tokenised: the replica answers 400, the keyer None (the tree routes it)."""
+    for tokenizer in (SimTokenizer(), SimTokenizer(memo_bytes=1 << 22)):
+        body = {"model": "m", "messages": [{"role": "user", "content": "bad \ud800 text"}]}
+        assert block_keys_for(tokenizer, "/v1/chat/completions", body, 4) is None

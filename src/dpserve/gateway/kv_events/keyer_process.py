@@ -79,11 +79,11 @@ def serve(tokenizer_spec: str, requests: Connection, replies: Connection) -> Non
 
 def _serve(tokenizer_spec: str, requests_fd: int, replies_fd: int) -> None:
     from dpserve.gateway.kv_events.prompt_keys import block_keys_for, load_tokenizer
-    from dpserve.serving.encode_memo import DEFAULT_MAX_CHARS
+    from dpserve.serving.encode_memo import DEFAULT_MAX_BYTES
 
     try:
         # A chat's history is re-sent, and re-keyed, every turn: its messages' ids are remembered.
-        tokenizer = load_tokenizer(tokenizer_spec, memo_chars=DEFAULT_MAX_CHARS)
+        tokenizer = load_tokenizer(tokenizer_spec, memo_bytes=DEFAULT_MAX_BYTES)
         block_keys_for(tokenizer, "/v1/completions", {"prompt": "warm up"}, 1)  # its lazy imports
     except Exception as e:  # any failure to load is reported, not raised
         _write_all(replies_fd, encode_frame(("failed", f"{type(e).__name__}: {e}")))

@@ -47,22 +47,23 @@ _KILL_JOIN_S = 2.0
 _REAP_POLL_S = 0.05
 
 
-def load_tokenizer(spec: str, memo_chars: int = 0) -> Tokenizer:
+def load_tokenizer(spec: str, memo_bytes: int = 0) -> Tokenizer:
     """`sim`, a bundled model name or an HF-format model directory → the replica's tokenizer;
-    `memo_chars`: its chat prompts' segments remembered (`serving.encode_memo`)."""
+    `memo_bytes`: its chat prompts' segments remembered (`serving.encode_memo`)."""
     if spec == SIM_TOKENIZER:
         from dpserve.sim.tokenizer import SimTokenizer
 
-        return SimTokenizer(memo_chars=memo_chars)
+        return SimTokenizer(memo_bytes=memo_bytes)
     from dpserve.engine.tokenizer import HFTokenizer
     from dpserve.model_store import resolve_model
 
-    return HFTokenizer(resolve_model(spec).path, memo_chars=memo_chars)
+    return HFTokenizer(resolve_model(spec).path, memo_bytes=memo_bytes)
 
 
 def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
                    block_size: int) -> tuple[tuple[int, ...], int] | None:
     """(keys of the prompt's full blocks, prompt tokens); None for a body the replica would refuse."""
+    from dpserve.errors import HTTPError
     from dpserve.kv_events.block_hash import chain_keys
     from dpserve.protocol import RequestError, parse_chat_request, parse_completion_request
     from dpserve.serving.prepare import prompt_token_ids
@@ -71,7 +72,7 @@ def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
         parsed = (parse_chat_request(body) if endpoint.endswith("/chat/completions")
                   else parse_completion_request(body))
         token_ids = prompt_token_ids(parsed, tokenizer)
-    except (RequestError, ValueError, TypeError, LookupError):
+    except (RequestError, HTTPError, ValueError, TypeError, LookupError):  # HTTPError: the template's 400
         return None
     return tuple(chain_keys(token_ids, block_size)), len(token_ids)
 
