@@ -38,8 +38,9 @@ class HFTokenizer:
         self.vocab_size: int = len(self._tok)  # serving rejects token-id prompts beyond it
         self.max_token_chars = _max_token_chars(self._fast)
         self._max_prompt_tokens = max_prompt_tokens
-        # None without memo_bytes, or where the text between added tokens is encoded in context
-        self.encode_memo = hf_segment_memo(self._tok, self._fast, memo_bytes) if memo_bytes > 0 else None
+        # None without memo_bytes, or (with the reason why) where this tokenizer cannot have one
+        self.encode_memo, self.no_memo_reason = (hf_segment_memo(self._tok, self._fast, memo_bytes)
+                                                 if memo_bytes > 0 else (None, "not asked for"))
 
     def encode(self, text: str) -> list[int]:
         self._check_length(text)

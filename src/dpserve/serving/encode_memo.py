@@ -6,22 +6,20 @@ the turn before. A segment is a piece of text the tokenizer encodes independentl
 surrounds it: one message for the sim's tokenizer (its chat template encodes each message on
 its own), the text between two added tokens for an HF tokenizer (the `tokenizers` library
 splits on its added tokens before it pre-tokenises what lies between them; `hf_segment_memo`
-keeps a memo only for tokenizers where that holds). The ids of the whole text are then the
-segments' ids, joined: the same as encoding it at once, faster when the segments were seen
-before. One memo belongs to one thread (the tokenizer process has one): it is not locked.
+gives a memo only to tokenizers where that holds, and says why not to the others). The ids of
+the whole text are then the segments' ids, joined: the same as encoding it at once, faster
+when the segments were seen before. One memo belongs to one thread (the tokenizer process has
+one): it is not locked.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 # What the remembered segments may cost, counted as Python holds them (the text, 4-byte ids, and
 # `_ENTRY_BYTES` an entry), so that short distinct segments — a client can cut its text into
@@ -136,7 +134,7 @@ _CHECK_CHATS = (
 )
 
 
-def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> EncodeMemo | None:
+def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> tuple[EncodeMemo | None, str | None]:
     """A memo for an HF tokenizer (transformers' `tok`, its Rust `fast` backend), split at the
     added tokens — exact only when the tokenizer splits its text there and encodes each piece on
     its own, so None (and one log line saying why) unless:
@@ -147,7 +145,8 @@ def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> EncodeMemo | None:
     - special tokens are split out at all (not `split_special_tokens`), and nothing truncates
       or pads (a saved `truncation` would cut each segment instead of the prompt);
     - the sample chats encode the same both ways (a SentencePiece "prepend ▁ to the first
-      piece" pre-tokenizer, for one, fails this)."""
+      piece" pre-tokenizer, for one, fails this).
+    Returns (the memo, None) or (None, why not)."""
     why = _why_not_segments(tok, fast)
     if why is None:
         batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
@@ -156,9 +155,8 @@ def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> EncodeMemo | None:
                           max_bytes)
         why = _why_check_fails(tok, batch, memo)
         if why is None:
-            return memo
-    log.info("precise_prefix keys are tokenised without a memo: %s", why)
-    return None
+            return memo, None
+    return None, why
 
 
 def _why_not_segments(tok: Any, fast: Any) -> str | None:

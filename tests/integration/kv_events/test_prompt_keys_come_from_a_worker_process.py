@@ -54,6 +54,21 @@ async def test_keys_from_the_process_are_the_in_process_keys() -> None:
         keyer.close()
 
 
+@pytest.mark.model
+@pytest.mark.parametrize(("spec", "note"), [("sim", "(chat history remembered)"),
+                                            ("smollm2-135m", "(chat history remembered)")])
+async def test_the_gateway_log_says_whether_chat_history_is_remembered(
+        spec: str, note: str, caplog: pytest.LogCaptureFixture) -> None:
+    keyer = PromptKeyer(spec, PATIENT_S)
+    try:
+        with caplog.at_level(logging.INFO, logger="dpserve.gateway.kv_events.prompt_keys"):
+            keyer.start()
+            await until_ready(keyer)
+        assert f"has loaded {spec!r} {note}" in caplog.text
+    finally:
+        keyer.close()
+
+
 async def test_no_request_waits_for_the_process_to_start() -> None:
     config = PolicyConfig(policy="precise_prefix", kv_events_tokenizer="sim")
     policy = PrecisePrefixPolicy(config, random.Random(0), time.monotonic)

@@ -117,6 +117,7 @@ def test_the_memo_is_kept_only_where_it_gives_the_same_ids(tmp_path: Path, case:
     model_dir = _tiny_tokenizer(tmp_path, case)
     plain, remembered = HFTokenizer(model_dir), HFTokenizer(model_dir, memo_bytes=1 << 22)
     assert (remembered.encode_memo is not None) == has_memo
+    assert (remembered.no_memo_reason is None) == has_memo  # and when not, it says why
     rng = random.Random(5)
     for _ in range(150):
         messages = [{"role": rng.choice(["user", "assistant"]),

@@ -1,9 +1,10 @@
 """The tokenizer process of precise_prefix: its main loop, and the frames both ends of its pipes use.
 
 A frame is a 4-byte big-endian length and a pickle (both ends are this package, in processes the
-gateway spawned). The process loads the tokenizer, answers `("ready", None)` or `("failed",
-why)`, then answers each request `(seq, endpoint, body, block_size)` in order with `(seq,
-block_keys_for's result)`, until its request pipe reaches EOF (the gateway closed it, or died).
+gateway spawned). The process loads the tokenizer, answers `("ready", note)` (whether chat
+history is remembered, and why not) or `("failed", why)`, then answers each request `(seq,
+endpoint, body, block_size)` in order with `(seq, block_keys_for's result)`, until its request
+pipe reaches EOF (the gateway closed it, or died).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _serve(tokenizer_spec: str, requests_fd: int, replies_fd: int) -> None:
     except Exception as e:  # any failure to load is reported, not raised
         _write_all(replies_fd, encode_frame(("failed", f"{type(e).__name__}: {e}")))
         return
-    _write_all(replies_fd, encode_frame(("ready", None)))
+    memo_note = getattr(tokenizer, "no_memo_reason", None)  # the sim's tokenizer always has a memo
+    _write_all(replies_fd, encode_frame(("ready", "chat history remembered" if memo_note is None
+                                         else f"no chat history memo: {memo_note}")))
     while (request := _read_frame(requests_fd)) is not None:
         seq, endpoint, body, block_size = request
         try:

@@ -256,6 +256,7 @@ class PromptKeyer:
     def _on_start_reply(self, frame: tuple[str, str | None]) -> None:
         kind, why = frame
         if kind == "ready":
+            log.info("precise_prefix: the tokenizer process has loaded %r (%s)", self.tokenizer_spec, why)
             self._state = "ready"
             if self._waiting:  # sent while it loaded: their budget starts now
                 assert self._loop is not None
