@@ -2,9 +2,10 @@
 process: a request's block keys per turn of a multi-turn chat, without and with the memo.
 
 Each turn re-sends the history (user messages of --user-words bench words, replies of
---reply-words) plus a new user message; every timed call gets a new message of its own, so the
-memo holds the history only, as in a real session. Medians of --repeats calls per turn, with
-keys checked equal both ways.
+--reply-words) plus a new user message. As in a real session, the memo has seen each earlier
+request (the history's user messages) but not the last reply; every timed call gets a new user
+message and a new last reply of its own. Medians of --repeats calls per turn, with keys checked
+equal both ways.
 
     flock /tmp/dpserve-bench.lock .venv/bin/python benchmarks/prompt_keys_memo.py \\
         --tokenizers sim smollm2-135m
@@ -33,13 +34,15 @@ def words(n: int, seed: int) -> str:
 
 def measure(spec: str, turns: int, user_words: int, reply_words: int, repeats: int) -> list[dict[str, Any]]:
     plain, remembered = load_tokenizer(spec), load_tokenizer(spec, memo_bytes=DEFAULT_MAX_BYTES)
-    history: list[dict[str, str]] = []
+    seen: list[dict[str, str]] = []  # the messages of the requests the memo has keyed
     rows = []
     for turn in range(turns):
         plain_s, memo_s, tokens = [], [], 0
         for r in range(repeats):
-            body = {"model": "m", "messages": [*history, {"role": "user",
-                                                          "content": words(user_words, 1000 * turn + r + 1)}]}
+            seed = 1000 * turn + r + 1  # a new last reply and a new user message per call
+            new = [{"role": "assistant", "content": words(reply_words, seed)}] if turn else []
+            new.append({"role": "user", "content": words(user_words, -seed)})
+            body = {"model": "m", "messages": [*seen, *new]}
             t0 = time.perf_counter()
             expected = block_keys_for(plain, ENDPOINT, body, BLOCK_SIZE)
             t1 = time.perf_counter()
@@ -53,9 +56,11 @@ def measure(spec: str, turns: int, user_words: int, reply_words: int, repeats: i
         rows.append({"tokenizer": spec, "turn": turn + 1, "prompt_tokens": tokens,
                      "plain_us": statistics.median(plain_s) * 1e6,
                      "memo_us": statistics.median(memo_s) * 1e6})
-        history += [{"role": "user", "content": words(user_words, 1000 * turn)},
-                    {"role": "assistant", "content": words(reply_words, -turn - 1)}]
-        block_keys_for(remembered, ENDPOINT, {"messages": history}, BLOCK_SIZE)  # as a turn sends it
+        # this turn's own request (the reply to the turn before, then its user message), keyed
+        if turn:
+            seen.append({"role": "assistant", "content": words(reply_words, 10**6 + turn)})
+        seen.append({"role": "user", "content": words(user_words, -(10**6 + turn))})
+        block_keys_for(remembered, ENDPOINT, {"messages": seen}, BLOCK_SIZE)
     return rows
 
 

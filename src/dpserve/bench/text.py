@@ -50,6 +50,8 @@ class HFTokenizer:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust binding raises a bare Exception for malformed files
             raise ValueError(f"{path} is not a valid tokenizer.json: {exc}") from exc
+        self._tok.no_truncation()  # a tokenizer.json saved with these would miscount every prompt
+        self._tok.no_padding()
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)

@@ -46,7 +46,7 @@ class EncodeMemo:
         self._separators = separators
         self.max_bytes = max_bytes
         self._max_segment_bytes = max(1, max_bytes // _MAX_SEGMENT_SHARE)
-        self._ids: OrderedDict[str, array[int]] = OrderedDict()
+        self._ids: OrderedDict[str, tuple[array[int], int]] = OrderedDict()  # segment → (ids, cost)
         self.num_bytes = 0  # what the remembered segments cost
         self.num_hits = 0  # segments found remembered
         self.num_misses = 0  # segments encoded
@@ -57,12 +57,13 @@ class EncodeMemo:
         found: list[array[int] | None] = []
         missing: dict[str, None] = {}  # each new segment once, in order
         for segment in segments:
-            ids = remembered.get(segment)
-            if ids is None:
+            entry = remembered.get(segment)
+            if entry is None:
                 missing[segment] = None
+                found.append(None)
             else:
                 remembered.move_to_end(segment)
-            found.append(ids)
+                found.append(entry[0])
         self.num_hits += len(segments) - found.count(None)
         self.num_misses += len(missing)
         new = dict(zip(missing, self._encode_batch(list(missing)), strict=True)) if missing else {}
@@ -80,21 +81,18 @@ class EncodeMemo:
         if segment in self._ids:
             return
         remembered = array("I", ids)
-        cost = _cost(segment, remembered)
+        # Charged once, as it is now: the size of a str can grow later (its UTF-8 form cached).
+        cost = sys.getsizeof(segment) + remembered.itemsize * len(remembered) + _ENTRY_BYTES
         if cost > self._max_segment_bytes:
             return
-        self._ids[segment] = remembered
+        self._ids[segment] = (remembered, cost)
         self.num_bytes += cost
         while self.num_bytes > self.max_bytes:
-            old, old_ids = self._ids.popitem(last=False)
-            self.num_bytes -= _cost(old, old_ids)
+            _, (_, old_cost) = self._ids.popitem(last=False)
+            self.num_bytes -= old_cost
 
     def __len__(self) -> int:
         return len(self._ids)
-
-
-def _cost(segment: str, ids: array[int]) -> int:
-    return sys.getsizeof(segment) + ids.itemsize * len(ids) + _ENTRY_BYTES
 
 
 def separator_pattern(separators: Iterable[str]) -> re.Pattern[str] | None:
@@ -148,15 +146,17 @@ def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> tuple[EncodeMemo | N
       piece" pre-tokenizer, for one, fails this).
     Returns (the memo, None) or (None, why not)."""
     why = _why_not_segments(tok, fast)
-    if why is None:
-        batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
-        memo = EncodeMemo(lambda texts: [e.ids for e in batch(texts, add_special_tokens=False)],
-                          separator_pattern(a.content for a in fast.get_added_tokens_decoder().values()),
-                          max_bytes)
-        why = _why_check_fails(tok, batch, memo)
-        if why is None:
-            return memo, None
-    return None, why
+    if why is not None:
+        return None, why
+    batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
+    try:
+        separators = separator_pattern(a.content for a in fast.get_added_tokens_decoder().values())
+    except (RecursionError, re.error):  # added tokens of ~1,000 characters, or ~500 branch points
+        return None, "its added tokens are too long to split text by"
+    memo = EncodeMemo(lambda texts: [e.ids for e in batch(texts, add_special_tokens=False)],
+                      separators, max_bytes)
+    why = _why_check_fails(tok, batch, memo)
+    return (memo, None) if why is None else (None, why)
 
 
 def _why_not_segments(tok: Any, fast: Any) -> str | None:
@@ -182,7 +182,7 @@ def _why_check_fails(tok: Any, batch: Callable[..., Any], memo: EncodeMemo) -> s
         try:
             text = str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         except Exception as exc:  # a template that refuses the sample chat: no memo, not an error
-            return f"its chat template refused a sample chat ({exc})"
+            return f"its chat template refused a sample chat ({type(exc).__name__})"
         whole = batch([text], add_special_tokens=False)[0].ids
         if memo.encode(text) != whole or memo.encode(text) != whole:  # computed, then remembered
             return "it encodes the text between added tokens in context"

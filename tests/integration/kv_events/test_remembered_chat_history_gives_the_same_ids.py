@@ -89,6 +89,8 @@ def _tiny_tokenizer(tmp_path: Path, case: str) -> Path:
                                        rstrip=case == "rstrip")])
     if case == "mixed_normalized":  # matched in two passes by the library: "xabc" is xa|bc, not xab|c
         tok.add_tokens([AddedToken("bc", normalized=False), AddedToken("xab", normalized=True)])
+    if case == "long_added_token":  # deeper than a pattern can nest: the memo is refused, not an error
+        tok.add_tokens([AddedToken("ab" * 1500, normalized=False)])
     if case == "truncation":  # as saved after a call with truncation=True
         tok.enable_truncation(max_length=16)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
@@ -112,6 +114,7 @@ _TINY_PIECES = ["a", "b", "c", "ab", "abc", "xab", "bc", "x", " ", "  ", "\n", "
     ("rstrip", False),  # <|im_end|> takes the newline after it
     ("mixed_normalized", False),
     ("split_special_tokens", False),  # "<|im_end|>" in the text is not one token at all
+    ("long_added_token", False),
 ])
 def test_the_memo_is_kept_only_where_it_gives_the_same_ids(tmp_path: Path, case: str, has_memo: bool) -> None:
     model_dir = _tiny_tokenizer(tmp_path, case)

@@ -256,7 +256,8 @@ class PromptKeyer:
     def _on_start_reply(self, frame: tuple[str, str | None]) -> None:
         kind, why = frame
         if kind == "ready":
-            log.info("precise_prefix: the tokenizer process has loaded %r (%s)", self.tokenizer_spec, why)
+            log.info("precise_prefix: the tokenizer process has loaded %r (%s)", self.tokenizer_spec,
+                     _one_line(why or ""))
             self._state = "ready"
             if self._waiting:  # sent while it loaded: their budget starts now
                 assert self._loop is not None
@@ -268,7 +269,7 @@ class PromptKeyer:
 
     def _fail(self, why: str) -> None:
         log.warning("precise_prefix: the tokenizer process could not load tokenizer %r (%s); "
-                    "routing by the approximate tree", self.tokenizer_spec, why)
+                    "routing by the approximate tree", self.tokenizer_spec, _one_line(why))
         self._stop_io()
         self._state = "failed"
 
@@ -315,3 +316,9 @@ def _reap(process: BaseProcess, loop: asyncio.AbstractEventLoop) -> None:
     pipe's EOF comes a moment before the kernel can report the exit, so poll until it can."""
     if process.exitcode is None:  # `exitcode` polls waitpid without blocking
         loop.call_later(_REAP_POLL_S, _reap, process, loop)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A note from the process for one log line: control characters escaped, at most `limit`."""
+    escaped = repr(text)[1:-1]
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
