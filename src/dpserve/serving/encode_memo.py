@@ -135,7 +135,7 @@ _CHECK_CHATS = (
 def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> tuple[EncodeMemo | None, str | None]:
     """A memo for an HF tokenizer (transformers' `tok`, its Rust `fast` backend), split at the
     added tokens — exact only when the tokenizer splits its text there and encodes each piece on
-    its own, so None (and one log line saying why) unless:
+    its own, so no memo (and the reason why) unless:
     - no added token strips the spaces beside it or matches whole words only;
     - all added tokens are matched alike: the library matches the non-normalized ones on the
       text and the normalized ones in what is left, which one pattern cannot do; with a

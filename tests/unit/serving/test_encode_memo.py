@@ -75,6 +75,7 @@ def test_equal_to_the_segments_the_tokenizer_makes_on_random_texts() -> None:
             assert memo.encode(text) == expected
             assert memo.encode(text) == expected  # and from what it remembered
         assert memo.num_bytes <= 4000
+        assert memo.num_bytes == sum(cost for _, cost in memo._ids.values())  # after evictions too
 
 
 def test_separator_pattern_is_leftmost_then_longest() -> None:
