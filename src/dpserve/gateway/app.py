@@ -181,6 +181,7 @@ class Gateway:
             self._upstream.discard(worker.url)
 
     def _on_health_change(self, worker: Worker, healthy: bool) -> None:
+        self.dashboard.on_health_change()
         if not healthy and self._upstream is not None and self.config.migration.stream_migration:
             # A hung replica must cost its requests seconds: the waiting ones are retried and the
             # started ones migrated now, not when a first-byte timeout (300 s) fires.

@@ -69,6 +69,7 @@ class DashboardSampler:
         self._totals: TimedWindow[gt.Totals] = TimedWindow(MINUTE_S, _MAX_WINDOW_ITEMS)
         self._next_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
 
     def on_scrape(self, worker: PolledWorker, text: str) -> None:
         """The load poller read a replica's /metrics (kept as text; parsed at the next tick)."""
@@ -86,18 +87,35 @@ class DashboardSampler:
             return self.interval_s
         return min(self.interval_s, max(0.0, self._next_at - self._clock()))
 
+    def wake(self) -> None:
+        """Sample now, between ticks (a replica went down or came back): the page shows it at its
+        next poll rather than a tick later. The ticks keep their times."""
+        self._woken.set()
+
     async def _loop(self) -> None:
         self._next_at = self._clock()
         while True:
-            try:
-                self.tick()
-            except Exception:  # a bug here must not end the history; say so each time
-                logger.exception("dashboard sample failed")
+            self._sample()
             now = self._clock()
             self._next_at += self.interval_s
             if self._next_at <= now:  # fell behind (a stalled loop): skip, do not catch up in a burst
                 self._next_at = now + self.interval_s
-            await asyncio.sleep(self._next_at - now)
+            while await self._woken_before(self._next_at):
+                self._sample()
+
+    async def _woken_before(self, at: float) -> bool:
+        try:
+            await asyncio.wait_for(self._woken.wait(), max(0.0, at - self._clock()))
+        except TimeoutError:
+            return False
+        self._woken.clear()
+        return True
+
+    def _sample(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # a bug here must not end the history; say so each time
+            logger.exception("dashboard sample failed")
 
     def tick(self) -> Sample:
         """Take one sample now, add it to the history and make it the latest."""

@@ -43,6 +43,10 @@ class Dashboard:
     def on_scrape(self, worker: PolledWorker, text: str) -> None:
         self.sampler.on_scrape(worker, text)
 
+    def on_health_change(self) -> None:
+        """A replica went down or came back: sampled at once, so the page shows it within a poll."""
+        self.sampler.wake()
+
     def page(self) -> Page:
         return dashboard_page()
 

@@ -3,6 +3,7 @@ replicas that leave and come back, tenants against their limits, and memory boun
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
 from pathlib import Path
@@ -11,7 +12,8 @@ import orjson
 import pytest
 
 from dpserve.diagnosis import State
-from dpserve.gateway.dashboard.sampler import REMOVED_VISIBLE_S
+from dpserve.gateway.dashboard.sample import Sample
+from dpserve.gateway.dashboard.sampler import REMOVED_VISIBLE_S, DashboardSampler
 from dpserve.gateway.dashboard.view import Dashboard
 from tests.unit.gateway.dashboard.fleet import make_fleet
 
@@ -142,3 +144,32 @@ def test_memory_stays_bounded_after_100k_requests() -> None:
     whole = orjson.dumps(dashboard.data({}))
     assert len(whole) < 400 * 1024  # the full 15-minute history of 3 replicas
     assert len(orjson.dumps(dashboard.data({"since": str(fleet.sampler.ring.last_seq - 1)}))) < 8 * 1024
+
+
+async def test_a_health_change_is_sampled_at_once_between_ticks() -> None:
+    """A replica going down is in a sample at once, not at the next tick (an hour away here);
+    the ticks keep their times."""
+    fleet = make_fleet()
+    w = fleet.add("a")
+    sampler = DashboardSampler(fleet.registry, fleet.metrics, fleet.admission, interval_s=3600.0,
+                               clock=fleet.clock)
+    sampler.start()
+    try:
+        first = await _next_sample(sampler, None)  # the first tick, at start
+        assert first.replicas[0].healthy
+        next_tick_in_s = sampler.next_sample_in_s()
+        w.healthy = False
+        sampler.wake()  # what the gateway's health checker does on a flip
+        latest = await _next_sample(sampler, first)
+        assert latest.seq == first.seq + 1 and not latest.replicas[0].healthy
+        assert sampler.next_sample_in_s() == next_tick_in_s  # the grid did not move
+    finally:
+        await sampler.stop()
+
+
+async def _next_sample(sampler: DashboardSampler, after: Sample | None) -> Sample:
+    for _ in range(1000):  # the loop's turn; bounded so a missing sample fails, not hangs
+        if sampler.latest is not None and sampler.latest is not after:
+            return sampler.latest
+        await asyncio.sleep(0.01)
+    raise AssertionError("no new sample")

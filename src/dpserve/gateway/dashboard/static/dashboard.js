@@ -25,8 +25,9 @@
       const doc = await resp.json();
       render(doc);
       setStatus("live", "live");
-      // Just after the gateway's next sample: at most one interval behind, one request per sample.
-      delayMs = Math.min(1000, Math.max(100, (doc.next_sample_in_s ?? 1) * 1000 + 60));
+      // Just after the gateway's next sample, and at least twice a second: a replica going down or
+      // coming back is sampled at once, between ticks, and shows within half a second.
+      delayMs = Math.min(500, Math.max(100, (doc.next_sample_in_s ?? 1) * 1000 + 60));
     } catch (err) {
       setStatus("gateway unreachable (" + err.message + ")", "stale");
     }
