@@ -132,10 +132,12 @@ _CHECK_CHATS = (
 )
 
 
-def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> tuple[EncodeMemo | None, str | None]:
-    """A memo for an HF tokenizer (transformers' `tok`, its Rust `fast` backend), split at the
-    added tokens — exact only when the tokenizer splits its text there and encodes each piece on
-    its own, so no memo (and the reason why) unless:
+def hf_segment_memo(tok: Any, fast: Any, encode_batch: Callable[[list[str]], list[list[int]]],
+                    max_bytes: int) -> tuple[EncodeMemo | None, str | None]:
+    """A memo for an HF tokenizer (transformers' `tok`, its Rust `fast` backend, and
+    `encode_batch`, the owner's way of encoding texts with it), split at the added tokens —
+    exact only when the tokenizer splits its text there and encodes each piece on its own, so no
+    memo (and the reason why) unless:
     - no added token strips the spaces beside it or matches whole words only;
     - all added tokens are matched alike: the library matches the non-normalized ones on the
       text and the normalized ones in what is left, which one pattern cannot do; with a
@@ -148,14 +150,12 @@ def hf_segment_memo(tok: Any, fast: Any, max_bytes: int) -> tuple[EncodeMemo | N
     why = _why_not_segments(tok, fast)
     if why is not None:
         return None, why
-    batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
     try:
         separators = separator_pattern(a.content for a in fast.get_added_tokens_decoder().values())
     except (RecursionError, re.error):  # added tokens of ~1,000 characters, or ~500 branch points
         return None, "its added tokens are too long to split text by"
-    memo = EncodeMemo(lambda texts: [e.ids for e in batch(texts, add_special_tokens=False)],
-                      separators, max_bytes)
-    why = _why_check_fails(tok, batch, memo)
+    memo = EncodeMemo(encode_batch, separators, max_bytes)
+    why = _why_check_fails(tok, encode_batch, memo)
     return (memo, None) if why is None else (None, why)
 
 
@@ -177,13 +177,14 @@ def _why_not_segments(tok: Any, fast: Any) -> str | None:
     return None
 
 
-def _why_check_fails(tok: Any, batch: Callable[..., Any], memo: EncodeMemo) -> str | None:
+def _why_check_fails(tok: Any, encode_batch: Callable[[list[str]], list[list[int]]],
+                     memo: EncodeMemo) -> str | None:
     for messages in _CHECK_CHATS:
         try:
             text = str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         except Exception as exc:  # a template that refuses the sample chat: no memo, not an error
             return f"its chat template refused a sample chat ({type(exc).__name__})"
-        whole = batch([text], add_special_tokens=False)[0].ids
+        whole = encode_batch([text])[0]
         if memo.encode(text) != whole or memo.encode(text) != whole:  # computed, then remembered
             return "it encodes the text between added tokens in context"
     return None
