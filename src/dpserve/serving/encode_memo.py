@@ -25,8 +25,10 @@ from typing import Any
 # `_ENTRY_BYTES` an entry), so that short distinct segments — a client can cut its text into
 # thousands with special-token strings — or 4-byte characters cannot exceed it.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-# An OrderedDict entry (its hash slot and its link node) and an array object's header.
-_ENTRY_BYTES = 200
+# An OrderedDict entry (its hash slots and its link node), an array object's header, and the
+# (ids, cost) tuple with its int: ~330 bytes, measured with tracemalloc on ~10-16 k tiny segments
+# (docs/benchmarks.md; 200 left 1.5 MB of a 4.2 MB bound uncounted once the tuple came in).
+_ENTRY_BYTES = 330
 # A segment costing more than this share of the memo is encoded but not remembered: one huge
 # message must not evict every conversation's history.
 _MAX_SEGMENT_SHARE = 16
