@@ -7,7 +7,6 @@ starting a request (they once held --max-connections slots past every deadline).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import orjson
@@ -74,8 +73,12 @@ async def test_empty_lines_do_not_keep_a_connection_past_the_header_deadline(fak
                     writer.write(b"\r\n")
                     closed[i] = reader.at_eof() or writer.is_closing()
                     if not closed[i]:
-                        with contextlib.suppress(TimeoutError):
+                        try:
                             closed[i] = await asyncio.wait_for(reader.read(1), 0.02) == b""
+                        except TimeoutError:
+                            pass
+                        except ConnectionResetError:  # closed by the gateway: our next line got a reset
+                            closed[i] = True
             await asyncio.sleep(0.1)
         assert all(closed), "a connection sending only empty lines was kept open"
         # the slots are free again: a normal request on a new connection is answered
