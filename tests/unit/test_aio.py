@@ -1,12 +1,15 @@
-"""BackgroundTasks and cancel_and_wait: tasks end on cancel, even those that swallow one."""
+"""BackgroundTasks, cancel_and_wait and wait_for: tasks end on cancel, and no cancel is lost."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
-from dpserve.aio import BackgroundTasks, cancel_and_wait
+from dpserve import aio
+from dpserve.aio import BackgroundTasks
 
 
 async def test_wait_all_lets_tasks_finish_and_swallows_their_errors() -> None:
@@ -43,7 +46,8 @@ async def test_cancel_all_cancels_what_is_still_running() -> None:
 
 
 class _SwallowsOneCancel:
-    """A loop whose library call hands back a reply instead of raising the cancellation (redis-py)."""
+    """A loop whose library call hands back a reply instead of raising the cancellation (as
+    Python 3.11's asyncio.wait_for does inside redis-py)."""
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
@@ -62,26 +66,52 @@ class _SwallowsOneCancel:
                 raise
 
 
-async def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation() -> None:
+@pytest.fixture
+def quick_recancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aio, "RECANCEL_AFTER_S", 0.05)
+
+
+async def _done_within(aw: Coroutine[Any, Any, None], seconds: float) -> asyncio.Task[None]:
+    waiter = asyncio.create_task(aw)
+    await asyncio.wait({waiter}, timeout=seconds)  # no cancel of its own on time-out, unlike wait_for
+    return waiter
+
+
+@pytest.mark.usefixtures("quick_recancel")
+async def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation(
+        caplog: pytest.LogCaptureFixture) -> None:
     loop = _SwallowsOneCancel()
-    task = asyncio.create_task(loop.run())
+    task = asyncio.create_task(loop.run(), name="swallower")
     await loop.started.wait()
-    waiter = asyncio.create_task(cancel_and_wait(task))
-    await asyncio.wait({waiter}, timeout=5)  # no cancel of its own on time-out, unlike wait_for
+    waiter = await _done_within(aio.cancel_and_wait(task), 5)
     assert waiter.done() and task.cancelled() and loop.turns == 2
+    assert "'swallower' still runs" in caplog.text  # said, not silent
 
 
+@pytest.mark.usefixtures("quick_recancel")
 async def test_cancel_all_ends_a_task_that_swallowed_its_cancellation() -> None:
     loop = _SwallowsOneCancel()
     tasks = BackgroundTasks()
     tasks.spawn(loop.run())
     await loop.started.wait()
-    waiter = asyncio.create_task(tasks.cancel_all())
-    await asyncio.wait({waiter}, timeout=5)
+    waiter = await _done_within(tasks.cancel_all(), 5)
     assert waiter.done() and loop.turns == 2
 
 
-async def test_cancel_and_wait_raises_the_tasks_own_error_and_keeps_the_callers_cancellation() -> None:
+async def test_a_cancelled_waiter_cancels_the_task_once_more_and_keeps_its_own_cancellation() -> None:
+    loop = _SwallowsOneCancel()
+    task = asyncio.create_task(loop.run())
+    await loop.started.wait()
+    caller = asyncio.create_task(aio.cancel_and_wait(task))
+    await asyncio.sleep(0.01)  # the first cancel swallowed; the waiter waits
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled() and loop.turns == 2
+
+
+async def test_cancel_and_wait_raises_the_tasks_own_error() -> None:
     async def fails() -> None:
         try:
             await asyncio.sleep(3600)
@@ -91,20 +121,42 @@ async def test_cancel_and_wait_raises_the_tasks_own_error_and_keeps_the_callers_
     task = asyncio.create_task(fails())
     await asyncio.sleep(0)
     with pytest.raises(RuntimeError, match="cleanup failed"):
-        await cancel_and_wait(task)
+        await aio.cancel_and_wait(task)
 
-    async def ignores_cancels_for(seconds: float) -> None:
-        end = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < end:
-            try:
-                await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                asyncio.current_task().uncancel()
 
-    stubborn = asyncio.create_task(ignores_cancels_for(0.3))
-    caller = asyncio.create_task(cancel_and_wait(stubborn))
-    await asyncio.sleep(0.1)
-    caller.cancel()
+async def test_cancel_and_wait_leaves_a_cancelled_task_its_clean_up() -> None:
+    cleaned: list[bool] = []
+
+    async def slow_clean_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.3)  # shorter than RECANCEL_AFTER_S: not cut short
+            cleaned.append(True)
+
+    task = asyncio.create_task(slow_clean_up())
+    await asyncio.sleep(0)
+    await aio.cancel_and_wait(task)
+    assert cleaned == [True]
+
+
+async def test_wait_for_keeps_a_cancel_that_comes_as_the_awaited_result_arrives() -> None:
+    """python/cpython#86296: 3.11's asyncio.wait_for returns the result and drops the cancel."""
+    result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> str:
+        await aio.wait_for(result, 10)
+        return "went on as if not cancelled"
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0)
+    result.set_result(1)
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await caller
-    await stubborn
+        await task
+
+
+async def test_wait_for_times_out_with_timeout_error() -> None:
+    with pytest.raises(TimeoutError):
+        await aio.wait_for(asyncio.sleep(3600), 0.01)
+    assert await aio.wait_for(asyncio.sleep(0, "ok"), None) == "ok"

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Sequence
 
+from dpserve.aio import wait_for
 from dpserve.gateway.admission import WorkerLoad
 from dpserve.gateway.circuit_breaker import CircuitBreaker, CircuitState
 from dpserve.gateway.config import BreakerConfig
@@ -75,7 +76,7 @@ class WorkerRegistry:
         while worker.in_flight > 0 and self._clock() < deadline:
             self._finished.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), _DRAIN_POLL_S)
+                await wait_for(self._finished.wait(), _DRAIN_POLL_S)
         self.remove(worker.id)
 
     def notify_finished(self) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 
+from dpserve.aio import wait_for
 from dpserve.launcher.backends import Backend, ReplicaSpec
 from dpserve.launcher.logs import ReplicaLog
 from dpserve.launcher.port_owner import group_listens_on
@@ -48,7 +49,7 @@ class LocalReplica(RunningReplica):
         await stop_group(self.proc, grace_s)
         self._watchdog.untrack(self.proc.pid)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._pump), timeout=5.0)
+            await wait_for(asyncio.shield(self._pump), timeout=5.0)
         if not self._pump.done():
             self._pump.cancel()
 

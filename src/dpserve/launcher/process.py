@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 
+from dpserve.aio import wait_for
 from dpserve.parent_death import die_with_parent, load_libc
 
 _STREAM_LIMIT = 1 << 20  # longest log line read as one line
@@ -58,7 +59,7 @@ async def stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> int:
         signal_group(pgid, signal.SIGTERM)
         signal_group(pgid, signal.SIGCONT)  # a stopped (SIGSTOP) process only acts on SIGTERM once resumed
         try:
-            await asyncio.wait_for(proc.wait(), timeout=grace_s)
+            await wait_for(proc.wait(), timeout=grace_s)
         except TimeoutError:
             signal_group(pgid, signal.SIGKILL)
             await proc.wait()

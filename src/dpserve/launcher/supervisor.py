@@ -13,6 +13,7 @@ from enum import Enum
 
 import aiohttp
 
+from dpserve.aio import wait_for
 from dpserve.launcher.backends import Backend, ReplicaSpec
 from dpserve.launcher.logs import ReplicaLog
 from dpserve.launcher.restart_policy import RestartPolicy
@@ -155,7 +156,7 @@ class ReplicaSupervisor:
             # Never sleep past the deadline: the next probe must come before the timeout is judged.
             pause_s = min(self._times.ready_poll_interval_s, max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(instance.wait(), timeout=pause_s)
+                await wait_for(instance.wait(), timeout=pause_s)
         return False
 
     async def _watch_alive(self, instance: RunningReplica) -> None:
@@ -216,7 +217,7 @@ class ReplicaSupervisor:
         if delay_s <= 0:
             return self._stopping.is_set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
+            await wait_for(self._stopping.wait(), timeout=delay_s)
         return self._stopping.is_set()
 
     @property

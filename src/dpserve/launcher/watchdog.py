@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Iterable
 
+from dpserve.aio import wait_for
+
 
 def _group_alive(pgid: int) -> bool:
     try:
@@ -92,7 +94,7 @@ class Watchdog:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         try:
-            await asyncio.wait_for(self._proc.wait(), timeout=self._grace_s + 5.0)
+            await wait_for(self._proc.wait(), timeout=self._grace_s + 5.0)
         except TimeoutError:
             self._proc.kill()
             await self._proc.wait()

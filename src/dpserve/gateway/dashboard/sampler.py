@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from dpserve import diagnosis as dx
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import cancel_and_wait, wait_for
 from dpserve.gateway.admission import Admission
 from dpserve.gateway.dashboard import gateway_totals as gt
 from dpserve.gateway.dashboard.replica_history import KEPT_SERIES, MINUTE_S, RATE_WINDOW_S, ReplicaHistory
@@ -105,7 +105,7 @@ class DashboardSampler:
 
     async def _woken_before(self, at: float) -> bool:
         try:
-            await asyncio.wait_for(self._woken.wait(), max(0.0, at - self._clock()))
+            await wait_for(self._woken.wait(), max(0.0, at - self._clock()))
         except TimeoutError:
             return False
         self._woken.clear()

@@ -7,12 +7,12 @@ yet is tracked, so `remove_all` leaves nothing of ours behind.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dpserve.aio import wait_for
 from dpserve.config import ConfigError
 from dpserve.launcher.on_ray.bundles import STRATEGY, describe_nodes, format_resources
 from dpserve.launcher.on_ray.connection import alive_nodes, available_resources
@@ -53,7 +53,7 @@ class PlacementGroups:
             return group
         group = self._create(replica_id)
         try:
-            await asyncio.wait_for(group.ready(), timeout_s)
+            await wait_for(group.ready(), timeout_s)
         except TimeoutError:
             self.remove(group)
             raise StartError(self._not_placed(1, 1, timeout_s)) from None

@@ -19,6 +19,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from dpserve.aio import wait_for
 from dpserve.config import ANY_HOST
 from dpserve.launcher.logs import pump_lines
 from dpserve.launcher.port_owner import group_listens_on
@@ -80,7 +81,7 @@ class ReplicaActor:
         output has ended."""
         if not self._lines and not self._output_ended():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._has_lines.wait(), timeout=wait_s)
+                await wait_for(self._has_lines.wait(), timeout=wait_s)
         lines = list(self._lines)
         self._lines.clear()
         self._has_lines.clear()
@@ -107,7 +108,7 @@ class ReplicaActor:
             self._watchdog.untrack(self._proc.pid)
             if self._pump is not None:
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._pump), timeout=5.0)
+                    await wait_for(asyncio.shield(self._pump), timeout=5.0)
                 except TimeoutError:
                     self._pump.cancel()
         await self._watchdog.stop()

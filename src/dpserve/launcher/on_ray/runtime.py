@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from dpserve.aio import wait_for
 from dpserve.launcher.backends import Backend, ReplicaSpec
 from dpserve.launcher.kv_events import node_kv_events, with_kv_events
 from dpserve.launcher.local_runtime import describe_exit_code
@@ -86,7 +87,7 @@ class RayReplica(RunningReplica):
         from ray.exceptions import RayError
 
         try:
-            answer: bool | None = await asyncio.wait_for(self._actor.serves_its_port.remote(),
+            answer: bool | None = await wait_for(self._actor.serves_its_port.remote(),
                                                          _CALL_TIMEOUT_S)
         except (RayError, TimeoutError):
             return None
@@ -104,9 +105,9 @@ class RayReplica(RunningReplica):
 
         if not self._exit.done():
             with contextlib.suppress(RayError, TimeoutError):
-                await asyncio.wait_for(self._actor.stop.remote(grace_s), grace_s + _CALL_TIMEOUT_S)
+                await wait_for(self._actor.stop.remote(grace_s), grace_s + _CALL_TIMEOUT_S)
         with contextlib.suppress(TimeoutError):  # the last lines, then the end
-            await asyncio.wait_for(asyncio.gather(self._pump, self._exit, return_exceptions=True), 5.0)
+            await wait_for(asyncio.gather(self._pump, self._exit, return_exceptions=True), 5.0)
         self._pump.cancel()
         with contextlib.suppress(RayError, ValueError):
             ray.kill(self._actor, no_restart=True)
@@ -141,10 +142,10 @@ class RayRuntime(ReplicaRuntime):
         from ray.exceptions import RayError
 
         try:
-            where = await asyncio.wait_for(actor.where.remote(self._kv_events), self._startup_timeout_s)
+            where = await wait_for(actor.where.remote(self._kv_events), self._startup_timeout_s)
             placed = placed_spec(spec, where, self._on_gpu)
             argv, env = backend.command(placed), backend.env(placed)
-            pid = await asyncio.wait_for(actor.start.remote(argv, env), _CALL_TIMEOUT_S)
+            pid = await wait_for(actor.start.remote(argv, env), _CALL_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
             raise StartError(f"its Ray actor could not start it: {_first_line(exc)}") from exc
         return RayReplica(placed, argv, env, pid, str(where["node_id"])[:8], actor, group, self._groups, log)

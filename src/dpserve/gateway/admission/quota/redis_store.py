@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import cancel_and_wait, cancel_requested
 from dpserve.gateway.admission.quota import redis_scripts
 from dpserve.gateway.admission.quota.base import ALLOWED, QuotaStore, QuotaUnavailable, QuotaVerdict
 from dpserve.gateway.admission.tenants import Tenant
@@ -142,6 +142,8 @@ class RedisQuotaStore(QuotaStore):
                 seen = await self._call(redis_scripts.HEARTBEAT, [f"{self._prefix}:gateways"],
                                         [self._heartbeat_interval_s * 3, self._gateway_id])
                 self._gateways_seen = max(1, int(seen))
+            if cancel_requested():  # stop() came while redis-py's call lost it (dpserve.aio)
+                return
             await asyncio.sleep(self._heartbeat_interval_s)
 
     async def _renew_forever(self) -> None:
@@ -152,3 +154,5 @@ class RedisQuotaStore(QuotaStore):
                     with contextlib.suppress(QuotaUnavailable):
                         await self._call(redis_scripts.RENEW, [self._keys(tenant)[2]],
                                          [self._lease_ttl_s, *leases])
+                    if cancel_requested():
+                        return
