@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,24 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         task.result()
 
 
+async def finish_all(steps: Iterable[Callable[[], Awaitable[None] | None]]) -> None:
+    """Run every clean-up step in order, even after one raised or this task was cancelled (a second
+    Ctrl-C), then raise the first such exception: a stop must not leave a Redis client, a socket or
+    a process behind because an earlier step failed."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            pending = step()
+            if pending is not None:
+                await pending
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the first is raised after the other steps
+            first = first or exc
+    if first is not None:
+        raise first
+
+
 class BackgroundTasks:
     """Tasks started from synchronous callbacks and not awaited by their starter. Holding them here
     keeps them from being garbage-collected mid-flight; `cancel_all` / `wait_all` end them on stop."""
@@ -60,17 +78,22 @@ class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def __len__(self) -> int:
+        return len(self._tasks)
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        await asyncio.gather(*(_cancel_until_done(task) for task in tasks))
-        for task in tasks:  # their errors swallowed, as in wait_all: nobody awaits them
-            if not task.cancelled():
-                task.exception()
+        while self._tasks:  # also those spawned while the first ones were being cancelled
+            tasks = list(self._tasks)
+            await asyncio.gather(*(_cancel_until_done(task) for task in tasks))
+            for task in tasks:  # their errors swallowed, as in wait_all: nobody awaits them
+                if not task.cancelled():
+                    task.exception()
+            self._tasks.difference_update(tasks)  # done, their discard callbacks maybe not yet run
 
     async def wait_all(self) -> None:
         """Let every task finish (their exceptions are swallowed: nobody awaits them)."""

@@ -160,3 +160,49 @@ async def test_wait_for_times_out_with_timeout_error() -> None:
     with pytest.raises(TimeoutError):
         await aio.wait_for(asyncio.sleep(3600), 0.01)
     assert await aio.wait_for(asyncio.sleep(0, "ok"), None) == "ok"
+
+
+async def test_finish_all_runs_every_step_after_a_failure_or_a_cancel_then_raises_the_first() -> None:
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    async def waits() -> None:
+        ran.append("waits")
+        await gate.wait()  # cancelled here, like a stop interrupted by a second Ctrl-C
+
+    async def fails() -> None:
+        ran.append("fails")
+        raise RuntimeError("one part could not stop")
+
+    async def last() -> None:
+        await asyncio.sleep(0)
+        ran.append("last")
+
+    stopping = asyncio.create_task(aio.finish_all([waits, fails, lambda: ran.append("sync"), last]))
+    await asyncio.sleep(0.01)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert ran == ["waits", "fails", "sync", "last"]
+
+    with pytest.raises(RuntimeError, match="could not stop"):
+        await aio.finish_all([fails, last])
+
+
+async def test_cancel_all_also_ends_tasks_spawned_while_it_cancels() -> None:
+    tasks = BackgroundTasks()
+
+    async def late() -> None:
+        await asyncio.sleep(3600)
+
+    async def spawns_on_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            tasks.spawn(late())  # e.g. a health flip's prewarm while the gateway stops
+            await asyncio.sleep(0.01)
+
+    tasks.spawn(spawns_on_cancel())
+    await asyncio.sleep(0)
+    await tasks.cancel_all()
+    assert len(tasks) == 0  # the late one too: cancelled and waited for, not left running

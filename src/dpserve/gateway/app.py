@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from dpserve.aio import BackgroundTasks
+from dpserve.aio import BackgroundTasks, finish_all
 from dpserve.config import ConfigError
 from dpserve.errors import HTTPError
 from dpserve.gateway.access import AccessPolicy
@@ -127,22 +127,17 @@ class Gateway:
         settle_after_startup()  # gc_tuning.py: start-up objects out of every later collection
 
     async def stop(self) -> None:
-        await self.dashboard.stop()
-        await self.admission.stop()
-        if self.kv_feed is not None:
-            await self.kv_feed.stop()
-        await self.policy.close()
-        await self._background.cancel_all()
-        if self._poller is not None:
-            await self._poller.stop()
-        if self._health is not None:
-            await self._health.stop()
-        if self._models is not None:
-            await self._models.stop()
-        if self._upstream is not None:
-            self._upstream.close()
-        if self._http is not None:
-            await self._http.close()
+        """Every part stops, even after an earlier one failed or a second Ctrl-C cancelled this."""
+        await finish_all([
+            self.dashboard.stop, self.admission.stop,
+            *([self.kv_feed.stop] if self.kv_feed is not None else []),
+            self.policy.close, self._background.cancel_all,
+            *([self._poller.stop] if self._poller is not None else []),
+            *([self._health.stop] if self._health is not None else []),
+            *([self._models.stop] if self._models is not None else []),
+            *([self._upstream.close] if self._upstream is not None else []),
+            *([self._http.close] if self._http is not None else []),
+        ])
 
     async def add_worker(self, url: str, weight: float, kv_events: KvEventsEndpoint | None = None,
                          origin: ReplicaOrigin = ReplicaOrigin()) -> Worker:

@@ -90,13 +90,15 @@ class GatewayServer:
         for conn in conns:  # idle ones end now, busy ones after the answer being written
             conn.close_when_idle()
         tasks = [c.task for c in conns if c.task is not None and not c.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace_s)
-        for conn in conns:
-            conn.abort()
-        if self._sweep is not None:
-            self._sweep.cancel()
-        await self.gateway.stop()
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace_s)  # a second Ctrl-C cancels this drain...
+        finally:  # ...and everything else still stops
+            for conn in conns:
+                conn.abort()
+            if self._sweep is not None:
+                self._sweep.cancel()
+            await self.gateway.stop()
 
     # for FrontProtocol
     def __call__(self) -> FrontProtocol:
