@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -14,21 +16,40 @@ T = TypeVar("T")
 # awaitable finished, losing the cancellation (python/cpython#86296, fixed in 3.12): a loop so
 # cancelled runs on, and whoever waits for it hangs. `wait_for` below is the 3.12 form; libraries
 # still use the old one (redis-py around its socket I/O: 16 of 30 quota-store stops hung here), so
-# loops that call them check `cancel_requested()`, and `cancel_and_wait` cancels again as a last
+# calls into them are made inside `cancel_kept()`, and `cancel_and_wait` cancels again as a last
 # resort, late enough to leave a cancelled task's own clean-up its time.
 RECANCEL_AFTER_S = 2.0
 
 
+# asyncio.timeout before 3.11.3 took an earlier cancel of the task for its own and raised
+# CancelledError instead of TimeoutError (python/cpython#102780): in a clean-up after a cancel, the
+# `except TimeoutError:` fall-backs (SIGKILL after the grace period) would be skipped there.
+_TIMEOUT_TELLS_ITS_OWN_CANCEL = sys.version_info >= (3, 11, 3)
+
+
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """`asyncio.wait_for` that never loses a cancellation (raises TimeoutError on time-out)."""
+    if not _TIMEOUT_TELLS_ITS_OWN_CANCEL:
+        return await asyncio.wait_for(aw, timeout)
     async with asyncio.timeout(timeout):
         return await aw
 
 
-def cancel_requested() -> bool:
-    """True in a task that was cancelled, even where a library lost the CancelledError itself."""
+@contextlib.contextmanager
+def cancel_kept() -> Iterator[None]:
+    """Around an await into a library that may lose this task's cancellation (3.11's
+    asyncio.wait_for inside it): raises CancelledError after it if the task was cancelled during
+    it, whatever the call returned or raised."""
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    before = 0 if task is None else task.cancelling()
+    try:
+        yield
+    except Exception:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError from None
+        raise
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 async def _cancel_until_done(task: asyncio.Task[Any]) -> None:
@@ -55,20 +76,26 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
 
 async def finish_all(steps: Iterable[Callable[[], Awaitable[None] | None]]) -> None:
     """Run every clean-up step in order, even after one raised or this task was cancelled (a second
-    Ctrl-C), then raise the first such exception: a stop must not leave a Redis client, a socket or
-    a process behind because an earlier step failed."""
-    first: BaseException | None = None
+    Ctrl-C), so a stop leaves no Redis client, socket or process behind because an earlier step
+    failed. Then a cancellation is raised if there was one, else the first error; the other errors
+    are logged."""
+    errors: list[BaseException] = []
     for step in steps:
         try:
             pending = step()
             if pending is not None:
                 await pending
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
-        except BaseException as exc:  # the first is raised after the other steps
-            first = first or exc
-    if first is not None:
-        raise first
+        except BaseException as exc:  # raised or logged after the other steps
+            errors.append(exc)
+    if not errors:
+        return
+    raised = next((e for e in errors if isinstance(e, asyncio.CancelledError)), errors[0])
+    for other in errors:
+        if other is not raised and not isinstance(other, asyncio.CancelledError):
+            logger.error("a stop step failed as well", exc_info=other)
+    raise raised
 
 
 class BackgroundTasks:

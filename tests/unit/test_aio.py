@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -162,7 +163,8 @@ async def test_wait_for_times_out_with_timeout_error() -> None:
     assert await aio.wait_for(asyncio.sleep(0, "ok"), None) == "ok"
 
 
-async def test_finish_all_runs_every_step_after_a_failure_or_a_cancel_then_raises_the_first() -> None:
+async def test_finish_all_runs_every_step_after_a_failure_or_a_cancel(
+        caplog: pytest.LogCaptureFixture) -> None:
     ran: list[str] = []
     gate = asyncio.Event()
 
@@ -178,31 +180,69 @@ async def test_finish_all_runs_every_step_after_a_failure_or_a_cancel_then_raise
         await asyncio.sleep(0)
         ran.append("last")
 
-    stopping = asyncio.create_task(aio.finish_all([waits, fails, lambda: ran.append("sync"), last]))
+    stopping = asyncio.create_task(aio.finish_all([fails, waits, lambda: ran.append("sync"), last]))
     await asyncio.sleep(0.01)
     stopping.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError):  # the cancel wins over the earlier error...
         await stopping
-    assert ran == ["waits", "fails", "sync", "last"]
+    assert ran == ["fails", "waits", "sync", "last"]
+    assert "could not stop" in caplog.text  # ...which is logged, not lost
 
-    with pytest.raises(RuntimeError, match="could not stop"):
+    with pytest.raises(RuntimeError, match="could not stop"):  # no cancel: the first error
         await aio.finish_all([fails, last])
 
 
 async def test_cancel_all_also_ends_tasks_spawned_while_it_cancels() -> None:
     tasks = BackgroundTasks()
+    ended: list[str] = []
 
     async def late() -> None:
-        await asyncio.sleep(3600)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.append("late")
 
     async def spawns_on_cancel() -> None:
         try:
             await asyncio.sleep(3600)
         finally:
             tasks.spawn(late())  # e.g. a health flip's prewarm while the gateway stops
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the late one starts
 
     tasks.spawn(spawns_on_cancel())
     await asyncio.sleep(0)
     await tasks.cancel_all()
-    assert len(tasks) == 0  # the late one too: cancelled and waited for, not left running
+    assert ended == ["late"] and len(tasks) == 0  # cancelled and waited for, not left running
+
+
+async def test_cancel_kept_raises_a_cancel_the_call_lost_and_passes_everything_else() -> None:
+    async def loses_the_cancel() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # as 3.11's wait_for: counted, not raised
+            await asyncio.sleep(3600)
+        return "a reply"
+
+    async def calls() -> str:
+        with aio.cancel_kept():
+            return await loses_the_cancel()
+
+    task = asyncio.create_task(calls())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def plain(value: str) -> str:
+        with aio.cancel_kept():
+            await asyncio.sleep(0)
+            return value
+
+    assert await plain("ok") == "ok"
+    with pytest.raises(KeyError), aio.cancel_kept():
+        raise KeyError("not a cancel")
+
+
+async def test_wait_for_before_3_11_3_is_asyncios(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aio, "_TIMEOUT_TELLS_ITS_OWN_CANCEL", False)
+    with pytest.raises(TimeoutError):
+        await aio.wait_for(asyncio.sleep(3600), 0.01)
+    assert await aio.wait_for(asyncio.sleep(0, "ok"), 1) == "ok"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dpserve.aio import BackgroundTasks, cancel_and_wait
+from dpserve.aio import BackgroundTasks, cancel_and_wait, finish_all
 from dpserve.gateway.admission.config import AdmissionConfig
 from dpserve.gateway.admission.contract import AdmissionContext, CapacityView
 from dpserve.gateway.admission.gate import CapacityGate
@@ -86,9 +86,8 @@ class Admission:
             self._pumper = asyncio.create_task(self._pump_forever(), name="admission-pump")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._pumper)
-        await self._background.wait_all()  # releases must reach the store before it closes
-        await self._store.stop()
+        # the releases must reach the store before it closes
+        await finish_all([lambda: cancel_and_wait(self._pumper), self._background.wait_all, self._store.stop])
 
     def on_capacity_freed(self) -> None:
         """Capacity may have grown (in-flight fell, worker added/healthy): wake the queue."""

@@ -9,12 +9,13 @@ the policy's `on_kv_events`. A worker removed from the gateway is unsubscribed (
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 
 import zmq.asyncio
 
-from dpserve.aio import cancel_and_wait
+from dpserve.aio import cancel_and_wait, finish_all
 from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.gateway.kv_events.subscriber import ReplicaSubscription
 from dpserve.gateway.policies.base import Policy
@@ -52,8 +53,9 @@ class KvEventFeed:
         return None if entry is None else entry[0].endpoint
 
     async def stop(self) -> None:
-        for worker_id in list(self._subs):
-            await self.remove(worker_id)
+        await finish_all([*(functools.partial(self.remove, w) for w in list(self._subs)), self._term])
+
+    def _term(self) -> None:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

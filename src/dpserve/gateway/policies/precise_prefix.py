@@ -53,6 +53,7 @@ class PrecisePrefixPolicy(Policy):
         self.index = KvBlockIndex(config.kv_index_max_blocks_per_worker, config.kv_pending_ttl_s)
         self.fallback = CacheAwarePolicy(config, rng, clock)
         self.keyer = PromptKeyer(config.kv_events_tokenizer) if config.kv_events_tokenizer else None
+        self.num_index_hits = 0  # cache_hit decisions on a prefix the replica's events showed cached
 
     async def prepare(self, request: RouteRequest) -> RouteRequest:
         keyer = self.keyer
@@ -83,7 +84,10 @@ class PrecisePrefixPolicy(Policy):
         best = max(shares.values())
         if best > self.config.cache_threshold:
             holders = [w for w in candidates if shares[w.id] == best]
-            return Choice(least_loaded(holders, self.rng), "cache_hit")
+            chosen = least_loaded(holders, self.rng)
+            if self.index.is_tracked(chosen.id):  # the share is the replica's own events', not a guess
+                self.num_index_hits += 1
+            return Choice(chosen, "cache_hit")
         return Choice(least_loaded(candidates, self.rng), "cache_miss")
 
     def _cached_shares(self, candidates: Sequence[Candidate], request: RouteRequest,
@@ -122,4 +126,5 @@ class PrecisePrefixPolicy(Policy):
                 "dpserve_kv_index_skipped_events_total": float(self.index.num_skipped_events),
                 # 1 once requests get block keys (0: routed by the tree — starting, or no tokenizer)
                 "dpserve_kv_keyer_ready": float(keyer is not None and keyer.is_ready),
-                "dpserve_kv_keys_late_total": float(0 if keyer is None else keyer.num_late)}
+                "dpserve_kv_keys_late_total": float(0 if keyer is None else keyer.num_late),
+                "dpserve_kv_index_hits_total": float(self.num_index_hits)}

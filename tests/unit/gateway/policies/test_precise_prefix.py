@@ -43,6 +43,7 @@ def test_goes_where_the_longest_prefix_really_is() -> None:
     p.on_kv_events("c", [])
     choice = p.select([a, b, c], request())
     assert (choice.worker.id, choice.reason) == ("b", "cache_hit")
+    assert p.gauges()["dpserve_kv_index_hits_total"] == 1
 
 
 def test_imbalance_overrides_the_cache() -> None:
@@ -94,6 +95,7 @@ def test_workers_without_events_use_the_approximate_tree() -> None:
     p.fallback.tree.insert("t" * 64, "b")
     choice = p.select([a, b], request())
     assert (choice.worker.id, choice.reason) == ("b", "cache_hit")
+    assert p.gauges()["dpserve_kv_index_hits_total"] == 0  # the tree's guess, not the index
 
 
 def test_without_keys_it_routes_like_cache_aware_and_records_in_the_tree() -> None:
@@ -102,6 +104,7 @@ def test_without_keys_it_routes_like_cache_aware_and_records_in_the_tree() -> No
     first = p.select([a, b], request(keys=None))
     again = p.select([a, b], request(keys=None))
     assert again.worker.id == first.worker.id and again.reason == "cache_hit"
+    assert p.gauges()["dpserve_kv_index_hits_total"] == 0
 
 
 def test_removed_worker_is_forgotten() -> None:

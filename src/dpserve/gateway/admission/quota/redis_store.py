@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from dpserve.aio import cancel_and_wait, cancel_requested
+from dpserve.aio import cancel_and_wait, cancel_kept, finish_all
 from dpserve.gateway.admission.quota import redis_scripts
 from dpserve.gateway.admission.quota.base import ALLOWED, QuotaStore, QuotaUnavailable, QuotaVerdict
 from dpserve.gateway.admission.tenants import Tenant
@@ -70,10 +70,8 @@ class RedisQuotaStore(QuotaStore):
         self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="quota-gateway-heartbeat")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._renewer)
-        await cancel_and_wait(self._heartbeat)
-        if self._redis is not None:
-            await self._redis.aclose()
+        await finish_all([lambda: cancel_and_wait(self._renewer), lambda: cancel_and_wait(self._heartbeat),
+                          *([self._redis.aclose] if self._redis is not None else [])])
 
     def is_up(self) -> bool:
         return self._up
@@ -117,7 +115,8 @@ class RedisQuotaStore(QuotaStore):
             runner = self._scripts.get(script)
             if runner is None:
                 runner = self._scripts[script] = self._redis.register_script(script)
-            result = await runner(keys=keys, args=args)
+            with cancel_kept():  # redis-py can lose a cancel (dpserve.aio): a stop, a client gone
+                result = await runner(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
             raise QuotaUnavailable(f"Redis at {self._url} is unreachable: {exc}") from exc
@@ -142,8 +141,6 @@ class RedisQuotaStore(QuotaStore):
                 seen = await self._call(redis_scripts.HEARTBEAT, [f"{self._prefix}:gateways"],
                                         [self._heartbeat_interval_s * 3, self._gateway_id])
                 self._gateways_seen = max(1, int(seen))
-            if cancel_requested():  # stop() came while redis-py's call lost it (dpserve.aio)
-                return
             await asyncio.sleep(self._heartbeat_interval_s)
 
     async def _renew_forever(self) -> None:
@@ -154,5 +151,3 @@ class RedisQuotaStore(QuotaStore):
                     with contextlib.suppress(QuotaUnavailable):
                         await self._call(redis_scripts.RENEW, [self._keys(tenant)[2]],
                                          [self._lease_ttl_s, *leases])
-                    if cancel_requested():
-                        return
