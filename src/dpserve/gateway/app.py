@@ -131,9 +131,10 @@ class Gateway:
         await finish_all([
             self.dashboard.stop, self.admission.stop,
             *([self.kv_feed.stop] if self.kv_feed is not None else []),
-            self.policy.close, self._background.cancel_all,
+            self.policy.close,
             *([self._poller.stop] if self._poller is not None else []),
             *([self._health.stop] if self._health is not None else []),
+            self._background.cancel_all,  # after the health checks, whose flips spawn prewarms
             *([self._models.stop] if self._models is not None else []),
             *([self._upstream.close] if self._upstream is not None else []),
             *([self._http.close] if self._http is not None else []),
