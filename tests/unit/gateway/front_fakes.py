@@ -85,11 +85,13 @@ class Handler:
 
 
 class StubGateway:
+    stopped = False
+
     async def start(self, listening: Any) -> None:
         pass
 
     async def stop(self) -> None:
-        pass
+        self.stopped = True
 
 
 def make_server(handler: Any, **limits: Any) -> GatewayServer:

@@ -145,6 +145,21 @@ async def test_shutdown_closes_idle_connections_and_lets_busy_ones_finish() -> N
     assert _responses(busy_transport.out)[0][2] == b"ok:wait" and busy_transport.closing
 
 
+async def test_a_stop_cancelled_while_draining_still_aborts_and_stops_the_gateway() -> None:
+    """A second Ctrl-C cancels the drain: the busy connection is cut and the gateway still stops."""
+    handler = Handler()
+    busy, busy_transport, server = await _connect(handler)
+    busy.data_received(_post(b"wait"))
+    await _settle()
+    stopping = asyncio.create_task(server.stop(60.0))
+    await _settle()
+    assert not busy_transport.closing and not server.gateway.stopped  # draining
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert busy_transport.closing and server.gateway.stopped
+
+
 async def test_another_route_on_the_same_connection_is_served_by_the_same_front() -> None:
     handler = Handler()
     proto, transport, server = await _connect(handler)
