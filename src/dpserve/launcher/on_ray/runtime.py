@@ -87,8 +87,7 @@ class RayReplica(RunningReplica):
         from ray.exceptions import RayError
 
         try:
-            answer: bool | None = await wait_for(self._actor.serves_its_port.remote(),
-                                                         _CALL_TIMEOUT_S)
+            answer: bool | None = await wait_for(self._actor.serves_its_port.remote(), _CALL_TIMEOUT_S)
         except (RayError, TimeoutError):
             return None
         return answer
