@@ -11,8 +11,10 @@ A batch is a msgpack array `[ts, [event, ...], data_parallel_rank]` (vLLM's `Eve
 
 Decoding also takes the older positional layout (`["BlockStored", hashes, parent, ...]`, vLLM
 before #42892) and map-shaped batches, and skips event types it does not know, so one gateway
-fronts a fleet of mixed vLLM versions. Block hashes are ints here; vLLM sends sha256 bytes by
-default (ints with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) — the decoder keeps either as given.
+fronts a fleet of mixed vLLM versions. It checks every field's type and bounds: whatever a
+publisher sends, a batch decodes to well-typed events or is a `WireError`. Block hashes are ints
+here; vLLM sends sha256 bytes by default (ints with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) — the
+decoder keeps either as given.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ import msgpack
 
 MEDIUM_GPU = "GPU"  # vLLM's medium for the engine's own (first-tier) KV cache
 BlockHash = int | bytes
+
+# What a decoder accepts, so that a buggy or hostile publisher costs bounded memory and time.
+# One batch is one engine step's events: at 128k batched tokens its BlockStored carry ~128k token
+# ids (≤ 5 bytes each in msgpack) and ~8k 32-byte hashes, about 1 MB; 4 MiB leaves room. (msgpack
+# makes at most one Python object per payload byte: the worst batch costs ~250 MB while decoded.)
+MAX_BATCH_BYTES = 4 << 20
+MAX_BLOCK_SIZE = 4096  # tokens per block; vLLM's backends use 1-256 (CPU 128, some 1024 at most)
+MAX_HASH_BYTES = 64  # vLLM's hashes are sha256 (32 bytes) or 64-bit ints
+_INT64_RANGE = range(-(1 << 63), 1 << 64)  # vLLM's int hashes are unsigned 64-bit; signed too
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,17 @@ def _fields(raw: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return dict(zip(names, raw[1:], strict=False))
 
 
+def _is_hash(value: Any) -> bool:
+    t = type(value)
+    return (t is int and value in _INT64_RANGE) or (t is bytes and len(value) <= MAX_HASH_BYTES)
+
+
+def _hashes(value: Any, what: str) -> list[BlockHash]:
+    if type(value) is not list or not all(map(_is_hash, value)):
+        raise WireError(f"{what}: block_hashes must be a list of 64-bit ints or short bytes")
+    return value
+
+
 def _decode_event(raw: Any) -> KVEvent | None:
     if isinstance(raw, dict):
         tag = raw.get("type")
@@ -108,34 +130,45 @@ def _decode_event(raw: Any) -> KVEvent | None:
         raise WireError(f"an event must be a map or an array, got {type(raw).__name__}")
     if tag == "BlockStored":
         f = _fields(raw, _STORED_FIELDS)
-        hashes, tokens, size = f.get("block_hashes"), f.get("token_ids"), f.get("block_size")
-        if not isinstance(hashes, list) or not isinstance(tokens, list) or not isinstance(size, int):
-            raise WireError("BlockStored needs block_hashes, token_ids and block_size")
-        return BlockStored(hashes, f.get("parent_block_hash"), tokens, size, f.get("lora_id"),
-                           f.get("medium"), f.get("lora_name"))
+        hashes, parent = _hashes(f.get("block_hashes"), "BlockStored"), f.get("parent_block_hash")
+        tokens, size, lora_id = f.get("token_ids"), f.get("block_size"), f.get("lora_id")
+        if type(size) is not int or not 1 <= size <= MAX_BLOCK_SIZE:
+            raise WireError(f"BlockStored: block_size must be an int in 1..{MAX_BLOCK_SIZE}")
+        if type(tokens) is not list or not all(type(t) is int for t in tokens):
+            raise WireError("BlockStored: token_ids must be a list of ints")
+        if parent is not None and not _is_hash(parent):
+            raise WireError("BlockStored: parent_block_hash must be a 64-bit int or short bytes")
+        if lora_id is not None and type(lora_id) is not int:
+            raise WireError("BlockStored: lora_id must be an int")
+        medium, lora_name = f.get("medium"), f.get("lora_name")
+        return BlockStored(hashes, parent, tokens, size, lora_id,
+                           medium if isinstance(medium, str) else None,
+                           lora_name if isinstance(lora_name, str) else None)
     if tag == "BlockRemoved":
         f = _fields(raw, _REMOVED_FIELDS)
-        if not isinstance(f.get("block_hashes"), list):
-            raise WireError("BlockRemoved needs block_hashes")
-        return BlockRemoved(f["block_hashes"], f.get("medium"))
+        medium = f.get("medium")
+        return BlockRemoved(_hashes(f.get("block_hashes"), "BlockRemoved"),
+                            medium if isinstance(medium, str) else None)
     if tag == "AllBlocksCleared":
         return AllBlocksCleared()
     return None  # a newer event type: not ours to interpret
 
 
 def decode_batch(payload: bytes) -> EventBatch:
-    """Payload → batch; WireError for anything that is not one."""
-    try:
+    """Payload → batch; WireError for anything that is not one (or larger than MAX_BATCH_BYTES)."""
+    if len(payload) > MAX_BATCH_BYTES:
+        raise WireError(f"a batch of {len(payload)} bytes (at most {MAX_BATCH_BYTES})")
+    try:  # TypeError: an unhashable map key; RecursionError: nesting deeper than the C stack allows
         raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise WireError(f"not msgpack: {exc}") from exc
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+        raise WireError(f"not msgpack: {str(exc) or type(exc).__name__}") from exc
     if isinstance(raw, dict):
         ts, events, rank = raw.get("ts"), raw.get("events"), raw.get("data_parallel_rank")
     elif isinstance(raw, list) and len(raw) >= 2:
         ts, events, rank = raw[0], raw[1], raw[2] if len(raw) > 2 else None
     else:
         raise WireError("a batch must be [ts, events, data_parallel_rank]")
-    if not isinstance(ts, int | float) or not isinstance(events, list):
+    if not isinstance(ts, int | float) or type(events) is not list:
         raise WireError("a batch needs a numeric ts and a list of events")
     decoded = [e for e in (_decode_event(r) for r in events) if e is not None]
-    return EventBatch(float(ts), decoded, rank if isinstance(rank, int) else None)
+    return EventBatch(float(ts), decoded, rank if type(rank) is int else None)

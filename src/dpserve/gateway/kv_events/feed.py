@@ -9,6 +9,7 @@ the policy's `on_kv_events`. A worker removed from the gateway is unsubscribed (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Mapping
@@ -19,9 +20,10 @@ from dpserve.aio import cancel_and_wait, finish_all
 from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.gateway.kv_events.subscriber import ReplicaSubscription
 from dpserve.gateway.policies.base import Policy
-from dpserve.kv_events.wire import KVEvent
+from dpserve.kv_events.wire import AllBlocksCleared, KVEvent
 
 log = logging.getLogger(__name__)
+RESTART_AFTER_S = 5.0
 
 
 class KvEventFeed:
@@ -64,17 +66,27 @@ class KvEventFeed:
         subs = [s for s, _ in self._subs.values()]
         return {"dpserve_kv_events_batches_total": float(sum(s.stats.batches for s in subs)),
                 "dpserve_kv_events_gaps_total": float(sum(s.stats.gaps for s in subs)),
-                "dpserve_kv_events_state_losses_total": float(sum(s.stats.state_losses for s in subs))}
+                "dpserve_kv_events_state_losses_total": float(sum(s.stats.state_losses for s in subs)),
+                "dpserve_kv_events_malformed_total": float(sum(s.stats.malformed for s in subs)),
+                "dpserve_kv_events_restarts_total": float(sum(s.stats.restarts for s in subs))}
 
     def _deliver(self, worker_id: str, events: list[KVEvent]) -> None:
         if worker_id in self._subs:  # not after its removal
             self._policy.on_kv_events(worker_id, events)
 
     async def _run(self, sub: ReplicaSubscription) -> None:
-        try:
-            await sub.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must not take routing down: that worker falls back
-            log.exception("kv events: the subscription to %s failed; it is routed without events",
-                          sub.worker_id)
+        """The subscription, restarted after a pause if it fails (a bug, not a publisher's doing:
+        those cost the replica its state only). Its state is cleared first, never left stale."""
+        while True:
+            try:
+                await sub.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                sub.stats.restarts += 1
+                log.exception("kv events: the subscription to %s failed; its cache state is cleared and "
+                              "it is subscribed again in %.0f s", sub.worker_id, RESTART_AFTER_S)
+            sub.next_seq = None
+            with contextlib.suppress(Exception):  # logged above; the index drops the worker on its own
+                self._deliver(sub.worker_id, [AllBlocksCleared()])
+            await asyncio.sleep(RESTART_AFTER_S)

@@ -10,14 +10,22 @@ BlockRemoved events).
 
 Besides the truth, the index keeps the gateway's own recent routing decisions ("pending": the
 request's keys on the chosen replica) for `pending_ttl_s`: a burst of requests sharing a new prefix
-then follows the first one instead of scattering before its prefill publishes the blocks.
+then follows the first one instead of scattering before its prefill publishes the blocks. A clear
+(restart, lost events) voids that replica's pending decisions at once, by an epoch each carries.
+
+Block size: each replica's comes with its BlockStored events (and is forgotten when it clears: a
+restarted replica may run another configuration). Requests are keyed at the fleet's block size,
+the one most replicas publish; a replica publishing another is not tracked (the approximate tree
+routes to it), with one warning, so one odd or misconfigured replica never blinds the others.
+LoRA blocks are skipped: a request's keys are its tokens only, so a block cached under an adapter
+would look like a hit for a base-model request with the same tokens.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Sequence
 
 from dpserve.kv_events.block_hash import chain_key
 from dpserve.kv_events.wire import AllBlocksCleared, BlockHash, BlockRemoved, BlockStored, KVEvent
@@ -26,12 +34,13 @@ log = logging.getLogger(__name__)
 
 
 class _Worker:
-    """One replica's blocks: its own hash → our key, oldest first."""
+    """One replica's blocks: its own hash → our key, oldest first; its block size once known."""
 
-    __slots__ = ("keys",)
+    __slots__ = ("block_size", "keys")
 
     def __init__(self) -> None:
         self.keys: OrderedDict[BlockHash, int] = OrderedDict()
+        self.block_size: int | None = None
 
 
 class KvBlockIndex:
@@ -40,16 +49,21 @@ class KvBlockIndex:
     def __init__(self, max_blocks_per_worker: int, pending_ttl_s: float) -> None:
         self.max_blocks_per_worker = max_blocks_per_worker
         self.pending_ttl_s = pending_ttl_s
-        self.block_size: int | None = None  # learned from the first BlockStored
+        self.block_size: int | None = None  # the fleet's: most replicas' (None before any BlockStored)
         self._workers: dict[str, _Worker] = {}
         self._holders: dict[int, set[str]] = {}
-        self._pending: OrderedDict[int, tuple[str, float]] = OrderedDict()  # key → (worker, expiry)
+        # key → (worker, expiry, the worker's epoch then); an epoch ends with each clear of the worker
+        self._pending: OrderedDict[int, tuple[str, float, int]] = OrderedDict()
+        self._epoch: dict[str, int] = {}
+        self._odd_sizes_logged: set[tuple[str, int]] = set()
         self.num_skipped_events = 0
 
     # -- feeding ------------------------------------------------------------------------------
     def is_tracked(self, worker_id: str) -> bool:
-        """True once the worker's events reach the index (then its state is the truth)."""
-        return worker_id in self._workers
+        """True once the worker's events reach the index (then its state is the truth), unless its
+        blocks are not the fleet's size (keys at the fleet's size cannot match them)."""
+        worker = self._workers.get(worker_id)
+        return worker is not None and worker.block_size in (None, self.block_size)
 
     def num_blocks(self, worker_id: str) -> int:
         w = self._workers.get(worker_id)
@@ -59,10 +73,17 @@ class KvBlockIndex:
     def size(self) -> int:
         return len(self._holders)
 
-    def apply(self, worker_id: str, events: Iterable[KVEvent]) -> None:
+    def apply(self, worker_id: str, events: Sequence[KVEvent]) -> None:
         worker = self._workers.get(worker_id)
         if worker is None:
             worker = self._workers[worker_id] = _Worker()
+        last_clear = -1
+        for i, event in enumerate(events):
+            if isinstance(event, AllBlocksCleared):
+                last_clear = i
+        if last_clear >= 0:  # what came before the last clear of a batch is gone with it
+            self._clear(worker_id, worker)
+            events = events[last_clear + 1:]
         for event in events:
             if isinstance(event, BlockStored):
                 self._stored(worker_id, worker, event)
@@ -71,20 +92,25 @@ class KvBlockIndex:
                     key = worker.keys.pop(h, None)
                     if key is not None:
                         self._unhold(key, worker_id)
-            elif isinstance(event, AllBlocksCleared):
-                self._clear(worker_id, worker)
 
     def drop_worker(self, worker_id: str) -> None:
         """The worker left: forget it entirely (it is untracked until its events come again)."""
         worker = self._workers.pop(worker_id, None)
         if worker is not None:
             self._clear(worker_id, worker)
+            self._elect_block_size()
 
     def _stored(self, worker_id: str, worker: _Worker, event: BlockStored) -> None:
         bs = event.block_size
-        if self.block_size is None:
-            self.block_size = bs
-        if bs != self.block_size or len(event.token_ids) < bs * len(event.block_hashes):
+        if worker.block_size is None:
+            worker.block_size = bs
+            self._elect_block_size()
+            if bs != self.block_size and (worker_id, bs) not in self._odd_sizes_logged:
+                self._odd_sizes_logged.add((worker_id, bs))
+                log.warning("kv events: %s caches blocks of %d tokens, the fleet's are %s: it is routed "
+                            "by the approximate tree", worker_id, bs, self.block_size)
+        if (bs != worker.block_size or event.lora_id is not None
+                or len(event.token_ids) < bs * len(event.block_hashes)):
             self.num_skipped_events += 1
             return
         prev: int | None = None
@@ -109,9 +135,20 @@ class KvBlockIndex:
         for key in worker.keys.values():
             self._unhold(key, worker_id)
         worker.keys.clear()
-        stale = [k for k, (w, _) in self._pending.items() if w == worker_id]
-        for k in stale:
-            del self._pending[k]
+        self._epoch[worker_id] = self._epoch.get(worker_id, 0) + 1  # voids its pending decisions
+        if worker.block_size is not None:
+            worker.block_size = None
+            self._elect_block_size()
+
+    def _elect_block_size(self) -> None:
+        """The fleet's block size: the one most replicas publish (on a tie the current one stays,
+        else the smallest)."""
+        sizes = Counter(w.block_size for w in self._workers.values() if w.block_size is not None)
+        if sizes:
+            most = max(sizes.values())
+            tied = [b for b, n in sizes.items() if n == most]
+            self.block_size = self.block_size if self.block_size in tied else min(tied)
+        # else: keep the last one (the fleet cleared at once, e.g. restarted); keys stay comparable
 
     def _unhold(self, key: int, worker_id: str) -> None:
         holders = self._holders.get(key)
@@ -124,11 +161,12 @@ class KvBlockIndex:
     def note_routed(self, worker_id: str, keys: Sequence[int], now: float) -> None:
         """The gateway sent a request with these keys to `worker_id`: count them there for a while."""
         expiry = now + self.pending_ttl_s
+        entry = (worker_id, expiry, self._epoch.get(worker_id, 0))
         for key in keys:
             self._pending.pop(key, None)
-            self._pending[key] = (worker_id, expiry)
+            self._pending[key] = entry
         while self._pending:  # oldest first: drop the expired ones
-            key, (_, exp) = next(iter(self._pending.items()))
+            key, (_, exp, _) = next(iter(self._pending.items()))
             if exp > now:
                 break
             del self._pending[key]
@@ -137,11 +175,13 @@ class KvBlockIndex:
         """Per worker: how many leading blocks of `keys` it holds (events, or a recent decision)."""
         matched = dict.fromkeys(worker_ids, 0)
         alive = set(worker_ids)
+        epoch = self._epoch
         for i, key in enumerate(keys):
             holders = self._holders.get(key, ())
             pending = self._pending.get(key)
-            still = {w for w in alive if w in holders or (pending is not None and pending[0] == w
-                                                          and pending[1] > now)}
+            if pending is not None and (pending[1] <= now or pending[2] != epoch.get(pending[0], 0)):
+                pending = None  # expired, or made before its worker's last clear
+            still = {w for w in alive if w in holders or (pending is not None and pending[0] == w)}
             for w in alive - still:
                 matched[w] = i
             alive = still

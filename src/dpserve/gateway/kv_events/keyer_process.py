@@ -92,11 +92,14 @@ def _serve(tokenizer_spec: str, requests_fd: int, replies_fd: int) -> None:
     memo_note = getattr(tokenizer, "no_memo_reason", None)  # the sim's tokenizer always has a memo
     _write_all(replies_fd, encode_frame(("ready", "chat history remembered" if memo_note is None
                                          else f"no chat history memo: {memo_note}")))
+    failures = 0
     while (request := _read_frame(requests_fd)) is not None:
         seq, endpoint, body, block_size = request
         try:
             result = block_keys_for(tokenizer, endpoint, body, block_size)
-        except Exception:  # one odd body must not end the process
-            log.exception("precise_prefix: computing a request's block keys failed")
+        except Exception:  # one odd body must not end the process; a traceback once, then a count
+            failures += 1
+            if failures == 1 or failures % 1000 == 0:
+                log.exception("precise_prefix: computing a request's block keys failed (%d so far)", failures)
             result = None
         _write_all(replies_fd, encode_frame((seq, result)))

@@ -68,6 +68,8 @@ def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
     from dpserve.protocol import RequestError, parse_chat_request, parse_completion_request
     from dpserve.serving.prepare import prompt_token_ids
 
+    if block_size < 1:
+        return None
     try:
         parsed = (parse_chat_request(body) if endpoint.endswith("/chat/completions")
                   else parse_completion_request(body))

@@ -56,3 +56,34 @@ def test_memory_per_worker_is_bounded_oldest_first() -> None:
     idx.apply("a", [stored([1, 2, 3], None, TOKENS)])
     assert idx.num_blocks("a") == 2 and idx.size == 2
     assert idx.match(KEYS, ["a"], now=0.0) == {"a": 0}  # the first block was dropped
+
+
+def test_one_replica_with_another_block_size_does_not_blind_the_others() -> None:
+    """The fleet's block size is most replicas'; the odd one is untracked (the tree routes to it),
+    whichever published first, and its restart (a clear) lets it come back with the fleet's size."""
+    idx = KvBlockIndex(100, 0.0)
+    idx.apply("odd", [BlockStored([7], None, TOKENS[:1], 1)])  # first, and alone: its size rules
+    assert idx.block_size == 1 and idx.is_tracked("odd")
+    idx.apply("a", [stored([1, 2, 3], None, TOKENS)])
+    idx.apply("b", [stored([1], None, TOKENS[:4])])
+    assert idx.block_size == 4
+    assert idx.is_tracked("a") and idx.is_tracked("b") and not idx.is_tracked("odd")
+    assert idx.match(KEYS, ["a", "b"], now=0.0) == {"a": 3, "b": 1}
+    idx.apply("odd", [AllBlocksCleared(), stored([9], None, TOKENS[:4])])  # restarted with size 4
+    assert idx.is_tracked("odd") and idx.match(KEYS, ["odd"], now=0.0) == {"odd": 1}
+
+
+def test_blocks_of_a_lora_adapter_are_not_hits_for_the_base_model() -> None:
+    idx = KvBlockIndex(100, 0.0)
+    idx.apply("a", [BlockStored([1, 2, 3], None, TOKENS, 4, lora_id=3)])
+    assert idx.size == 0 and idx.num_skipped_events == 1
+
+
+def test_a_clear_voids_that_workers_pending_decisions_only() -> None:
+    idx = KvBlockIndex(100, 10.0)
+    idx.note_routed("a", KEYS, now=0.0)
+    idx.note_routed("b", KEYS[:1], now=0.0)  # the first key now points at b
+    idx.apply("a", [AllBlocksCleared()] * 3)
+    assert idx.match(KEYS, ["a", "b"], now=1.0) == {"a": 0, "b": 1}
+    idx.note_routed("a", KEYS[1:], now=2.0)  # decisions after the clear count again
+    assert idx.match(KEYS[1:], ["a"], now=3.0) == {"a": 2}
