@@ -5,13 +5,21 @@ Command modules are imported lazily so `dpserve --help` and light commands stay 
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import select
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dpserve.config import ConfigError, parse_config
 from dpserve.log import setup_logging
+
+# 128 + SIGPIPE: what a shell reports for a program the closed pipe stopped (`yes | head -1`).
+EXIT_READER_LEFT = 141
+# Errors only writing raises: stdout on a full disk (`> /dev/full`), an output file over quota.
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -43,16 +51,50 @@ def _usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        if not _stdout_reader_left():
+            raise  # some other pipe: a bug to see, not a reader to let go
+        _discard_stdout()  # `dpserve plan | head -1`: the reader left, nothing to report
+        return EXIT_READER_LEFT
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _discard_stdout()
+        prog = f"dpserve {args[0]}" if args and args[0] in COMMANDS else "dpserve"
+        print(f"{prog}: error: cannot write output: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def _stdout_reader_left() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports POLLERR on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # stdout is no file (under a test harness)
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush of what is still buffered would
+    otherwise fail again and print "Exception ignored" on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is no file (under a test harness)
+        pass
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
-        try:
-            print(_usage(), flush=True)
-        except BrokenPipeError:  # `dpserve --help | head`: the reader left, nothing to report
-            sys.stdout = None
+        print(_usage(), flush=True)
         return 0 if args else 2
     if args[0] == "--version":
         from dpserve import __version__
 
-        print(__version__)
+        print(__version__, flush=True)
         return 0
     name, rest = args[0], args[1:]
     spec = COMMANDS.get(name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -163,9 +165,17 @@ def _add_flag(parser: argparse.ArgumentParser, fl: _Flag) -> None:
         parser.add_argument(fl.flag, *meta.get("aliases", ()), **kwargs)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (its default prints the whole usage first: 16 lines for
+    `dpserve plan`, the error last)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser with one flag per leaf field of `cls` plus the common flags."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = _OneLineParser(prog=prog, description=description)
     parser.add_argument("--config", type=Path, default=None, metavar="FILE.yaml",
                         help="read any of these flags from a YAML file (keys = flag names; CLI wins)")
     parser.add_argument("--log-level", default=None, choices=LOG_LEVELS,
@@ -184,7 +194,7 @@ def _coerce_yaml_value(fl: _Flag, value: Any) -> Any:
         raise ConfigError(f"config key {fl.name!r} may not be null")
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {fl.name!r} must be true or false, got {value!r}")
+            raise ConfigError(f"config key {fl.name!r} must be true or false, got {short_repr(value)}")
         return value
     if typing.get_origin(tp) is tuple:
         items = value if isinstance(value, list) else [value]
@@ -194,17 +204,24 @@ def _coerce_yaml_value(fl: _Flag, value: Any) -> Any:
     out = _convert_scalar(fl, conv, value)
     choices = fl.field.metadata.get("choices") or implied
     if choices is not None and out not in choices:
-        raise ConfigError(f"config key {fl.name!r}: {out!r} is not one of {list(choices)}")
+        raise ConfigError(f"config key {fl.name!r}: {short_repr(out)} is not one of {list(choices)}")
     return out
 
 
+def _type_words(conv: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
+        conv, f"a {conv.__name__}")
+
+
 def _convert_scalar(fl: _Flag, conv: Any, value: Any) -> Any:
-    if isinstance(value, (dict, list)) or (isinstance(value, bool) and conv is not str):
-        raise ConfigError(f"config key {fl.name!r}: {value!r} is not a {conv.__name__}")
+    # An int field takes no fraction: `num_gpus: 8.7` is a mistake, not 8 GPUs.
+    fraction = conv is int and isinstance(value, float) and not value.is_integer()
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and conv is not str) or fraction:
+        raise ConfigError(f"config key {fl.name!r}: {short_repr(value)} is not {_type_words(conv)}")
     try:
         return conv(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key {fl.name!r}: {value!r} is not a {conv.__name__}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"config key {fl.name!r}: {short_repr(value)} is not {_type_words(conv)}") from exc
 
 
 def _unknown_message(kind: str, unknown: str, valid: Sequence[str]) -> str:
@@ -216,11 +233,16 @@ def _unknown_message(kind: str, unknown: str, valid: Sequence[str]) -> str:
 def read_yaml(path: Path, what: str) -> Any:
     """A YAML file's content; ConfigError naming `what` and the path when unreadable or invalid."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{what} {path} is nested too deeply to read") from exc
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of more than 4300 digits
+        # PyYAML's messages span lines (the offending line, a caret): one line here
+        raise ConfigError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
 
 
 def read_config_file(path: Path, cls: type) -> dict[str, Any]:
@@ -233,8 +255,8 @@ def read_config_file(path: Path, cls: type) -> dict[str, Any]:
     for key, value in raw.items():
         name = str(key).lstrip("-").replace("-", "_")
         if name == "log_level":  # a common flag, not part of the component config
-            if value not in LOG_LEVELS:
-                raise ConfigError(f"config key {key!r}: {value!r} is not one of {list(LOG_LEVELS)}")
+            if not isinstance(value, str) or value not in LOG_LEVELS:
+                raise ConfigError(f"config key {key!r}: {short_repr(value)} is not one of {list(LOG_LEVELS)}")
             values[name] = value
             continue
         if name not in by_name:
@@ -306,3 +328,42 @@ def require(condition: bool, message: str) -> None:
     """Validation helper for `__post_init__`: raise ConfigError(message) unless condition."""
     if not condition:
         raise ConfigError(message)
+
+
+def in_range(value: Any, low: float, high: float, *, low_open: bool = False) -> bool:
+    """A real number (not a bool), finite, in [low, high] (or (low, high] with `low_open`). An int
+    of any size is compared exactly: converting it to float first could overflow."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (value > low if low_open else value >= low) and value <= high
+
+
+def require_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    """ConfigError naming `name` unless `value` is None or `in_range`: `1..N` for integers, an
+    interval for real numbers."""
+    if value is None or in_range(value, low, high, low_open=low_open):
+        return
+    if isinstance(low, int) and isinstance(high, int) and not low_open:
+        raise ConfigError(f"{name} must be in {low}..{high}, got {short_repr(value)}")
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    raise ConfigError(f"{name} must be a finite number in {interval}, got {short_repr(value)}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 60, 40, 60
+SHORT_REPR_CHARS = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr for an error message, at most SHORT_REPR_CHARS long whatever the value: a YAML alias
+    bomb (9^9 shared lists) or a 15 MB list in a config file must not expand into the message."""
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int past Python's 4300-digit str limit
+        if not isinstance(value, int):
+            raise
+        text = f"<an integer of about {int(value.bit_length() * math.log10(2))} digits>"
+    return text if len(text) <= SHORT_REPR_CHARS else text[:SHORT_REPR_CHARS - 3] + "..."

@@ -13,11 +13,12 @@ the data-parallel rule of thumb:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from dpserve.prometheus_text import Exposition, bucket_delta, histogram_quantile, mean, rate
+from dpserve.prometheus_text import Buckets, Exposition, bucket_delta, histogram_quantile
 from dpserve.serving.metrics import MAX_NUM_SEQS
 
 RUNNING = "vllm:num_requests_running"
@@ -27,10 +28,21 @@ PREEMPTIONS = "vllm:num_preemptions_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 TPOT = "vllm:time_per_output_token_seconds"
 TTFT = "vllm:time_to_first_token_seconds"
+# What window_from_scrapes reads of a scrape (for parse_exposition(text, only=...)).
+WINDOW_SERIES = frozenset((RUNNING, WAITING, KV_USAGE, PREEMPTIONS, GENERATION_TOKENS, TPOT, TTFT,
+                           MAX_NUM_SEQS))
+
+# A scrape's numbers come from another process, perhaps a broken or hostile one; beyond these they
+# are not a replica's state. Request gauges above a billion, a max-num-seqs above ten million
+# (vLLM's cap is 1024 by default) and latency bounds above a day are read as "unknown".
+MAX_REQUEST_GAUGE = 1e9
+MAX_NUM_SEQS_READ = 10**7
+MAX_LATENCY_BOUND_S = 86_400.0
 
 
 class State(StrEnum):
     DOWN = "down"
+    NO_METRICS = "no_metrics"  # healthy, but its /metrics could not be read: nothing to judge
     KV_BOUND = "kv_bound"
     REPLICA_BOUND = "replica_bound"
     LATENCY_BOUND = "latency_bound"
@@ -40,7 +52,8 @@ class State(StrEnum):
 
 
 # Worst first: the fleet's bottleneck replica is the one with the earliest state here.
-_SEVERITY = (State.DOWN, State.KV_BOUND, State.REPLICA_BOUND, State.LATENCY_BOUND, State.OK, State.IDLE)
+_SEVERITY = (State.DOWN, State.KV_BOUND, State.REPLICA_BOUND, State.LATENCY_BOUND, State.OK, State.IDLE,
+             State.NO_METRICS)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,9 @@ class ReplicaWindow:
     tpot_p50_s: float | None = None
     ttft_p99_s: float | None = None
     max_num_seqs: int | None = None  # when known (the replica's configuration)
+    # Why its /metrics could not be read over the window (None: it could, or nobody tried). A
+    # healthy replica without metrics is "no_metrics", not "down" nor "idle".
+    metrics_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,24 +123,79 @@ def window_from_scrapes(replica_id: str, scrapes: Sequence[tuple[float, Expositi
                         healthy: bool = True, max_num_seqs: int | None = None) -> ReplicaWindow:
     """A window from ≥1 timed scrapes of one replica's /metrics (oldest first): gauges averaged
     over every scrape, counters and histograms from the first to the last. `max_num_seqs` defaults
-    to what the replica publishes (`dpserve:max_num_seqs`; vLLM does not)."""
+    to what the replica publishes (`dpserve:max_num_seqs`; vLLM does not).
+
+    Numbers that cannot be a replica's state are not read: non-finite values, a max-num-seqs out
+    of 1..10⁷, gauges above their range (KV usage > 1, a billion requests), histogram buckets with a
+    NaN, negative or infinite count or a bound outside 0 s..a day (+Inf aside); negative gauges read
+    as 0; a counter that falls (a restart) gives no rate (0)."""
     if not scrapes:
         return ReplicaWindow(replica_id, healthy=healthy, max_num_seqs=max_num_seqs)
     (t0, first), (t1, last) = scrapes[0], scrapes[-1]
-    if max_num_seqs is None and last.get(MAX_NUM_SEQS) is not None:
-        max_num_seqs = int(last.get(MAX_NUM_SEQS) or 0) or None
+    if max_num_seqs is None:
+        max_num_seqs = max_num_seqs_of(last.get(MAX_NUM_SEQS))
     seconds = t1 - t0
-    tpot = bucket_delta(first.buckets.get(TPOT), last.buckets.get(TPOT)) if len(scrapes) > 1 else ()
-    ttft = bucket_delta(first.buckets.get(TTFT), last.buckets.get(TTFT)) if len(scrapes) > 1 else ()
+    each = [s for _, s in scrapes]
+    tpot = _latencies(first, last, TPOT) if len(scrapes) > 1 else ()
+    ttft = _latencies(first, last, TTFT) if len(scrapes) > 1 else ()
     return ReplicaWindow(
         replica_id, healthy=healthy,
-        running=mean([s.get(RUNNING) or 0.0 for _, s in scrapes]),
-        waiting=mean([s.get(WAITING) or 0.0 for _, s in scrapes]),
-        kv_cache_usage=mean([s.get(KV_USAGE) or 0.0 for _, s in scrapes]),
-        preemptions_per_s=rate(first.get(PREEMPTIONS), last.get(PREEMPTIONS), seconds),
-        generation_tokens_per_s=rate(first.get(GENERATION_TOKENS), last.get(GENERATION_TOKENS), seconds),
+        running=_gauge_mean([s.get(RUNNING) for s in each], MAX_REQUEST_GAUGE),
+        waiting=_gauge_mean([s.get(WAITING) for s in each], MAX_REQUEST_GAUGE),
+        kv_cache_usage=_gauge_mean([s.get(KV_USAGE) for s in each], 1.0),
+        preemptions_per_s=_counter_rate(first.get(PREEMPTIONS), last.get(PREEMPTIONS), seconds),
+        generation_tokens_per_s=_counter_rate(first.get(GENERATION_TOKENS), last.get(GENERATION_TOKENS),
+                                              seconds),
         tpot_p50_s=histogram_quantile(0.5, tpot), ttft_p99_s=histogram_quantile(0.99, ttft),
         max_num_seqs=max_num_seqs)
+
+
+def middle_scrape(scrape: Exposition) -> Exposition:
+    """What window_from_scrapes reads of a scrape that is neither a window's first nor its last (the
+    gauges): a long watch keeps only this much of each."""
+    return Exposition({k: v for k in _GAUGES if (v := scrape.values.get(k)) is not None}, {})
+
+
+_GAUGES = (RUNNING, WAITING, KV_USAGE)
+
+
+def max_num_seqs_of(value: float | None) -> int | None:
+    """A replica's published max_num_seqs, or None for a value no replica could have (NaN, inf, < 1)."""
+    return int(value) if value is not None and 1 <= value <= MAX_NUM_SEQS_READ else None  # NaN fails both
+
+
+def _gauge_mean(values: Sequence[float | None], cap: float) -> float:
+    """The mean over the scrapes whose value is finite and at most `cap` (others are not a replica's
+    state: unknown), negatives read as 0; 0 when no scrape has one. Summing value/n cannot overflow."""
+    kept = [max(v, 0.0) for v in values if v is not None and math.isfinite(v) and v <= cap]
+    return sum(v / len(kept) for v in kept) if kept else 0.0
+
+
+def _counter_rate(before: float | None, after: float | None, seconds: float) -> float:
+    """Per-second increase; 0 (no data) when a counter falls (the replica restarted in the window:
+    how much it counted since is not known), is negative or non-finite, or the rate overflows."""
+    if after is None or seconds <= 0:
+        return 0.0
+    if before is None:
+        before = 0.0  # the series appeared in the window: it counted from 0
+    if not (math.isfinite(before) and math.isfinite(after)) or before < 0 or after < before:
+        return 0.0
+    per_s = (after - before) / seconds
+    return per_s if math.isfinite(per_s) else 0.0
+
+
+def _latencies(first: Exposition, last: Exposition, name: str) -> Buckets:
+    """A latency histogram's observations over the window; () when only +Inf is left (no quantile)."""
+    delta = bucket_delta(_clean_buckets(first.buckets.get(name)), _clean_buckets(last.buckets.get(name)))
+    return delta if any(math.isfinite(le) for le, _ in delta) else ()
+
+
+def _clean_buckets(buckets: Buckets | None) -> Buckets | None:
+    """The buckets a replica could have published: bound in [0, a day] or +Inf, count finite, ≥ 0."""
+    if buckets is None:
+        return None
+    return tuple((le, n) for le, n in buckets
+                 if (0 <= le <= MAX_LATENCY_BOUND_S or le == math.inf) and math.isfinite(n) and n >= 0)
 
 
 # state → (what it is called, what to do)
@@ -152,6 +223,9 @@ def diagnose_replica(w: ReplicaWindow, slo: Slo = Slo(), th: Thresholds = Thresh
     name = w.replica_id
     if not w.healthy:
         return Finding(State.DOWN, name, f"{name} is down: it does not answer its health checks", ev)
+    if w.metrics_error is not None:
+        return Finding(State.NO_METRICS, name, f"{name} answers its health checks but its /metrics could not "
+                       f"be read ({w.metrics_error})", ev)
     kv_pct = f"{w.kv_cache_usage:.0%}"
     if w.preemptions_per_s >= th.preemptions_per_s:
         return _bound(State.KV_BOUND, name, f"{name} preempts ({w.preemptions_per_s:.2f}/s) with KV "
@@ -177,17 +251,18 @@ def diagnose_replica(w: ReplicaWindow, slo: Slo = Slo(), th: Thresholds = Thresh
 
 def diagnose_fleet(windows: Sequence[ReplicaWindow], slo: Slo = Slo(),
                    th: Thresholds = Thresholds()) -> Diagnosis:
-    """Per-replica findings and one fleet verdict naming the bottleneck replica and what to do."""
+    """Per-replica findings and one fleet verdict naming the bottleneck replica and what to do.
+    Replicas that are down or gave no metrics are counted in the verdict's words, not judged."""
     findings = tuple(diagnose_replica(w, slo, th) for w in windows)
-    up = [f for f in findings if f.state is not State.DOWN]
-    if not up:
-        fleet = Finding(State.DOWN, None, "no replica is healthy" if findings else "no replicas",
-                        {"replicas": float(len(findings)), "healthy": 0.0})
-        return Diagnosis(fleet, findings, None)
-    worst = min(up, key=_rank)
+    seen = [i for i, f in enumerate(findings) if f.state not in _UNSEEN]
+    healthy = sum(1 for f in findings if f.state is not State.DOWN)
+    if not seen:
+        return Diagnosis(_nobody_seen(findings, healthy), findings, None)
+    at = min(seen, key=lambda i: _rank(findings[i]))  # by position: replica ids need not be unique
+    worst, up = findings[at], [findings[i] for i in seen]
     counts = {s: sum(1 for f in up if f.state is s) for s in State}
     bound = counts[State.KV_BOUND] + counts[State.REPLICA_BOUND] + counts[State.LATENCY_BOUND]
-    ev = {**worst.evidence, "replicas": float(len(findings)), "healthy": float(len(up)),
+    ev = {**worst.evidence, "replicas": float(len(findings)), "healthy": float(healthy),
           **{f"replicas_{s.value}": float(n) for s, n in counts.items() if n}}
     roomy = [f.replica_id for f in up if f.state in (State.IDLE, State.OK)]
     if bound and 2 * bound <= len(up) and roomy:
@@ -196,18 +271,38 @@ def diagnose_fleet(windows: Sequence[ReplicaWindow], slo: Slo = Slo(),
                         "load is uneven — check the routing policy and sticky sessions before adding "
                         "capacity", ev)
     elif bound:
-        by_id = {w.replica_id: w for w in windows}
-        spoken = diagnose_replica(by_id[worst.replica_id or ""], slo, th, subject="the fleet is ")
+        spoken = diagnose_replica(windows[at], slo, th, subject="the fleet is ")
         fleet = Finding(spoken.state, worst.replica_id, spoken.message, ev)
     elif counts[State.OK]:
         fleet = Finding(State.OK, None, f"no bottleneck: {len(up)} healthy replicas with room", ev)
     else:
         fleet = Finding(State.IDLE, None, f"idle: {len(up)} healthy replicas, no load", ev)
-    down = len(findings) - len(up)
-    if down:
-        fleet = Finding(fleet.state, fleet.replica_id,
-                        f"{fleet.message} ({down} of {len(findings)} replicas down)", fleet.evidence)
+    unseen = _unseen_words(findings)
+    if unseen:
+        fleet = Finding(fleet.state, fleet.replica_id, f"{fleet.message} ({unseen})", fleet.evidence)
     return Diagnosis(fleet, findings, fleet.replica_id)
+
+
+_UNSEEN = (State.DOWN, State.NO_METRICS)
+
+
+def _nobody_seen(findings: Sequence[Finding], healthy: int) -> Finding:
+    ev = {"replicas": float(len(findings)), "healthy": float(healthy)}
+    if not healthy:
+        return Finding(State.DOWN, None, "no replica is healthy" if findings else "no replicas", ev)
+    unseen = _unseen_words(findings)
+    return Finding(State.NO_METRICS, None, f"no healthy replica's /metrics could be read ({unseen})", ev)
+
+
+def _unseen_words(findings: Sequence[Finding]) -> str:
+    """"1 of 3 replicas down; 1 without metrics", or "" when every replica was seen."""
+    down = sum(1 for f in findings if f.state is State.DOWN)
+    blind = sum(1 for f in findings if f.state is State.NO_METRICS)
+    words = [f"{down} of {len(findings)} replicas down"] if down else []
+    if blind:
+        words.append(f"{blind} without metrics" if down
+                     else f"{blind} of {len(findings)} replicas without metrics")
+    return "; ".join(words)
 
 
 def _rank(f: Finding) -> tuple[int, float]:

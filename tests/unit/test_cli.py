@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
 import pytest
 
-from dpserve.cli import COMMANDS, main
+from dpserve.cli import COMMANDS, EXIT_READER_LEFT, main
 
 
 def test_usage_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,3 +35,42 @@ def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -
         main([name, "--help"])
     assert exit_info.value.code == 0
     assert "--log-level" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["plan", "--model", "llama-3.1-70b"], ["--help"]])
+def test_a_reader_that_leaves_early_ends_the_command_quietly(args: list[str]) -> None:
+    """`dpserve plan | true`: the reader is gone before anything is printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "dpserve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has even imported dpserve
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == EXIT_READER_LEFT
+    assert err == b""
+
+
+def test_a_full_disk_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "dpserve", "plan", "--model", "llama-3.1-70b", "--json"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == "dpserve plan: error: cannot write output: No space left on device\n"
+
+
+def _failing_run(monkeypatch: pytest.MonkeyPatch, exc: OSError) -> None:
+    def run(config: object, common: object) -> int:
+        raise exc
+
+    monkeypatch.setattr("dpserve.planner.command.run", run)
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_run(monkeypatch, BrokenPipeError(errno.EPIPE, "Broken pipe"))  # stdout here is pytest's
+    with pytest.raises(BrokenPipeError):
+        main(["plan"])
+
+
+def test_other_os_errors_are_not_called_output_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_run(monkeypatch, PermissionError(errno.EACCES, "Permission denied"))
+    with pytest.raises(PermissionError):
+        main(["plan"])

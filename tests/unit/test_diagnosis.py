@@ -6,12 +6,13 @@ from dpserve.diagnosis import (
     State,
     diagnose_fleet,
     diagnose_replica,
+    middle_scrape,
     window_from_scrapes,
 )
 from dpserve.prometheus_text import parse_exposition
 
 
-def w(rid: str, **kw: float | bool | int | None) -> ReplicaWindow:
+def w(rid: str, **kw: float | bool | int | str | None) -> ReplicaWindow:
     return ReplicaWindow(rid, **kw)  # type: ignore[arg-type]
 
 
@@ -109,3 +110,89 @@ def test_window_reads_the_published_max_num_seqs() -> None:
     assert window_from_scrapes("r0", scrapes, max_num_seqs=9).max_num_seqs == 9  # the caller's wins
     finding = diagnose_replica(window_from_scrapes("r0", scrapes))
     assert finding.state is State.REPLICA_BOUND and "at max-num-seqs (4)" in finding.message
+
+
+# A replica's /metrics is another process's word: numbers that cannot be its state are not read
+# (review_plan finding 10).
+
+def _window(*texts: str, seconds: float = 1.0) -> ReplicaWindow:
+    return window_from_scrapes("r0", [(i * seconds, parse_exposition(t)) for i, t in enumerate(texts)])
+
+
+def test_non_finite_and_out_of_range_values_are_unknown() -> None:
+    for bad in ("NaN", "+Inf", "-Inf", "1e308", "-7", "0", "2.5e7"):
+        text = f"vllm:num_requests_running 2\ndpserve:max_num_seqs {bad}"
+        assert _window(text, text).max_num_seqs is None, bad
+    nan = "\n".join(f"{name} NaN" for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                                                "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total"))
+    win = _window(nan, nan)
+    assert (win.running, win.waiting, win.kv_cache_usage, win.generation_tokens_per_s) == (0.0, 0.0, 0.0, 0.0)
+    huge = "vllm:num_requests_running 1e308\nvllm:num_requests_waiting 1e308\nvllm:kv_cache_usage_perc 5"
+    assert _window(huge, huge, huge).running == 0.0 and _window(huge).kv_cache_usage == 0.0
+    # a mean of large finite values does not overflow to inf
+    big = "vllm:num_requests_running 9e8"
+    assert _window(big, big, seconds=0.1).running == 9e8
+
+
+def test_negative_gauges_read_as_zero() -> None:
+    neg = "vllm:num_requests_running -5\nvllm:num_requests_waiting -3\nvllm:kv_cache_usage_perc -1"
+    win = _window(neg, neg)
+    assert (win.running, win.waiting, win.kv_cache_usage) == (0.0, 0.0, 0.0)
+
+
+def test_a_falling_or_negative_counter_is_no_rate() -> None:
+    def gen(n: float) -> str:
+        return f"vllm:generation_tokens_total {n}\nvllm:num_preemptions_total {n / 100}"
+
+    assert _window(gen(5000), gen(100)).generation_tokens_per_s == 0.0  # restarted: no data
+    assert _window(gen(-1000), gen(-2000)).preemptions_per_s == 0.0
+    assert _window(gen(-1000), gen(500)).generation_tokens_per_s == 0.0
+    assert _window(gen(0), gen(1e308), seconds=0.01).generation_tokens_per_s == 0.0  # overflows: no data
+    assert _window(gen(100), gen(300), seconds=2.0).generation_tokens_per_s == 100.0
+    assert _window("", gen(300), seconds=2.0).generation_tokens_per_s == 150.0  # appeared: counts from 0
+
+
+def test_histograms_drop_nan_and_negative_buckets() -> None:
+    def hist(n: int) -> str:
+        return (f'vllm:time_per_output_token_seconds_bucket{{le="NaN"}} {n}\n'
+                'vllm:time_per_output_token_seconds_bucket{le="0.01"} NaN\n'
+                f'vllm:time_per_output_token_seconds_bucket{{le="+Inf"}} {n * 10}\n'
+                f'vllm:time_to_first_token_seconds_bucket{{le="-1"}} {n * 5}\n'
+                f'vllm:time_to_first_token_seconds_bucket{{le="+Inf"}} {n}\n')
+
+    win = _window(hist(1), hist(2))
+    assert win.tpot_p50_s is None and win.ttft_p99_s is None  # no finite bound left: unknown, not 0 or -1 s
+    ok = ('vllm:time_to_first_token_seconds_bucket{le="-1"} 99\n'
+          'vllm:time_to_first_token_seconds_bucket{le="0.1"} {n}\n'
+          'vllm:time_to_first_token_seconds_bucket{le="+Inf"} {n}\n')
+    ttft = _window(ok.replace("{n}", "0"), ok.replace("{n}", "10")).ttft_p99_s
+    assert ttft is not None and 0.0 < ttft <= 0.1
+
+
+def test_middle_scrape_keeps_what_the_window_reads_of_it() -> None:
+    full = [parse_exposition(_scrape(r, r, 10 * r, 1000 * r, {"0.1": r, "+Inf": r})) for r in (2, 4, 6)]
+    timed = list(enumerate(full))
+    slim = [timed[0], (1, middle_scrape(full[1])), timed[2]]
+    assert window_from_scrapes("r0", [(float(t), e) for t, e in slim]) == \
+        window_from_scrapes("r0", [(float(t), e) for t, e in timed])
+    assert middle_scrape(full[1]).buckets == {}
+
+
+def test_a_healthy_replica_without_metrics_is_no_metrics_not_down() -> None:
+    blind = w("r1", metrics_error="timed out after 5 s")
+    f = diagnose_replica(blind)
+    assert f.state is State.NO_METRICS and "timed out after 5 s" in f.message and "down" not in f.message
+    d = diagnose_fleet([w("r0", running=3, generation_tokens_per_s=9), blind])
+    assert d.fleet.state is State.OK and d.fleet.message.endswith("(1 of 2 replicas without metrics)")
+    d = diagnose_fleet([w("r0", healthy=False), blind])
+    assert d.fleet.state is State.NO_METRICS and d.bottleneck is None
+    assert d.fleet.message == ("no healthy replica's /metrics could be read (1 of 2 replicas down; "
+                               "1 without metrics)")
+
+
+def test_repeated_replica_ids_do_not_mix_windows() -> None:
+    """The fleet verdict speaks of the bound replica's own window, found by position."""
+    d = diagnose_fleet([w("x", running=16, waiting=14, kv_cache_usage=0.4, max_num_seqs=16),
+                        w("x", healthy=False)])
+    assert d.fleet.state is State.REPLICA_BOUND
+    assert d.fleet.message.startswith("x is at max-num-seqs (16) with 14 waiting")

@@ -6,6 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dpserve.config import short_repr
+
+# Every dimension and count of a config.json is at most this: 40× the largest in any published
+# model (vocabularies ~256k), and small enough that no product the formulas form overflows a float.
+MAX_SIZE = 10**7
+
 
 class ArchitectureError(ValueError):
     """A config.json the planner cannot read; the message names the key."""
@@ -61,19 +67,26 @@ def arch_from_hf_config(cfg: Mapping[str, Any], name: str) -> ModelArch:
         cfg = text
     hidden = _int(cfg, "hidden_size", name)
     heads = _int(cfg, "num_attention_heads", name)
+    if heads < 1:  # before hidden // heads below
+        raise ArchitectureError(f"{name}: num_attention_heads must be >= 1, got {heads}")
     num_experts = _int(cfg, "n_routed_experts", name, default=None) or _int(
         cfg, "num_local_experts", name, default=None) or _int(cfg, "num_experts", name, default=0)
+    model_type = cfg.get("model_type", "")
+    if not isinstance(model_type, str):
+        raise ArchitectureError(f"{name}: config.json 'model_type' must be a string, "
+                                f"got {short_repr(model_type)}")
     arch = ModelArch(
         name=name, hidden_size=hidden,
         intermediate_size=_int(cfg, "intermediate_size", name),
         num_layers=_int(cfg, "num_hidden_layers", name),
         num_heads=heads,
         num_kv_heads=_int(cfg, "num_key_value_heads", name, default=heads),
+        # absent, null or 0: hidden // heads
         head_dim=_int(cfg, "head_dim", name, default=None) or hidden // heads,
         vocab_size=_int(cfg, "vocab_size", name),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
-        qk_norm=str(cfg.get("model_type", "")).startswith("qwen3"),
+        tie_word_embeddings=_bool(cfg, "tie_word_embeddings", name, default=False),
+        attention_bias=_bool(cfg, "attention_bias", name, default=model_type == "qwen2"),
+        qk_norm=model_type.startswith("qwen3"),
         num_experts=num_experts,
         experts_per_token=_int(cfg, "num_experts_per_tok", name, default=0) if num_experts else 0,
         moe_intermediate_size=(_int(cfg, "moe_intermediate_size", name, default=None)
@@ -97,15 +110,39 @@ def _int(cfg: Mapping[str, Any], key: str, name: str, default: int | str | None 
             raise ArchitectureError(f"{name}: config.json has no {key!r}")
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArchitectureError(f"{name}: config.json {key!r} must be an integer, got {value!r}")
+        raise ArchitectureError(f"{name}: config.json {key!r} must be an integer, got {short_repr(value)}")
     return value
 
 
+def _bool(cfg: Mapping[str, Any], key: str, name: str, default: bool) -> bool:
+    """A JSON true/false (absent or null: `default`); a string "false" is not False."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ArchitectureError(f"{name}: config.json {key!r} must be true or false, got {short_repr(value)}")
+    return value
+
+
+# Fields that must be >= 1, and those that may be 0 (absent: dense, no MLA, no low-rank q).
+_POSITIVE = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+             "vocab_size")
+_COUNTS = ("num_experts", "experts_per_token", "moe_intermediate_size", "num_shared_experts",
+           "first_dense_layers", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+           "v_head_dim")
+# The config.json key behind a field, where the names differ (for the messages).
+_KEYS = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+         "num_kv_heads": "num_key_value_heads", "num_experts": "n_routed_experts (num_local_experts)",
+         "experts_per_token": "num_experts_per_tok", "num_shared_experts": "n_shared_experts",
+         "first_dense_layers": "first_k_dense_replace"}
+
+
 def _check(a: ModelArch) -> None:
-    for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim", "vocab_size"):
-        if getattr(a, key) < 1:
-            raise ArchitectureError(f"{a.name}: {key} must be >= 1, got {getattr(a, key)}")
+    for field in (*_POSITIVE, *_COUNTS):
+        low, value = (1 if field in _POSITIVE else 0), getattr(a, field)
+        if not low <= value <= MAX_SIZE:  # a negative count would make the formulas' sums absurd
+            raise ArchitectureError(f"{a.name}: {_KEYS.get(field, field)} must be in {low}..{MAX_SIZE}, "
+                                    f"got {short_repr(value)}")
     if a.num_heads % a.num_kv_heads:
         raise ArchitectureError(f"{a.name}: num_attention_heads ({a.num_heads}) is not a multiple of "
                                 f"num_key_value_heads ({a.num_kv_heads})")

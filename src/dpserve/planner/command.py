@@ -11,8 +11,8 @@ CONFIG_CLASS = PlanConfig
 
 
 def run(config: PlanConfig, common: CommonOptions) -> int:
-    """Bad input (unknown GPU or model, malformed config, nothing fits) raises ConfigError: the CLI
-    prints it on stderr and exits 2."""
+    """Bad input (unknown GPU or model, malformed config, nothing fits, figures out of range)
+    raises ConfigError: the CLI prints it on stderr and exits 2."""
     if config.diagnose is not None:
         from dpserve.planner.diagnose import run_diagnose
 
@@ -26,6 +26,13 @@ def run(config: PlanConfig, common: CommonOptions) -> int:
         plan = make_plan(config)
     except (HardwareError, ArchitectureError, PlanError) as exc:
         raise ConfigError(str(exc)) from exc
+    except ConfigError:
+        raise
+    except (ArithmeticError, ValueError) as exc:
+        # A backstop: the inputs' bounds (PlanConfig, architecture, hardware) keep the model's math
+        # finite; should one slip through, the user still gets one line, not a traceback.
+        raise ConfigError(f"the model, GPU or workload figures are out of the planner's range "
+                          f"({type(exc).__name__}: {exc})") from exc
     result = plan.to_json()
     text = plan.to_text()
     if config.simulate:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dpserve.config import DEFAULT_MODEL, option, require
+from dpserve.config import DEFAULT_MODEL, option, require, require_range, short_repr
 
 ADMIN_KEY_ENV = "DPSERVE_ADMIN_KEY"
 # Limits that keep one plan to seconds: layouts grow with the divisors of --num-gpus, and the
@@ -16,6 +17,33 @@ MAX_GPUS = 4096
 MAX_GPUS_PER_NODE = 72  # an NVL72 rack is one NVLink domain
 MAX_NUM_SEQS = 16384
 MAX_SCRAPES = 1000
+# Upper bounds on the numbers a user gives: far beyond any deployment, low enough that the load
+# model's floats stay finite and --json's integers fit orjson's 64 bits.
+MAX_TOKENS = 10**8  # prompt or output tokens per request (today's longest contexts: ~10^7)
+MAX_LOAD = 10**7  # requests in flight, or per second, over the fleet
+MAX_BATCHED_TOKENS = 10**7  # the engine's token budget per step
+MAX_SLO_MS = 86_400_000.0  # a day: an objective beyond it is no objective
+MAX_TIME_SCALE = 1e4  # --simulate's speed-up (choose_time_scale lowers it so a step lasts 10 ms)
+MAX_SIMULATE_TOP = 20  # --simulate runs its fleets one after another
+MAX_SIMULATE_REQUESTS = 100_000  # per layout; each is a real HTTP request through the gateway
+MAX_WINDOW_S = 3600.0  # --diagnose watches an hour at most
+
+# (key, lowest, highest, lowest excluded): the workload's bounds, for the flags and a
+# --workload-file alike (check_workload)
+WORKLOAD_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
+    ("prompt_len", 1, MAX_TOKENS, False), ("output_len", 1, MAX_TOKENS, False),
+    ("concurrency", 1, MAX_LOAD, False), ("request_rate", 0.0, float(MAX_LOAD), True))
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_workload(values: Mapping[str, float | None], name: Callable[[str], str] = flag_name) -> None:
+    """ConfigError unless every workload value present is in WORKLOAD_BOUNDS; `name(key)` says
+    where it came from in the message."""
+    for key, low, high, low_open in WORKLOAD_BOUNDS:
+        require_range(name(key), values.get(key), low, high, low_open=low_open)
 
 
 @dataclass(frozen=True)
@@ -69,27 +97,20 @@ class PlanConfig:
         require(1 <= self.num_gpus <= MAX_GPUS, f"--num-gpus must be in 1..{MAX_GPUS}, got {self.num_gpus}")
         require(1 <= self.gpus_per_node <= MAX_GPUS_PER_NODE,
                 f"--gpus-per-node must be in 1..{MAX_GPUS_PER_NODE}, got {self.gpus_per_node}")
-        for name in ("prompt_len", "output_len", "concurrency"):
-            value = getattr(self, name)
-            require(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        require(self.request_rate is None or self.request_rate > 0,
-                f"--request-rate must be > 0, got {self.request_rate}")
+        check_workload({k: getattr(self, k) for k, *_ in WORKLOAD_BOUNDS})
         require(self.concurrency is None or self.request_rate is None,
                 "give --concurrency (closed loop) or --request-rate (open loop), not both")
         for name in ("ttft_slo_ms", "tpot_slo_ms"):
-            value = getattr(self, name)
-            require(value is None or value > 0, f"--{name.replace('_', '-')} must be > 0, got {value}")
-        require(self.max_num_seqs is None or 1 <= self.max_num_seqs <= MAX_NUM_SEQS,
-                f"--max-num-seqs must be in 1..{MAX_NUM_SEQS}")
-        require(self.max_num_batched_tokens is None or self.max_num_batched_tokens >= 1,
-                "--max-num-batched-tokens must be >= 1")
-        require(self.simulate_top >= 1 and self.simulate_requests >= 1,
-                "--simulate-top and --simulate-requests must be >= 1")
-        require(self.time_scale > 0, "--time-scale must be > 0")
-        require(self.window_s > 0, "--window-s must be > 0")
+            require_range(flag_name(name), getattr(self, name), 0.0, MAX_SLO_MS, low_open=True)
+        require_range("--max-num-seqs", self.max_num_seqs, 1, MAX_NUM_SEQS)
+        require_range("--max-num-batched-tokens", self.max_num_batched_tokens, 1, MAX_BATCHED_TOKENS)
+        require_range("--simulate-top", self.simulate_top, 1, MAX_SIMULATE_TOP)
+        require_range("--simulate-requests", self.simulate_requests, 1, MAX_SIMULATE_REQUESTS)
+        require_range("--time-scale", self.time_scale, 0.0, MAX_TIME_SCALE, low_open=True)
+        require_range("--window-s", self.window_s, 0.0, MAX_WINDOW_S, low_open=True)
         require(2 <= self.scrapes <= MAX_SCRAPES, f"--scrapes must be in 2..{MAX_SCRAPES}")
-        require(self.diagnose is None or self.diagnose.startswith(("http://", "https://")),
-                f"--diagnose must be an http(s):// URL, got {self.diagnose!r}")
+        require(self.diagnose is None or self.diagnose[:8].lower().startswith(("http://", "https://")),
+                f"--diagnose must be an http(s):// URL, got {short_repr(self.diagnose)}")
 
     @property
     def resolved_admin_key(self) -> str | None:

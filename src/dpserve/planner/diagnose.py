@@ -4,89 +4,265 @@ The gateway's `/workers` lists the replicas (with the admin key as a bearer toke
 given: `/workers` may sit behind it); each replica's `/metrics` is scraped `--scrapes` times over
 `--window-s`; dpserve.diagnosis turns the windows into the verdict — the same rules the dashboard
 uses, so both say the same words for the same fleet.
+
+What the gateway and replicas answer is read as untrusted: bodies are capped, a malformed answer
+is a replica without metrics or an unreadable fleet, never a traceback, and the whole run takes at
+most `--window-s` plus three request timeouts. Bad input (URL, admin key) exits 2; a fleet that
+cannot be read exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from dpserve.config import ConfigError
-from dpserve.diagnosis import Diagnosis, ReplicaWindow, Slo, diagnose_fleet, window_from_scrapes
+from dpserve.diagnosis import (
+    WINDOW_SERIES,
+    Diagnosis,
+    Finding,
+    ReplicaWindow,
+    Slo,
+    State,
+    diagnose_fleet,
+    middle_scrape,
+    window_from_scrapes,
+)
 from dpserve.planner.config import ADMIN_KEY_ENV, PlanConfig
 from dpserve.planner.report import format_table
 from dpserve.prometheus_text import Exposition, parse_exposition
 
 REQUEST_TIMEOUT_S = 5.0
 EXIT_UNREACHABLE = 1
+# A vLLM /metrics is 50-300 KB and a 256-replica /workers ~100 KB; past 8 MiB (after decompression)
+# an answer is refused rather than held in memory.
+MAX_BODY_BYTES = 8 * 2**20
+# Replicas watched: the first 256 of /workers (the output says how many were left out). Each round
+# scrapes them all, so time and memory grow with the count; a fleet beyond this is diagnosed in parts.
+MAX_WORKERS = 256
+# Scrapes in flight at once: each may hold MAX_BODY_BYTES, so this bounds memory to ~256 MiB.
+MAX_CONCURRENT_SCRAPES = 32
+MAX_LABEL_CHARS = 64
+MAX_REASON_CHARS = 200
+
+Series = list[tuple[float, Exposition]]
 
 
 class FleetUnreachable(RuntimeError):
     """The gateway did not answer /workers; the message says how."""
 
 
+class BodyTooLarge(ValueError):
+    """An answer past MAX_BODY_BYTES."""
+
+
+def gateway_url(raw: str) -> str:
+    """The --diagnose URL checked and normalised (lower-case scheme, no trailing slash): http or
+    https in any case, a host, a port in 1..65535, no query or fragment. Anything else is bad input
+    (ConfigError: exit 2), not an unreachable fleet."""
+    shown = raw if len(raw) <= MAX_REASON_CHARS else raw[:MAX_REASON_CHARS] + "…"
+    bad = f"--diagnose must be an http(s)://HOST[:PORT][/PATH] URL, got {shown!r}"
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ConfigError(bad)
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # raises for a port that is not a number or is out of 0..65535
+    except ValueError as exc:  # also "Invalid IPv6 URL" for an unclosed bracket
+        raise ConfigError(f"{bad}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:  # urlsplit lower-cases
+        raise ConfigError(bad)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{bad}: no query or fragment")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def bearer_key(raw: str | None) -> str | None:
+    """The admin key as sent. Surrounding whitespace is dropped: a key read from a file or an env
+    file ends with a newline, and the gateway strips the token it receives anyway. A control or
+    other non-printable character left inside is bad input (exit 2): it cannot travel in a header,
+    and a CR/LF would inject one. The message never shows the key."""
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not all(ch.isprintable() for ch in key):
+        raise ConfigError(f"the admin key (--admin-key or ${ADMIN_KEY_ENV}) contains a control or "
+                          "non-printable character")
+    return key or None
+
+
+async def read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, decompressed, refused past MAX_BODY_BYTES. Read a piece at a time: aiohttp (≥ 3.14,
+    our floor) inflates a gzip/deflate body only as far as its buffer has room and goes on as the
+    reader drains it, so a small body that inflates to gigabytes stops here at the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"the answer is larger than {MAX_BODY_BYTES // 2**20} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def failure_reason(exc: BaseException, timeout_s: float) -> str:
+    """Why a request failed, in one short printable line (str(TimeoutError()) is empty; the text may
+    quote a URL the gateway listed)."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout_s:.2g} s"
+    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(str(exc).split())) or type(exc).__name__
+    if isinstance(exc, aiohttp.InvalidURL):  # its text is the URL alone
+        text = f"invalid URL {text}"
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "…"
+
+
 async def list_workers(http: aiohttp.ClientSession, url: str, admin_key: str | None) -> list[dict[str, Any]]:
+    where = f"{url}/workers"
     headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     try:
-        async with http.get(url.rstrip("/") + "/workers", headers=headers) as resp:
-            status, text = resp.status, await resp.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise FleetUnreachable(f"cannot read {url}/workers: {exc or type(exc).__name__}") from exc
+        async with http.get(where, headers=headers) as resp:
+            status = resp.status
+            body = await read_body(resp) if status == 200 else b""
+    except (aiohttp.ClientError, TimeoutError, BodyTooLarge) as exc:
+        raise FleetUnreachable(f"cannot read {where}: {failure_reason(exc, REQUEST_TIMEOUT_S)}") from exc
     if status == 401:
-        raise ConfigError(f"{url}/workers needs the admin key: pass --admin-key or set {ADMIN_KEY_ENV}")
+        raise ConfigError(f"{where} needs the admin key: pass --admin-key or set {ADMIN_KEY_ENV}")
     if status != 200:
-        raise FleetUnreachable(f"{url}/workers answered HTTP {status}")
+        raise FleetUnreachable(f"{where} answered HTTP {status}")
     try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise FleetUnreachable(f"{url}/workers did not answer JSON") from exc
-    if not isinstance(body, list) or not all(isinstance(w, dict) and "url" in w for w in body):
-        raise FleetUnreachable(f"{url}/workers is not a dpserve gateway's worker list")
-    return body
+        workers = json.loads(body.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise FleetUnreachable(f"{where} did not answer JSON") from exc
+    if not isinstance(workers, list) or not all(isinstance(w, dict) and "url" in w for w in workers):
+        raise FleetUnreachable(f"{where} is not a dpserve gateway's worker list")
+    return workers
 
 
-async def _scrape(http: aiohttp.ClientSession, replica_url: str) -> Exposition | None:
+async def scrape(http: aiohttp.ClientSession, replica_url: str | None, timeout_s: float) -> Exposition | str:
+    """One read of a replica's /metrics: the series the diagnosis reads, or why not (never raises:
+    the URL came from the gateway, and yarl raises ValueError for some malformed ones)."""
+    if replica_url is None:
+        return "its /workers entry has no http(s) URL"
     try:
-        async with http.get(replica_url.rstrip("/") + "/metrics") as resp:
-            return parse_exposition(await resp.text()) if resp.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError):
-        return None
+        async with http.get(replica_url.rstrip("/") + "/metrics",
+                            timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return f"/metrics answered HTTP {resp.status}"
+            body = await read_body(resp)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # BodyTooLarge is a ValueError
+        return failure_reason(exc, timeout_s)
+    return parse_exposition(body.decode("utf-8", errors="replace"), only=WINDOW_SERIES)
 
 
-async def watch(url: str, *, admin_key: str | None, window_s: float, scrapes: int) -> list[ReplicaWindow]:
-    """Every replica's window: `scrapes` scrapes spread evenly over `window_s` seconds."""
+async def scrape_rounds(http: aiohttp.ClientSession, urls: list[str | None], window_s: float,
+                        scrapes: int) -> tuple[list[Series], list[str | None]]:
+    """`scrapes` rounds spread evenly over `window_s`, each replica once a round; per replica its
+    timed scrapes and the first failure's reason. A round waits for its slowest scrape and may start
+    late; none starts, and no scrape runs, past window_s + REQUEST_TIMEOUT_S, which bounds the whole."""
+    seen: list[Series] = [[] for _ in urls]
+    errors: list[str | None] = [None for _ in urls]
+    gate = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
+    start = time.monotonic()
+    deadline = start + window_s + REQUEST_TIMEOUT_S
+
+    async def one(i: int) -> None:
+        async with gate:
+            left = min(REQUEST_TIMEOUT_S, deadline - time.monotonic())
+            result = await scrape(http, urls[i], left) if left > 0 else "the window ended first"
+        if isinstance(result, str):
+            errors[i] = errors[i] or result  # the first: a later one may have had a shorter timeout
+            return
+        series = seen[i]
+        if len(series) >= 2:  # the previous last is now a middle scrape: keep its gauges only
+            series[-1] = (series[-1][0], middle_scrape(series[-1][1]))
+        series.append((time.monotonic(), result))
+
+    for n in range(scrapes):
+        await asyncio.sleep(max(0.0, start + n * window_s / max(1, scrapes - 1) - time.monotonic()))
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.gather(*(one(i) for i in range(len(urls))))
+    return seen, errors
+
+
+async def watch(url: str, *, admin_key: str | None, window_s: float,
+                scrapes: int) -> tuple[list[ReplicaWindow], int]:
+    """Every watched replica's window, and how many listed replicas were left out (past MAX_WORKERS)."""
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        workers = await list_workers(http, url, admin_key)
-        seen: list[list[tuple[float, Exposition]]] = [[] for _ in workers]
-        start = time.monotonic()
-        for i in range(scrapes):
-            await asyncio.sleep(max(0.0, start + i * window_s / (scrapes - 1) - time.monotonic()))
-            now = time.monotonic()
-            results = await asyncio.gather(*(_scrape(http, str(w["url"])) for w in workers))
-            for series, exp in zip(seen, results, strict=True):
-                if exp is not None:
-                    series.append((now, exp))
-        final = {str(w.get("id")): bool(w.get("healthy")) for w in await list_workers(http, url, admin_key)}
-    ids = [str(w.get("id")) for w in workers]
-    return [window_from_scrapes(i, series, healthy=bool(series) and final.get(i, False))
-            for i, series in zip(ids, seen, strict=True)]
+        listed = await list_workers(http, url, admin_key)
+        workers = listed[:MAX_WORKERS]
+        seen, errors = await scrape_rounds(http, [_replica_url(w) for w in workers], window_s, scrapes)
+        final = await list_workers(http, url, admin_key)
+    windows = []
+    for label, series, error, healthy in zip(replica_labels(workers), seen, errors,
+                                             healthy_at_end(workers, final), strict=True):
+        window = window_from_scrapes(label, series, healthy=healthy)
+        if healthy and not series:
+            window = dataclasses.replace(window, metrics_error=error or "not scraped")
+        windows.append(window)
+    return windows, len(listed) - len(workers)
+
+
+def _replica_url(worker: dict[str, Any]) -> str | None:
+    url = worker.get("url")
+    return url if isinstance(url, str) and url[:8].lower().startswith(("http://", "https://")) else None
+
+
+def replica_labels(workers: list[dict[str, Any]]) -> list[str]:
+    """Each replica's name in the output: its id, printable and at most MAX_LABEL_CHARS; an id that
+    is missing, empty or repeats gets "#position" so that every row and verdict names one replica."""
+    labels: list[str] = []
+    for i, w in enumerate(workers):
+        raw = w.get("id")
+        name = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+        name = "".join(ch if ch.isprintable() else "?" for ch in name[:MAX_LABEL_CHARS])
+        labels.append(name if name and name not in labels else f"{name}#{i}")
+    return labels
+
+
+def healthy_at_end(workers: list[dict[str, Any]], final: list[dict[str, Any]]) -> list[bool]:
+    """Is each watched replica healthy in the closing /workers list? Matched by position when the URL
+    there is the same (ids need not be unique), else by URL; a replica no longer listed is down."""
+    by_url: dict[str, dict[str, Any]] = {}
+    for w in final:
+        by_url.setdefault(str(w.get("url")), w)
+    out = []
+    for i, w in enumerate(workers):
+        same = final[i] if i < len(final) and final[i].get("url") == w.get("url") else None
+        now = same if same is not None else by_url.get(str(w.get("url")))
+        out.append(now is not None and now.get("healthy") is True)
+    return out
 
 
 async def diagnose_url(url: str, *, admin_key: str | None, window_s: float, scrapes: int,
                        slo: Slo = Slo()) -> tuple[Diagnosis, list[ReplicaWindow]]:
-    windows = await watch(url, admin_key=admin_key, window_s=window_s, scrapes=scrapes)
-    return diagnose_fleet(windows, slo), windows
+    """Bad input (the URL, the admin key, a window that is not a finite time) raises ConfigError.
+    PlanConfig bounds --window-s too; this keeps any caller from a sleep without end."""
+    if not (math.isfinite(window_s) and window_s > 0 and scrapes >= 2):
+        raise ConfigError(f"a diagnosis needs a finite window > 0 s and ≥ 2 scrapes, got {window_s} s and "
+                          f"{scrapes}")
+    windows, left_out = await watch(gateway_url(url), admin_key=bearer_key(admin_key), window_s=window_s,
+                                    scrapes=scrapes)
+    d = diagnose_fleet(windows, slo)
+    if left_out:
+        note = (f"{left_out} more replicas listed by /workers were not watched: at most {MAX_WORKERS} are")
+        fleet = dataclasses.replace(d.fleet, message=f"{d.fleet.message}; {note}",
+                                    evidence={**d.fleet.evidence, "replicas_not_watched": float(left_out)})
+        d = dataclasses.replace(d, fleet=fleet)
+    return d, windows
 
 
 def diagnosis_json(d: Diagnosis, windows: list[ReplicaWindow]) -> dict[str, Any]:
-    def finding(f: Any) -> dict[str, Any]:
+    def finding(f: Finding) -> dict[str, Any]:
         return {"state": f.state.value, "replica": f.replica_id, "message": f.message, "evidence": f.evidence}
 
     return {"fleet": finding(d.fleet), "bottleneck": d.bottleneck,
@@ -97,16 +273,22 @@ def diagnosis_text(d: Diagnosis, windows: list[ReplicaWindow]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1e3:.0f}"
 
-    rows = [[w.replica_id, f.state.value, f"{w.running:.1f}", f"{w.waiting:.1f}", f"{w.kv_cache_usage:.0%}",
-             f"{w.preemptions_per_s:.2f}", f"{w.generation_tokens_per_s:.0f}", ms(w.tpot_p50_s),
-             ms(w.ttft_p99_s), "-" if w.max_num_seqs is None else str(w.max_num_seqs)]
-            for w, f in zip(windows, d.replicas, strict=True)]
+    def row(w: ReplicaWindow, f: Finding) -> list[str]:
+        if w.metrics_error is not None:
+            return [w.replica_id, f.state.value, *["-"] * 8]
+        return [w.replica_id, f.state.value, f"{w.running:.1f}", f"{w.waiting:.1f}",
+                f"{w.kv_cache_usage:.0%}", f"{w.preemptions_per_s:.2f}", f"{w.generation_tokens_per_s:.0f}",
+                ms(w.tpot_p50_s), ms(w.ttft_p99_s), "-" if w.max_num_seqs is None else str(w.max_num_seqs)]
+
     header = ("replica", "state", "running", "waiting", "KV used", "preempt/s", "gen tok/s", "TPOT p50 ms",
               "TTFT p99 ms", "max seqs")
-    return "\n".join([format_table(rows, header), "", f"fleet: {d.fleet.state.value} — {d.fleet.message}"])
+    table = format_table([row(w, f) for w, f in zip(windows, d.replicas, strict=True)], header)
+    notes = [f.message for f in d.replicas if f.state is State.NO_METRICS]
+    return "\n".join([table, "", *notes, f"fleet: {d.fleet.state.value} — {d.fleet.message}"])
 
 
 def run_diagnose(config: PlanConfig) -> int:
+    """Bad input raises ConfigError (exit 2); an unreadable fleet prints one line and returns 1."""
     import orjson
 
     assert config.diagnose is not None

@@ -344,7 +344,8 @@ class Links:
 
 
 def layout_links(gpu: GpuSpec, tp: int, pp: int, gpus_per_node: int, asm: Assumptions) -> Links:
-    """TP stays inside a node (NVLink/PCIe); PP stages cross nodes when the replica does."""
+    """TP stays inside a node (NVLink/PCIe); PP stages cross nodes when the replica is larger than a
+    node (layouts.enumerate_layouts keeps a replica no larger than a node inside one)."""
     link = gpu.link_gb_s * 1e9 * asm.link_efficiency
     pp_link = link if tp * pp <= gpus_per_node else min(link, asm.internode_bytes_s)
     nvls = gpu.link_gb_s * 1e9 * asm.nvls_efficiency if gpu.nvls else None

@@ -12,13 +12,21 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from dpserve.config import read_yaml
+from dpserve.config import in_range, read_yaml, short_repr
 
 LinkKind = Literal["nvlink", "pcie"]
 
 
 class HardwareError(ValueError):
     """An unknown GPU name or an invalid GPU spec file; the message says what is valid."""
+
+
+# What a GpuSpec's figures may be: a figure outside is a typo or a unit slip (GB/s given in TB/s),
+# and an extreme one breaks the arithmetic (1e-300 GB/s: 1e300 ms steps; 1e30 GB: KV token counts
+# beyond --json's 64-bit integers; inf: NaN). Every built-in GPU sits well inside.
+SPEC_RANGES: dict[str, tuple[float, float]] = {
+    "memory_gb": (1, 10_000), "hbm_gb_s": (1, 1e6), "bf16_tflops": (0.1, 1e6), "fp8_tflops": (0.1, 1e6),
+    "link_gb_s": (0.1, 1e5), "link_latency_us": (0, 1e4)}
 
 
 @dataclass(frozen=True)
@@ -41,15 +49,18 @@ class GpuSpec:
     nvls: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("memory_gb", "hbm_gb_s", "bf16_tflops", "link_gb_s"):
-            if not getattr(self, name) > 0:
-                raise HardwareError(f"GPU {self.name!r}: {name} must be > 0, got {getattr(self, name)}")
-        if self.fp8_tflops is not None and not self.fp8_tflops > 0:
-            raise HardwareError(f"GPU {self.name!r}: fp8_tflops must be > 0 or absent")
-        if self.link_latency_us < 0:
-            raise HardwareError(f"GPU {self.name!r}: link_latency_us must be >= 0")
+        if not isinstance(self.name, str) or not self.name:
+            raise HardwareError(f"a GPU's name must be a non-empty string, got {short_repr(self.name)}")
+        for name in SPEC_RANGES:
+            value = getattr(self, name)
+            if not (value is None and name == "fp8_tflops") and not in_range(value, *SPEC_RANGES[name]):
+                raise HardwareError(f"GPU {short_repr(self.name)}: {_out_of_range(name, value)}")
+        if self.link not in ("nvlink", "pcie"):
+            raise HardwareError(f"GPU {short_repr(self.name)}: link must be nvlink or pcie, "
+                                f"got {short_repr(self.link)}")
         if not isinstance(self.nvls, bool):
-            raise HardwareError(f"GPU {self.name!r}: nvls must be true or false, got {self.nvls!r}")
+            raise HardwareError(f"GPU {short_repr(self.name)}: nvls must be true or false, "
+                                f"got {short_repr(self.nvls)}")
 
     @property
     def memory_bytes(self) -> float:
@@ -89,7 +100,7 @@ def get_gpu(name: str) -> GpuSpec:
         close = [k for k in BUILTIN_GPUS if k.lower().startswith(name.lower())] or difflib.get_close_matches(
             name, list(BUILTIN_GPUS), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise HardwareError(f"unknown GPU {name!r}{hint}; built in: {', '.join(BUILTIN_GPUS)}; "
+        raise HardwareError(f"unknown GPU {short_repr(name)}{hint}; built in: {', '.join(BUILTIN_GPUS)}; "
                             "or describe yours with --gpu-spec FILE.yaml")
     return spec
 
@@ -115,14 +126,9 @@ def _spec_from_mapping(raw: dict[str, Any], where: str) -> GpuSpec:
         raise HardwareError(f"{where}: missing key(s) {', '.join(missing)}")
     values: dict[str, Any] = {"fp8_tflops": None, **raw}
     try:
-        for key in ("memory_gb", "hbm_gb_s", "bf16_tflops", "link_gb_s", "link_latency_us"):
-            if key in values:
+        for key in SPEC_RANGES:  # types first: a message formats the value (short_repr keeps it short)
+            if values.get(key) is not None:
                 values[key] = _number(values[key], key)
-        if values["fp8_tflops"] is not None:
-            values["fp8_tflops"] = _number(values["fp8_tflops"], "fp8_tflops")
-        if values.get("link", "nvlink") not in ("nvlink", "pcie"):
-            raise HardwareError(f"link must be nvlink or pcie, got {values['link']!r}")
-        values["name"] = str(values["name"])
         return GpuSpec(**values)
     except HardwareError as exc:
         raise HardwareError(f"{where}: {exc}") from exc
@@ -130,5 +136,13 @@ def _spec_from_mapping(raw: dict[str, Any], where: str) -> GpuSpec:
 
 def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareError(f"{key} must be a number, got {value!r}")
+        raise HardwareError(f"{key} must be a number, got {short_repr(value)}")
+    if isinstance(value, int) and not in_range(value, *SPEC_RANGES[key]):
+        raise HardwareError(_out_of_range(key, value))  # before float(), which a 400-digit int overflows
     return float(value)
+
+
+def _out_of_range(key: str, value: Any) -> str:
+    low, high = SPEC_RANGES[key]
+    absent = " or absent" if key == "fp8_tflops" else ""
+    return f"{key} must be a finite number in [{low:g}, {high:g}]{absent}, got {short_repr(value)}"

@@ -37,14 +37,26 @@ def _divisors(n: int) -> list[int]:
     return sorted({*small, *(n // d for d in small)})
 
 
+def fits_nodes(num_gpus: int, gpus_per_node: int, group: int) -> bool:
+    """Whether groups of `group` consecutive GPUs stay inside nodes of `gpus_per_node` (the GPUs
+    fill the nodes in order; the last node may be partial): yes when all the GPUs are one node or
+    the group size divides the node's."""
+    return num_gpus <= gpus_per_node or gpus_per_node % group == 0
+
+
 def enumerate_layouts(num_gpus: int, gpus_per_node: int, arch: ModelArch) -> list[Layout]:
-    """Every split that uses all `num_gpus`: TP inside a node (≤ gpus_per_node; its all-reduce needs
-    NVLink-class links), PP and DP across nodes. DP-attention variants for MLA or MoE models."""
+    """Every split that uses all `num_gpus`, DP-attention variants for MLA or MoE models. The rules:
+    a TP group stays inside a node (its all-reduce needs NVLink-class links), so TP divides the GPUs
+    per node (TP=3 on 4-GPU nodes would put GPUs 3-5 across two); a replica no larger than a node
+    stays inside one too (formulas.layout_links costs its PP hand-offs at the node's link), so its
+    size divides the node's; a larger replica spans whole TP groups of several nodes."""
     layouts = []
     for tp in _divisors(num_gpus):
-        if tp > gpus_per_node:
+        if not fits_nodes(num_gpus, gpus_per_node, tp):
             continue
         for pp in _divisors(num_gpus // tp):
+            if tp * pp <= gpus_per_node and not fits_nodes(num_gpus, gpus_per_node, tp * pp):
+                continue
             dp = num_gpus // (tp * pp)
             layouts.append(Layout(dp, tp, pp))
             if tp > 1 and (arch.is_mla or arch.is_moe):

@@ -12,6 +12,11 @@ from dpserve.planner.layouts import Layout, layout_problem
 from dpserve.planner.workload import Workload
 
 
+class PredictionError(ArithmeticError):
+    """A prediction came out non-finite or non-positive: inputs beyond what the model is made for
+    (their bounds should keep this from happening; the check keeps NaN out of the ranking and JSON)."""
+
+
 @dataclass(frozen=True)
 class Setting:
     """Everything a prediction depends on besides the layout."""
@@ -92,13 +97,29 @@ def predict(s: Setting, layout: Layout) -> Prediction:
     budget = max_tokens * schedulers
     load = _at_load(s, layout, costs, slots, budget)
     per_replica = f.capacity_rate(costs, slots, shape, budget, s.ttft_slo_s, s.tpot_slo_s)
-    return Prediction(
+    return _checked(Prediction(
         layout, True, None, mem, max_seqs, slots, costs,
         decode_step_s=f.step_time_s(costs, 0, 1, shape.mean_context),
         prefill_s=f.prefill_s(costs, shape, 0, budget),
         load=load, parts=f.steady_parts(costs, load.batch, shape, budget),
         capacity_tok_s=per_replica * shape.output_len * layout.dp,
-        slo_met=f.meets_slo(load, s.ttft_slo_s, s.tpot_slo_s))
+        slo_met=f.meets_slo(load, s.ttft_slo_s, s.tpot_slo_s)))
+
+
+def _checked(p: Prediction) -> Prediction:
+    """PredictionError unless every figure of a fitting layout is finite and positive (TTFT may be
+    unbounded when the replica is overloaded; a load point may be idle)."""
+    assert p.memory is not None and p.load is not None
+    load = p.load
+    positive = {"weights per GPU": p.memory.weights_bytes, "decode step": p.decode_step_s,
+                "prefill": p.prefill_s, "TPOT p50": load.tpot_p50_s, "TPOT p99": load.tpot_p99_s}
+    if not load.overloaded:
+        positive |= {"TTFT p50": load.ttft_p50_s, "TTFT p99": load.ttft_p99_s}
+    not_negative = {"batch": load.batch, "output tokens/s": load.output_tok_s, "capacity": p.capacity_tok_s}
+    for name, x in (*positive.items(), *not_negative.items()):
+        if x is None or not math.isfinite(x) or x < 0 or (x == 0 and name in positive):
+            raise PredictionError(f"{p.layout.label}: the predicted {name} is {x}")
+    return p
 
 
 def _at_load(s: Setting, layout: Layout, costs: f.StepCosts, slots: int, budget: int) -> f.LoadPoint:

@@ -5,9 +5,11 @@ load; within 3% of the best, the most load that still meets the SLOs (capacity);
 replicas (independent failures, no all-reduce). The reason names the regime:
 - shard-bound: the model needs this many GPUs per replica to fit (TP/PP first, DP after);
 - replica-bound: one small replica fits; replicas add throughput, deeper sharding adds all-reduce;
-- latency-bound: at this load each small replica runs so few sequences that steps are bound by
-  reading the weights, which only TP splits;
-- KV-bound: small replicas hold too few sequences at these lengths and queue.
+- latency-bound: at this load a small replica's steps are bound by memory reads (it runs too few
+  sequences to amortize reading the weights), which deeper TP splits;
+- KV-bound: small replicas hold too few sequences at these lengths and queue at this load.
+Each regime is named only when the prediction shows it (a layout said to queue does queue). When no
+layout meets the SLOs, the reason says so first and then why the best of the rest was chosen.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dpserve.diagnosis import Thresholds
-from dpserve.planner.formulas import param_counts
+from dpserve.planner.formulas import WEIGHT_BYTES, param_counts, queue_wait_quantile_s
 from dpserve.planner.predict import Prediction, Setting
 
 TIE = 0.03  # predictions closer than 3% are a tie: the model is not that precise
@@ -60,7 +61,10 @@ def recommend(s: Setting, preds: Sequence[Prediction]) -> Recommendation:
         raise PlanError(_nothing_fits(s, preds))
     best = ordered[0]
     regime, words = _regime(s, best, ordered)
-    return Recommendation(best, regime, f"{best.layout.label}: {words}; {_bound_words(best)}")
+    reason = f"{best.layout.label}: {words}; {_bound_words(best)}"
+    if not best.slo_met:  # then no layout meets them: ranking puts every one that does first
+        reason = f"{_nothing_meets(s, ordered)}; ranked by throughput instead, the best is {reason}"
+    return Recommendation(best, regime, reason)
 
 
 def _regime(s: Setting, best: Prediction, ordered: Sequence[Prediction]) -> tuple[str, str]:
@@ -77,20 +81,53 @@ def _regime(s: Setting, best: Prediction, ordered: Sequence[Prediction]) -> tupl
         return "shard-bound", (f"shard-bound — the weights ({weights_gb:.0f} GB) need {size} GPUs per "
                                f"replica to fit with KV room (TP/PP before DP){then}")
     small = next(p for p in ordered if p.layout.gpus_per_replica == smallest)
-    assert small.load is not None and best.load is not None
-    if small.load.batch <= Thresholds().low_batch and best.output_tok_s > small.output_tok_s:
+    assert small.load is not None and best.load is not None and small.parts is not None
+    if queues(s, small) and small.slots < best.slots and small.load.ttft_p99_s > 2 * best.load.ttft_p99_s:
+        return "kv-bound", (f"KV-bound — {small.layout.label} holds only {small.slots} sequences per replica "
+                            f"at these lengths and queues at {s.workload.load_words} (TTFT p99 "
+                            f"{_ms(small.load.ttft_p99_s)}); {size} GPUs per replica hold {best.slots}")
+    parts = small.parts
+    if (parts.memory_s >= parts.compute_s and best.layout.tp > small.layout.tp
+            and best.output_tok_s > small.output_tok_s):
         return "latency-bound", (f"latency-bound — at {s.workload.load_words} a {small.layout.label} replica "
-                                 f"runs only {small.load.batch:.1f} sequences, so each step is bound by "
-                                 f"reading the weights; TP={best.layout.tp} splits that read "
+                                 f"runs {small.load.batch:.1f} sequences and each step is bound by reading "
+                                 f"the weights and KV (reads {parts.memory_s * 1e3:.1f} ms vs math "
+                                 f"{parts.compute_s * 1e3:.1f} ms); TP={best.layout.tp} splits that read "
                                  f"(TPOT p50 {best.load.tpot_p50_s * 1e3:.1f} ms vs "
                                  f"{small.load.tpot_p50_s * 1e3:.1f} ms)")
-    if small.load.ttft_p99_s > 2 * best.load.ttft_p99_s and small.slots < best.slots:
-        return "kv-bound", (f"KV-bound — {small.layout.label} holds only {small.slots} sequences per replica "
-                            f"at these lengths and queues (TTFT p99 {_ms(small.load.ttft_p99_s)}); "
-                            f"{size} GPUs per replica hold {best.slots}")
     return "shard-bound", (f"shard-bound at this load — {size} GPUs per replica serve "
-                           f"{best.output_tok_s:.0f} tok/s within the SLOs vs {small.output_tok_s:.0f} "
+                           f"{best.output_tok_s:.0f} tok/s vs {small.output_tok_s:.0f} "
                            f"for the best {smallest}-GPU replicas ({small.layout.label})")
+
+
+def queues(s: Setting, p: Prediction) -> bool:
+    """Do this layout's replicas queue at the offered load? Overloaded; or, closed loop, more requests
+    in flight per replica than batch slots; or, open loop, a p99 wait for a slot above 0 (more than
+    1% of arrivals wait: Erlang C; the wait's sign does not depend on the service time)."""
+    assert p.load is not None
+    if p.load.overloaded:
+        return True
+    if s.workload.concurrency is not None:
+        return s.workload.concurrency / p.layout.dp > p.slots
+    return queue_wait_quantile_s(0.99, p.slots, p.load.batch, 1.0) > 0
+
+
+def _nothing_meets(s: Setting, ordered: Sequence[Prediction]) -> str:
+    """Why no layout meets the SLOs: the overload, or each objective's lowest p99 over the layouts
+    that keep up with the load."""
+    keeping_up = [p for p in ordered if p.load is not None and not p.load.overloaded]
+    if not keeping_up:  # (without SLOs, the only way to miss them)
+        return f"no layout keeps up with {s.workload.load_words}: every one is overloaded"
+    misses = []
+    for name, slo_s, digits, p99 in (("TTFT", s.ttft_slo_s, 0, lambda p: p.load.ttft_p99_s),
+                                     ("TPOT", s.tpot_slo_s, 1, lambda p: p.load.tpot_p99_s)):
+        low = min(keeping_up, key=p99)
+        if slo_s is not None and p99(low) > slo_s:
+            misses.append(f"{name} p99 ≤ {slo_s * 1e3:g} ms: the lowest predicted is "
+                          f"{_ms(p99(low), digits)}, {low.layout.label}")
+    if not misses:  # both are set, and each is met by some layout
+        misses.append("some layouts meet the TTFT objective and some the TPOT one, none both")
+    return f"no layout meets the SLOs ({'; '.join(misses)})"
 
 
 def _bound_words(p: Prediction) -> str:
@@ -103,13 +140,15 @@ def _bound_words(p: Prediction) -> str:
             f"{parts.comm_s * 1e3:.1f} ms per step)")
 
 
-def _ms(seconds: float) -> str:
-    return "unbounded" if seconds == float("inf") else f"{seconds * 1e3:.0f} ms"
+def _ms(seconds: float, digits: int = 0) -> str:
+    return "unbounded" if seconds == float("inf") else f"{seconds * 1e3:.{digits}f} ms"
 
 
 def _nothing_fits(s: Setting, preds: Sequence[Prediction]) -> str:
     first = next((p for p in preds if p.why_not), None)
     detail = f" (e.g. {first.layout.label}: {first.why_not})" if first else ""
+    smaller = [d for d in ("fp8", "int4") if WEIGHT_BYTES[d] < s.weight_bytes]  # quantizing further helps
+    advice = (f"add GPUs, pick a GPU with more memory, or quantize (--dtype {'/'.join(smaller)})" if smaller
+              else "add GPUs or pick a GPU with more memory")
     return (f"no layout of {s.arch.name} fits on {preds[0].layout.num_gpus if preds else 0} × {s.gpu.name} "
-            f"with dtype {s.dtype}{detail}; add GPUs, pick a GPU with more memory, or quantize "
-            "(--dtype fp8/int4)")
+            f"with dtype {s.dtype}{detail}; {advice}")

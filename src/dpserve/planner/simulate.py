@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from dpserve.config import DEFAULT_HOST
+from dpserve.config import DEFAULT_HOST, ConfigError
 from dpserve.planner.config import PlanConfig
 from dpserve.planner.plan import Plan
 from dpserve.planner.predict import Prediction, Setting
@@ -32,6 +32,9 @@ from dpserve.planner.sim_profile import sim_flags
 MIN_WALL_STEP_S = 0.01
 LENGTH_RANGE = 0.5
 READY_TIMEOUT_S = 120.0
+# Each replica is a `dpserve sim` process on this machine, with its own port and share of the CPUs:
+# a plan for thousands of GPUs must not start thousands of them.
+MAX_SIM_REPLICAS = 32
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,18 @@ def simulate_plan(config: PlanConfig, plan: Plan) -> list[Simulated]:
     from dpserve.http_server import run_on_uvloop
 
     chosen = [p for p in plan.ranked if not p.layout.dp_attention][:config.simulate_top]
+    check_fleet_sizes(chosen, config.simulate_top)
     with contextlib.redirect_stdout(sys.stderr):  # the launcher's banner must not mix into --json
         return [run_on_uvloop(_simulate_one(config, plan.setting, p)) for p in chosen]
+
+
+def check_fleet_sizes(chosen: list[Prediction], top: int) -> None:
+    """ConfigError, before anything starts, when a chosen layout needs more than MAX_SIM_REPLICAS."""
+    big = next((p for p in chosen if p.layout.dp > MAX_SIM_REPLICAS), None)
+    if big is not None:
+        raise ConfigError(f"--simulate runs at most {MAX_SIM_REPLICAS} sim replicas per layout, and "
+                          f"{big.layout.label} (among the top {top}) has {big.layout.dp}: lower --num-gpus "
+                          "or --simulate-top, or drop --simulate")
 
 
 async def _simulate_one(config: PlanConfig, s: Setting, p: Prediction) -> Simulated:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dpserve.config import ConfigError
+from dpserve.planner.config import check_workload
 from dpserve.planner.formulas import Shape
 
 DEFAULT_PROMPT_LEN = 1024
@@ -38,7 +39,8 @@ class Workload:
 def bench_file_values(path: Path) -> dict[str, Any]:
     """Lengths and load from a `dpserve bench --config FILE.yaml` (its keys are bench flags). The
     prompt length is the workload's: random/sharegpt `input_len`; shared-prefix system prompt +
-    question; multi-turn the mean history a turn sends ((turns+1)/2 user turns, (turns−1)/2 replies)."""
+    question; multi-turn the mean history a turn sends ((turns+1)/2 user turns, (turns−1)/2 replies,
+    a half token rounded up). The values are held to the flags' bounds (check_workload)."""
     from dpserve.bench.config import BenchConfig
     from dpserve.config import build_config, read_config_file
 
@@ -49,7 +51,8 @@ def bench_file_values(path: Path) -> dict[str, Any]:
     if bench.workload == "shared-prefix":
         prompt = bench.system_prompt_len + bench.question_len
     elif bench.workload == "multi-turn":
-        prompt = round(bench.input_len * (bench.turns + 1) / 2 + bench.output_len * (bench.turns - 1) / 2)
+        # integers throughout: the file's numbers are unbounded, a float of them could overflow
+        prompt = (bench.input_len * (bench.turns + 1) + bench.output_len * (bench.turns - 1) + 1) // 2
     else:
         prompt = bench.input_len
     values: dict[str, Any] = {"prompt_len": prompt, "output_len": bench.output_len}
@@ -57,6 +60,7 @@ def bench_file_values(path: Path) -> dict[str, Any]:
         values["request_rate"] = bench.request_rate
     else:
         values["concurrency"] = bench.max_in_flight
+    check_workload(values, lambda key: f"--workload-file {path}: {key}")
     return values
 
 

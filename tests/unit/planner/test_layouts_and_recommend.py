@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from dpserve.planner.catalog import resolve_arch
+from dpserve.planner.architecture import arch_from_hf_config
+from dpserve.planner.catalog import BUILTIN_CONFIGS, resolve_arch
 from dpserve.planner.hardware import get_gpu
 from dpserve.planner.layouts import Layout, enumerate_layouts, layout_problem
 from dpserve.planner.plan import Plan, plan_for
@@ -67,3 +68,25 @@ def test_ranking_meets_slo_first_then_throughput() -> None:
 def test_nothing_fits_is_a_plan_error() -> None:
     with pytest.raises(PlanError, match=r"no layout of llama-3\.1-405b fits on 1 × H100-80GB.*quantize"):
         _plan("llama-3.1-405b", 1, Workload(1024, 256, concurrency=1))
+
+
+# 48 heads and 6 KV heads: TP of 3 and 6 divide them, so only the node rule rules them out
+H48 = arch_from_hf_config({**BUILTIN_CONFIGS["llama-3.1-8b"], "hidden_size": 6144, "num_attention_heads": 48,
+                           "num_key_value_heads": 6}, "h48")
+
+
+@pytest.mark.parametrize(("num_gpus", "gpus_per_node", "tps", "replica_sizes"), [
+    # three 4-GPU nodes: TP=3 would put GPUs 3-5 on two nodes, a 3-GPU replica too; a replica
+    # larger than a node spans whole TP groups (6 = TP2 × PP3 over 1.5 nodes)
+    (12, 4, {1, 2, 4}, {1, 2, 4, 6, 12}),
+    # 1.5 nodes of 8 (the last node partial): the groups that tile 8 GPUs
+    (12, 8, {1, 2, 4}, {1, 2, 4, 12}),
+    # all in one node: any split
+    (6, 8, {1, 2, 3, 6}, {1, 2, 3, 6}),
+    (16, 8, {1, 2, 4, 8}, {1, 2, 4, 8, 16}),
+])
+def test_tp_groups_and_small_replicas_tile_the_nodes(num_gpus: int, gpus_per_node: int, tps: set[int],
+                                                     replica_sizes: set[int]) -> None:
+    layouts = enumerate_layouts(num_gpus, gpus_per_node, H48)
+    assert {lay.tp for lay in layouts} == tps
+    assert {lay.gpus_per_replica for lay in layouts} == replica_sizes

@@ -35,3 +35,20 @@ def test_bad_bench_file(tmp_path: Path) -> None:
     f.write_text("input-lenn: 3\n")
     with pytest.raises(ConfigError, match=r"--workload-file .*unknown config key input-lenn"):
         resolve_workload(None, None, None, None, f)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("concurrency: 18446744073709551616\n", "concurrency must be in 1..10000000"),  # 2^64: orjson's limit
+    ("input-len: 1000000000000000000000000000000\n", "prompt_len must be in 1..100000000"),
+    ("request-rate: .inf\n", r"request_rate must be a finite number in \(0, 1e\+07\], got inf"),
+    # multi-turn's mean history in integers: a float of these overflowed
+    ("workload: multi-turn\ninput-len: 1" + "0" * 400 + "\nturns: 3\n", "prompt_len must be in 1..100000000"),
+    ("workload: multi-turn\ninput-len: 100\noutput-len: 50\nturns: 1000000000\n",
+     "prompt_len must be in 1..100000000, got 75000000025"),
+    ("input-len: 1.9\n", "'input_len': 1.9 is not an integer"),  # int(1.9) == 1 before
+])
+def test_bench_file_values_have_the_flags_bounds(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "bench.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=rf"--workload-file .*{message}"):
+        resolve_workload(None, None, None, None, f)

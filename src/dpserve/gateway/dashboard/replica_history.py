@@ -104,8 +104,7 @@ class ReplicaHistory:
 
 
 def _max_num_seqs(scrape: Exposition) -> int | None:
-    value = scrape.get(MAX_NUM_SEQS)
-    return int(value) if value is not None else None
+    return dx.max_num_seqs_of(scrape.get(MAX_NUM_SEQS))
 
 
 def _delta(before: Exposition, after: Exposition, name: str) -> float | None:

@@ -74,3 +74,13 @@ def test_an_older_or_repeated_scrape_is_ignored() -> None:
     _add(history, 5.0, replica)
     _add(history, 4.0, replica)
     assert len(history) == 1
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-3", "1e308"])
+def test_a_max_num_seqs_no_replica_could_have_is_unknown(value: str) -> None:
+    history = ReplicaHistory()
+    for t in (0.0, 1.0):
+        history.add(t, parse_exposition(f"dpserve:max_num_seqs {value}\n"))
+    stats = history.stats()
+    assert stats is not None and stats.max_num_seqs is None
+    assert history.window("w", 60.0, healthy=True).max_num_seqs is None
