@@ -29,7 +29,7 @@ def batch(*events: Any) -> bytes:
     batch(stored(block_hashes=[None])), batch(stored(block_hashes=[1.5])), batch(stored(block_hashes=["x"])),
     batch(stored(block_hashes=[True])), batch(stored(block_hashes=[b"x" * 65])),
     batch(stored(parent_block_hash=[1])), batch(stored(parent_block_hash=2.5)),
-    batch(stored(token_ids=[[1]] * 16)), batch(stored(token_ids=[{}] * 16)), batch(stored(token_ids="x")),
+    batch(stored(token_ids="x")), batch(stored(token_ids={"a": 1})),
     batch(stored(block_size=0)), batch(stored(block_size=-1)), batch(stored(block_size=True)),
     batch(stored(block_size=wire.MAX_BLOCK_SIZE + 1)), batch(stored(block_size=16.0)),
     batch(stored(lora_id="adapter")),
