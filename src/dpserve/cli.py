@@ -51,8 +51,13 @@ def _usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    prog = f"dpserve {args[0]}" if args and args[0] in COMMANDS else "dpserve"
     try:
-        return _dispatch(args)
+        try:
+            return _dispatch(args)
+        finally:  # also after argparse's --help (SystemExit): what is still buffered fails here,
+            if sys.stdout is not None:  # where it is reported, not in the interpreter's last flush
+                sys.stdout.flush()
     except BrokenPipeError:
         if not _stdout_reader_left():
             raise  # some other pipe: a bug to see, not a reader to let go
@@ -61,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in _OUTPUT_ERRNOS:
             raise
+        if exc.filename is not None:  # a file the command writes, not its output
+            print(f"{prog}: error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
         _discard_stdout()
-        prog = f"dpserve {args[0]}" if args and args[0] in COMMANDS else "dpserve"
         print(f"{prog}: error: cannot write output: {exc.strerror}", file=sys.stderr)
         return 1
 

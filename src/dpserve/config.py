@@ -225,9 +225,10 @@ def _convert_scalar(fl: _Flag, conv: Any, value: Any) -> Any:
 
 
 def _unknown_message(kind: str, unknown: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(unknown, valid, n=1)
+    close = difflib.get_close_matches(unknown[:200], valid, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown {kind} {unknown}{hint}; valid: {', '.join(sorted(valid))}"
+    shown = unknown if unknown.isprintable() and len(unknown) <= SHORT_REPR_CHARS else short_repr(unknown)
+    return f"unknown {kind} {shown}{hint}; valid: {', '.join(sorted(valid))}"
 
 
 def read_yaml(path: Path, what: str) -> Any:

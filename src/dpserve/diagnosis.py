@@ -138,8 +138,12 @@ def window_from_scrapes(replica_id: str, scrapes: Sequence[tuple[float, Expositi
     each = [s for _, s in scrapes]
     tpot = _latencies(first, last, TPOT) if len(scrapes) > 1 else ()
     ttft = _latencies(first, last, TTFT) if len(scrapes) > 1 else ()
+    # Requests running and waiting are what every verdict starts from: without one usable value of
+    # either, the load is unknown, not zero (an "idle" verdict would be a claim).
+    known = any(_usable(s.get(name), MAX_REQUEST_GAUGE) for s in each for name in (RUNNING, WAITING))
     return ReplicaWindow(
         replica_id, healthy=healthy,
+        metrics_error=None if known else "no usable vllm:num_requests_running or _waiting in its /metrics",
         running=_gauge_mean([s.get(RUNNING) for s in each], MAX_REQUEST_GAUGE),
         waiting=_gauge_mean([s.get(WAITING) for s in each], MAX_REQUEST_GAUGE),
         kv_cache_usage=_gauge_mean([s.get(KV_USAGE) for s in each], 1.0),
@@ -164,10 +168,14 @@ def max_num_seqs_of(value: float | None) -> int | None:
     return int(value) if value is not None and 1 <= value <= MAX_NUM_SEQS_READ else None  # NaN fails both
 
 
+def _usable(value: float | None, cap: float) -> bool:
+    return value is not None and math.isfinite(value) and value <= cap
+
+
 def _gauge_mean(values: Sequence[float | None], cap: float) -> float:
     """The mean over the scrapes whose value is finite and at most `cap` (others are not a replica's
     state: unknown), negatives read as 0; 0 when no scrape has one. Summing value/n cannot overflow."""
-    kept = [max(v, 0.0) for v in values if v is not None and math.isfinite(v) and v <= cap]
+    kept = [max(v, 0.0) for v in values if v is not None and _usable(v, cap)]
     return sum(v / len(kept) for v in kept) if kept else 0.0
 
 

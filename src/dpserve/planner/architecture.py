@@ -84,7 +84,8 @@ def arch_from_hf_config(cfg: Mapping[str, Any], name: str) -> ModelArch:
         # absent, null or 0: hidden // heads
         head_dim=_int(cfg, "head_dim", name, default=None) or hidden // heads,
         vocab_size=_int(cfg, "vocab_size", name),
-        tie_word_embeddings=_bool(cfg, "tie_word_embeddings", name, default=False),
+        # transformers' own default when config.json leaves it out: True for Gemma's classes
+        tie_word_embeddings=_bool(cfg, "tie_word_embeddings", name, default=model_type.startswith("gemma")),
         attention_bias=_bool(cfg, "attention_bias", name, default=model_type == "qwen2"),
         qk_norm=model_type.startswith("qwen3"),
         num_experts=num_experts,

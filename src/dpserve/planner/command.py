@@ -48,6 +48,8 @@ def run(config: PlanConfig, common: CommonOptions) -> int:
 
 
 def _print(out: object) -> None:
+    if sys.stdout is None:  # started with stdout closed: nothing can be shown
+        return
     if isinstance(out, dict):
         import orjson
 

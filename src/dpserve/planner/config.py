@@ -59,8 +59,8 @@ class PlanConfig:
                                         "fp8_tflops, link_gb_s (per direction), link (nvlink|pcie), "
                                         "link_latency_us (per ring step), nvls (true: NVLink SHARP)")
     num_gpus: int = option(8, f"GPUs to lay out, 1..{MAX_GPUS} (every layout uses all of them)")
-    gpus_per_node: int = option(8, f"GPUs per node, 1..{MAX_GPUS_PER_NODE}: TP stays inside a node, PP "
-                                   "and DP may cross")
+    gpus_per_node: int = option(8, f"GPUs per node, 1..{MAX_GPUS_PER_NODE}: a TP group, and a replica no "
+                                   "larger than a node, stays inside one; larger replicas span whole nodes")
     dtype: Literal["bf16", "fp8", "int4"] = option("bf16", "weight precision")
     kv_dtype: Literal["bf16", "fp8"] = option("bf16", "KV-cache precision")
     prompt_len: int | None = option(None, "prompt tokens per request (default 1024, or the workload file's)")
@@ -106,7 +106,8 @@ class PlanConfig:
         require_range("--max-num-batched-tokens", self.max_num_batched_tokens, 1, MAX_BATCHED_TOKENS)
         require_range("--simulate-top", self.simulate_top, 1, MAX_SIMULATE_TOP)
         require_range("--simulate-requests", self.simulate_requests, 1, MAX_SIMULATE_REQUESTS)
-        require_range("--time-scale", self.time_scale, 0.0, MAX_TIME_SCALE, low_open=True)
+        # Below 1 the sims would run slower than the hardware they model: no use, and 1e-300 never ends.
+        require_range("--time-scale", self.time_scale, 1.0, MAX_TIME_SCALE)
         require_range("--window-s", self.window_s, 0.0, MAX_WINDOW_S, low_open=True)
         require(2 <= self.scrapes <= MAX_SCRAPES, f"--scrapes must be in 2..{MAX_SCRAPES}")
         require(self.diagnose is None or self.diagnose[:8].lower().startswith(("http://", "https://")),

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -82,6 +84,22 @@ def gateway_url(raw: str) -> str:
         raise ConfigError(bad)
     if parts.query or parts.fragment:
         raise ConfigError(f"{bad}: no query or fragment")
+    if parts.username is not None or parts.password is not None:  # they would be echoed in messages
+        raise ConfigError("--diagnose must be an http(s)://HOST[:PORT][/PATH] URL with no user:password@; "
+                          "the gateway's admin key goes in "
+                          f"--admin-key or ${ADMIN_KEY_ENV}")
+    if "[" in parts.netloc and not re.fullmatch(r"\[[^\]]*\](:\d+)?", parts.netloc):  # [::1]x
+        raise ConfigError(bad)
+    host = parts.hostname
+    try:  # as the client will: a host the resolver cannot even encode (`a..b`, a 64-char label)
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            raise ConfigError(f"{bad}: the host {host[:64]!r} is not a valid name") from exc
+        if host.replace(".", "").isdigit():  # 999.0.0.1: looks like an address, is none
+            raise ConfigError(f"{bad}: {host!r} is not an IP address") from None
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -131,7 +149,8 @@ async def list_workers(http: aiohttp.ClientSession, url: str, admin_key: str | N
         async with http.get(where, headers=headers) as resp:
             status = resp.status
             body = await read_body(resp) if status == 200 else b""
-    except (aiohttp.ClientError, TimeoutError, BodyTooLarge) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: BodyTooLarge, a host
+        # the resolver refuses
         raise FleetUnreachable(f"cannot read {where}: {failure_reason(exc, REQUEST_TIMEOUT_S)}") from exc
     if status == 401:
         raise ConfigError(f"{where} needs the admin key: pass --admin-key or set {ADMIN_KEY_ENV}")
@@ -300,8 +319,11 @@ def run_diagnose(config: PlanConfig) -> int:
     except FleetUnreachable as exc:
         print(f"dpserve plan: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if sys.stdout is None:  # started with stdout closed: nothing can be shown
+        return 0
     if config.as_json:
         sys.stdout.buffer.write(orjson.dumps(diagnosis_json(d, windows), option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print(diagnosis_text(d, windows))
+    sys.stdout.flush()  # here, where a closed pipe or a full disk is reported, not at exit
     return 0

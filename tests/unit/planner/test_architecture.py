@@ -143,3 +143,13 @@ def test_another_bundled_model_that_cannot_be_prepared_is_an_architecture_error(
 def test_unusable_model_names(model: str, message: str) -> None:
     with pytest.raises(ArchitectureError, match=message):
         resolve_arch(model)
+
+
+def test_gemma_ties_its_embeddings_unless_told_otherwise() -> None:
+    """transformers' Gemma configs default tie_word_embeddings to True, and google/gemma-2-9b's
+    config.json leaves it out: 9.24B parameters (its model card), not 10.16B (review_plan2 8)."""
+    gemma2 = {"model_type": "gemma2", "hidden_size": 3584, "intermediate_size": 14336,
+              "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "num_hidden_layers": 42,
+              "vocab_size": 256000}
+    assert round(param_counts(arch_from_hf_config(gemma2, "gemma-2-9b")).total / 1e9, 2) == 9.24
+    assert not arch_from_hf_config({**gemma2, "tie_word_embeddings": False}, "g").tie_word_embeddings

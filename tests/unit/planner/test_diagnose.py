@@ -1,6 +1,6 @@
 """`plan --diagnose`'s pure pieces: the URL and admin key as bad input, failure reasons, replica
 labels and health matched by position (review_plan findings 10 and 11). The HTTP side is in
-tests/integration/planner/test_diagnose_hostile_fleet.py."""
+tests/integration/planner/test_diagnose_against_a_hostile_fleet.py."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def test_gateway_url_normalises(raw: str, url: str) -> None:
     ("http://127.0.0.1:8000/#top", "no query or fragment"),
     ("http://127.0.0.1:8000/\nX: 1", "URL"),
     ("http://a b", "URL"),
+    ("http://a..b:8000", "not a valid name"),  # review_plan2: these reached the resolver (a traceback)
+    ("http://.:80", "not a valid name"),
+    ("http://" + "a" * 64 + ":80", "not a valid name"),
+    ("http://999.0.0.1:1", "not an IP address"),
+    ("http://[::1]x", "URL"),
+    ("http://user:pw@127.0.0.1:1", "no user:password@"),
 ])
 def test_a_malformed_gateway_url_is_bad_input(raw: str, why: str) -> None:
     with pytest.raises(ConfigError, match="--diagnose must be an http") as info:
