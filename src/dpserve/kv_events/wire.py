@@ -20,6 +20,9 @@ decoder keeps either as given.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +33,13 @@ BlockHash = int | bytes
 
 # What a decoder accepts, so that a buggy or hostile publisher costs bounded memory and time.
 # One batch is one engine step's events: at 128k batched tokens its BlockStored carry ~128k token
-# ids (≤ 5 bytes each in msgpack) and ~8k 32-byte hashes, about 1 MB; 4 MiB leaves room. (msgpack
-# makes at most one Python object per payload byte: the worst batch costs ~250 MB while decoded.)
-MAX_BATCH_BYTES = 4 << 20
+# ids (3-5 bytes each in msgpack) and ~8k 34-byte hashes, under 1 MB. msgpack makes up to one
+# Python object per payload byte, so the bound is also the loop's: the worst 1 MiB batch takes
+# ~0.25 s to decode and free on this 2-core VM (4 MiB took ~1 s: review_kv_events2 1).
+MAX_BATCH_BYTES = 1 << 20
 MAX_BLOCK_SIZE = 4096  # tokens per block; vLLM's backends use 1-256 (CPU 128, some 1024 at most)
 MAX_HASH_BYTES = 64  # vLLM's hashes are sha256 (32 bytes) or 64-bit ints
+MAX_BLOCKS_PER_EVENT = 1 << 16  # a 128k-token step of 16-token blocks is 8k; the index hashes each
 _INT64_RANGE = range(-(1 << 63), 1 << 64)  # vLLM's int hashes are unsigned 64-bit; signed too
 _INT_ONLY = {int}
 _BYTES_ONLY = {bytes}
@@ -132,8 +137,9 @@ def _are_hashes(values: list[Any]) -> bool:
 
 
 def _hashes(value: Any, what: str) -> list[BlockHash]:
-    if type(value) is not list or not _are_hashes(value):
-        raise WireError(f"{what}: block_hashes must be a list of 64-bit ints or short bytes")
+    if type(value) is not list or len(value) > MAX_BLOCKS_PER_EVENT or not _are_hashes(value):
+        raise WireError(f"{what}: block_hashes must be a list of at most {MAX_BLOCKS_PER_EVENT} 64-bit "
+                        "ints or short bytes")
     return value
 
 
@@ -172,12 +178,24 @@ def _decode_event(raw: Any) -> KVEvent | None:
     return None  # a newer event type: not ours to interpret
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def decode_batch(payload: bytes) -> EventBatch:
     """Payload → batch; WireError for anything that is not one (or larger than MAX_BATCH_BYTES)."""
     if len(payload) > MAX_BATCH_BYTES:
         raise WireError(f"a batch of {len(payload)} bytes (at most {MAX_BATCH_BYTES})")
     try:  # TypeError: an unhashable map key; RecursionError: nesting deeper than the C stack allows
-        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        with _collector_paused():  # millions of new lists would set off collections that walk them all
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
         raise WireError(f"not msgpack: {str(exc) or type(exc).__name__}") from exc
     if isinstance(raw, dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-_SCHEMES = ("tcp://", "ipc://", "inproc://")
+_SCHEMES = ("tcp://", "ipc://")
 NO_EVENTS = "-"
 
 
@@ -21,9 +22,20 @@ class KvEventsEndpoint:
         return {"endpoint": self.endpoint, "replay_endpoint": self.replay_endpoint, "topic": self.topic}
 
 
+# What a subscriber can connect to: tcp://HOST:PORT (a name, an IPv4 address or [IPv6]) or
+# ipc://PATH (libzmq's limit for a socket path is 107 bytes). libzmq refuses anything else at
+# connect time, after the flag was taken: a typo must be refused here.
+_TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})")
+_IPC = re.compile(r"ipc://[^\x00]{1,107}")
+
+
 def _check(name: str, value: Any) -> str:
+    bad = ValueError(f"{name} must be a ZMQ endpoint (tcp://host:port, ipc://path), got {value!r}"[:300])
     if not isinstance(value, str) or not value.startswith(_SCHEMES) or len(value) > 1024:
-        raise ValueError(f"{name} must be a ZMQ endpoint (tcp://host:port, ipc://path), got {value!r}")
+        raise bad
+    tcp = _TCP.fullmatch(value)
+    if not (tcp and 1 <= int(tcp.group(2)) <= 65535) and not _IPC.fullmatch(value):
+        raise bad
     return value
 
 

@@ -21,6 +21,7 @@ from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.gateway.kv_events.subscriber import ReplicaSubscription
 from dpserve.gateway.policies.base import Policy
 from dpserve.kv_events.wire import AllBlocksCleared, KVEvent
+from dpserve.log import ThrottledLog
 
 log = logging.getLogger(__name__)
 RESTART_AFTER_S = 5.0
@@ -33,6 +34,7 @@ class KvEventFeed:
         self._policy = policy
         self._ctx: zmq.asyncio.Context | None = None
         self._subs: dict[str, tuple[ReplicaSubscription, asyncio.Task[None]]] = {}
+        self._warn = ThrottledLog(log)
 
     def add(self, worker_id: str, endpoint: KvEventsEndpoint) -> None:
         """Subscribe to a worker's events (replacing an older subscription of the same id)."""
@@ -82,10 +84,15 @@ class KvEventFeed:
                 await sub.run()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 sub.stats.restarts += 1
-                log.exception("kv events: the subscription to %s failed; its cache state is cleared and "
-                              "it is subscribed again in %.0f s", sub.worker_id, RESTART_AFTER_S)
+                if sub.stats.restarts == 1:  # the traceback once; then a throttled line
+                    log.exception("kv events: the subscription to %s failed; its cache state is cleared "
+                                  "and it is subscribed again in %.0f s", sub.worker_id, RESTART_AFTER_S)
+                else:
+                    self._warn.warning(sub.worker_id, "kv events: the subscription to %s failed again "
+                                       "(%s: %s); retried every %.0f s", sub.worker_id, type(exc).__name__,
+                                       exc, RESTART_AFTER_S)
             sub.next_seq = None
             with contextlib.suppress(Exception):  # logged above; the index drops the worker on its own
                 self._deliver(sub.worker_id, [AllBlocksCleared()])

@@ -8,9 +8,9 @@ The state the gateway delivers for a replica is always either exact or a subset 
 - on a gap in sequence numbers it asks for the missing batches; if the replay no longer has them
   (or there is no replay socket, or it does not answer in time) the state is cleared and rebuilt
   from the events that follow, with a warning — never left stale;
-- a batch seen twice (live and replayed) is applied once; a sequence number far behind the
-  expected one is a publisher that restarted behind a connection that stayed up (a forwarder):
-  cleared and rebuilt too.
+- a batch seen twice (live and replayed) is applied once; a live number at or below the last one
+  on the same connection is a publisher that restarted behind a connection that stayed up (a
+  forwarder): cleared and rebuilt too, as is a replay that skips a number.
 
 What a publisher sends cannot stop the subscription or starve the gateway: a message that is
 malformed, too large (the socket drops the peer), or that the index cannot apply costs that
@@ -44,9 +44,8 @@ RECONNECT_AFTER_S = 0.1  # libzmq's own reconnect interval
 REPLAY_BACKOFF_S = 30.0  # after a replay that did not answer, gaps clear the state without asking
 REPLAY_MAX_BATCHES = 20_000  # twice a publisher's default replay buffer (buffer_steps 10,000)
 REPLAY_MAX_BYTES = 64 << 20
-# Live batches older than the expected one by at most this are duplicates of a replay (the SUB
-# queue holds at most RCV_HWM of them); further back, the publisher's numbering restarted.
-DUPLICATE_WINDOW = 10_000
+REPLAY_NEXT_FRAME_S = 1.0  # a replay that has begun may pause this long between batches...
+REPLAY_MAX_S = 10.0  # ... and take this long in all
 RCV_HWM = 256  # messages the SUB socket queues; beyond, the publisher drops them (a gap, replayed)
 DRAIN_MAX_MESSAGES = 256  # messages handled per turn of the event loop...
 DRAIN_MAX_S = 0.005  # ... or seconds
@@ -79,6 +78,9 @@ class ReplicaSubscription:
         self._no_replay_until = -1.0
         self._warn = ThrottledLog(log)
         self.next_seq: int | None = None  # None: no sync point; the next batch starts one
+        # The last live number on this connection: a publisher's only rise, so one at or below it
+        # is the publisher restarted behind a connection that stayed up (a forwarder, a proxy).
+        self._last_live: int | None = None
         self.stats = SubscriptionStats()
 
     async def run(self) -> None:
@@ -89,6 +91,7 @@ class ReplicaSubscription:
     async def _session(self) -> None:
         """One SUB socket, until its publisher disconnects. A new socket for each connection:
         libzmq never reconnects a socket that dropped its peer for an oversized message."""
+        self._last_live = None
         sub = self._ctx.socket(zmq.SUB)
         monitor: zmq.asyncio.Socket | None = None
         try:  # every socket is closed, even if setting it up fails: an open one hangs the context's term()
@@ -142,16 +145,16 @@ class ReplicaSubscription:
                 return
 
     async def _on_live(self, seq: int, payload: bytes) -> None:
+        last, self._last_live = self._last_live, seq
+        if last is not None and seq <= last:
+            self._lose_state(f"its batch numbers went back from {last} to {seq} (restarted)", kind="restart")
+            self._accept(seq, payload)
+            return
         if self.next_seq is None or seq == self.next_seq:
             self._accept(seq, payload)
             return
         if seq < self.next_seq:
-            if self.next_seq - seq <= DUPLICATE_WINDOW:
-                return  # already applied (a replay covered it)
-            self._lose_state(f"its batch numbers went back from {self.next_seq} to {seq} (restarted)",
-                             kind="restart")
-            self._accept(seq, payload)
-            return
+            return  # already applied (a replay covered it)
         self.stats.gaps += 1
         expected = self.next_seq
         await self._resync(expected, cleared=False)
@@ -198,6 +201,8 @@ class ReplicaSubscription:
         self.next_seq = start if not replayed or replayed[0][0] <= start else None
         deadline = self._clock() + DRAIN_MAX_S
         for seq, payload in replayed:
+            if self.next_seq is not None and seq > self.next_seq:  # a batch the publisher dropped
+                self._lose_state(f"the replay skips batches {self.next_seq}..{seq - 1}")
             if self.next_seq is None or seq >= self.next_seq:
                 self._accept(seq, payload)
             if self._clock() > deadline:  # a long replay is applied in chunks, the loop turning between
@@ -210,18 +215,24 @@ class ReplicaSubscription:
         dealer = self._ctx.socket(zmq.DEALER)
         batches: list[tuple[int, bytes]] = []
         size = 0
+        loop = asyncio.get_running_loop()
         try:
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.setsockopt(zmq.MAXMSGSIZE, MAX_BATCH_BYTES + 1024)
             dealer.connect(self.endpoint.replay_endpoint)
             await dealer.send_multipart((b"", start.to_bytes(8, "big")))
-            async with asyncio.timeout(self._replay_timeout_s):
+            # The first batch within replay_timeout_s (else the socket is silent: backed off), then
+            # each next within REPLAY_NEXT_FRAME_S, all within REPLAY_MAX_S: a long replay on a busy
+            # loop is slow, not silent.
+            end = loop.time() + REPLAY_MAX_S
+            async with asyncio.timeout_at(loop.time() + self._replay_timeout_s) as frame_timeout:
                 deadline = self._clock() + DRAIN_MAX_S
                 while True:
                     if self._clock() > deadline:  # a queued receive completes without a loop turn
                         await asyncio.sleep(0)
                         deadline = self._clock() + DRAIN_MAX_S
                     frames = await dealer.recv_multipart()
+                    frame_timeout.reschedule(min(end, loop.time() + REPLAY_NEXT_FRAME_S))
                     # vLLM 0.32: (b"", topic, seq, payload); before: (b"", seq, payload)
                     if len(frames) not in (3, 4) or len(frames[-2]) != 8:
                         self.stats.malformed += 1
@@ -239,9 +250,17 @@ class ReplicaSubscription:
                         return None
                     batches.append((seq, frames[-1]))
         except TimeoutError:
+            if batches:  # it answered, too slowly: asked again at the next gap
+                self._warn.warning("replay", "kv events: %s: its replay from batch %d stalled after %d "
+                                   "batches", self.worker_id, start, len(batches))
+                return None
             self._no_replay_until = self._clock() + REPLAY_BACKOFF_S
             self._warn.warning("replay", "kv events: %s: no replay answer within %.1f s; not asked "
                                "again for %.0f s", self.worker_id, self._replay_timeout_s, REPLAY_BACKOFF_S)
+            return None
+        except zmq.ZMQError as exc:  # an endpoint libzmq refuses: no replay, the subscription goes on
+            self._warn.warning("replay", "kv events: %s: cannot use the replay endpoint %s: %s",
+                               self.worker_id, self.endpoint.replay_endpoint, exc)
             return None
         finally:
             dealer.close(0)

@@ -11,6 +11,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from dpserve.gateway.kv_events import subscriber as subscriber_module
 from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.gateway.kv_events.subscriber import DRAIN_MAX_MESSAGES, ReplicaSubscription
 from dpserve.kv_events.wire import (
@@ -48,10 +49,31 @@ def subscription(replay: list[tuple[int, bytes]] | None) -> tuple[ReplicaSubscri
 
 
 async def test_in_order_and_duplicates_applied_once() -> None:
-    sub, rec = subscription([])
-    for seq in (0, 1, 1, 0, 2):
+    """A replay on connection covers batches the SUB socket then delivers live as well."""
+    sub, rec = subscription([(s, payload(s)) for s in range(3)])
+    await sub._resync(0, cleared=True)
+    for seq in (1, 2, 3, 4):
         await sub._on_live(seq, payload(seq))
-    assert rec.got == [0, 1, 2] and sub.next_seq == 3
+    assert rec.got == [0, 1, 2, 3, 4] and sub.next_seq == 5 and sub.stats.state_losses == 0
+
+
+async def test_a_restart_behind_a_connection_that_stays_up_is_seen_at_once() -> None:
+    """Live numbers only rise on one connection: one at or below the last is a new process, even
+    a few batches after the old one (review_kv_events2 2: a window of 10,000 missed it)."""
+    sub, rec = subscription(None)
+    for seq in (0, 1, 2):
+        await sub._on_live(seq, payload(seq))
+    await sub._on_live(0, payload(100))  # the new process's first batch
+    await sub._on_live(1, payload(101))
+    assert rec.got == [0, 1, 2, "clear", 100, 101] and sub.stats.state_losses == 1
+
+
+async def test_a_replay_that_skips_a_batch_clears_the_state() -> None:
+    """dpserve's publisher drops a batch on a full queue but keeps its number: what the lost batch
+    removed would stay indexed if the replay were applied across the hole (review_kv_events2 3)."""
+    sub, rec = subscription([(0, payload(0)), (1, payload(1)), (3, payload(3))])
+    await sub._resync(0, cleared=True)
+    assert rec.got == [0, 1, "clear", 3] and sub.stats.state_losses == 1 and sub.next_seq == 4
 
 
 async def test_a_gap_is_filled_from_the_replay_socket() -> None:
@@ -152,6 +174,33 @@ async def test_a_replay_socket_that_does_not_answer_is_not_asked_again_for_a_whi
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await sub._replay(5) is None and loop.time() - started < 0.1  # no second 0.2 s wait
+
+
+async def test_a_slow_replay_is_not_taken_for_a_silent_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first batch within the timeout, the next ones each within REPLAY_NEXT_FRAME_S: a replay
+    longer than the first timeout in all is read (review_kv_events2 4)."""
+    monkeypatch.setattr(subscriber_module, "REPLAY_NEXT_FRAME_S", 0.2)
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    sub = ReplicaSubscription("w", KvEventsEndpoint("ipc://unused", f"tcp://127.0.0.1:{port}"), ctx,
+                              Recorder(), replay_timeout_s=0.3)
+
+    async def serve() -> None:
+        identity, *_ = await router.recv_multipart()
+        for seq in range(6):  # 0.6 s in all, twice the first timeout
+            await router.send_multipart([identity, b"", b"kv", seq.to_bytes(8, "big"), b"p"])
+            await asyncio.sleep(0.1)
+        await router.send_multipart([identity, b"", b"kv", (-1).to_bytes(8, "big", signed=True), b""])
+
+    server = asyncio.create_task(serve())
+    try:
+        got = await sub._replay(0)
+    finally:
+        server.cancel()
+        router.close(0)
+        ctx.term()
+    assert got is not None and [s for s, _ in got] == list(range(6))
 
 
 async def test_a_replay_answer_is_read() -> None:
