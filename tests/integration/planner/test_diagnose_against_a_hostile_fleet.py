@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from dpserve.cli import main
 from dpserve.diagnosis import State
 from dpserve.planner import diagnose
 from dpserve.planner.diagnose import FleetUnreachable, diagnose_url, diagnosis_json, diagnosis_text
+from tests.integration.planner.fake_fleet import serving
 
 GOOD = ("vllm:num_requests_running 3\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.2\n"
         "vllm:generation_tokens_total {n}\n")
@@ -82,15 +82,8 @@ async def hostile() -> AsyncIterator[str]:
             await asyncio.sleep(30)
         return _metrics_mode(mode, count["n"])
 
-    app = web.Application()
-    app.router.add_get("/{mode}/workers", workers)
-    app.router.add_get("/{mode}/{replica}/metrics", metrics)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await server.close()
+    async with serving(workers, metrics, prefix="/{mode}") as url:
+        yield url
 
 
 def _finite_json(obj: Any) -> Any:

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from dpserve.cli import main
 from dpserve.config import ConfigError
 from dpserve.diagnosis import State
 from dpserve.planner.diagnose import FleetUnreachable, diagnose_url
+from tests.integration.planner.fake_fleet import serving
 
 METRICS = ('vllm:num_requests_running 2\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n'
            'vllm:generation_tokens_total {n}\n')
@@ -32,15 +32,8 @@ async def fleet() -> AsyncIterator[str]:
         scrapes["n"] += 1
         return web.Response(text=METRICS.format(n=100 * scrapes["n"]))
 
-    app = web.Application()
-    app.router.add_get("/workers", workers)
-    app.router.add_get("/r0/metrics", metrics)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await server.close()
+    async with serving(workers, metrics) as url:
+        yield url
 
 
 async def test_admin_key_is_sent_and_required(fleet: str) -> None:
