@@ -37,6 +37,12 @@ class ThrottledLog:
         self._held: dict[str, int] = {}
 
     def warning(self, kind: str, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, kind, msg, *args)
+
+    def info(self, kind: str, msg: str, *args: object) -> None:
+        self._log(logging.INFO, kind, msg, *args)
+
+    def _log(self, level: int, kind: str, msg: str, *args: object) -> None:
         now = self._clock()
         since = now - self._last.get(kind, -math.inf)
         if since < self._every_s:
@@ -46,4 +52,4 @@ class ThrottledLog:
         held = self._held.pop(kind, 0)
         if held:
             msg += f" ({held} more like this in the last {since:.0f} s)"
-        self._logger.warning(msg, *args)
+        self._logger.log(level, msg, *args)

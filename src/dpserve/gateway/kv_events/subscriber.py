@@ -112,7 +112,8 @@ class ReplicaSubscription:
                 if monitor in ready:
                     event = parse_monitor_message(await monitor.recv_multipart())
                     if event["event"] == zmq.EVENT_DISCONNECTED:
-                        log.info("kv events: %s disconnected; its cache state is cleared", self.worker_id)
+                        self._warn.info("disconnect", "kv events: %s disconnected; its cache state is "
+                                        "cleared", self.worker_id)
                         self._deliver(self.worker_id, _CLEARED)
                         self.next_seq = None
                         return
@@ -170,7 +171,7 @@ class ReplicaSubscription:
             batch = decode_batch(payload)
         except WireError as exc:
             self.stats.malformed += 1
-            self._lose_state(f"batch {seq} cannot be decoded: {exc}")
+            self._lose_state(f"batch {seq} cannot be decoded: {exc}", kind="decode")
             return
         self.stats.batches += 1
         if not batch.events:
@@ -179,9 +180,10 @@ class ReplicaSubscription:
             self._deliver(self.worker_id, batch.events)
         except Exception as exc:  # the index could not apply it: its state for this replica is unsure
             self.stats.malformed += 1
-            self._lose_state(f"batch {seq} could not be applied ({type(exc).__name__}: {exc})")
+            self._lose_state(f"batch {seq} could not be applied ({type(exc).__name__}: {exc})", kind="apply")
 
-    def _lose_state(self, why: str, kind: str = "lost") -> None:
+    def _lose_state(self, why: str, kind: str = "gap") -> None:
+        """Clear the replica's state, with a warning throttled per `kind` of cause."""
         self._warn.warning(kind, "kv events: %s: %s; its cache state is cleared and rebuilt from "
                            "what follows", self.worker_id, why)
         self.stats.state_losses += 1
