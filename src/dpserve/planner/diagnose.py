@@ -280,12 +280,25 @@ async def diagnose_url(url: str, *, admin_key: str | None, window_s: float, scra
     return d, windows
 
 
+_MEASURED = ("running", "waiting", "kv_cache_usage", "preemptions_per_s", "generation_tokens_per_s",
+             "tpot_p50_s", "ttft_p99_s", "max_num_seqs")
+
+
 def diagnosis_json(d: Diagnosis, windows: list[ReplicaWindow]) -> dict[str, Any]:
+    """The diagnosis for scripts. A replica whose metrics were not read has null figures, not zeros
+    (zeros would read as an idle replica), and no evidence."""
+    unread = {w.replica_id for w in windows if w.metrics_error is not None}
+
     def finding(f: Finding) -> dict[str, Any]:
-        return {"state": f.state.value, "replica": f.replica_id, "message": f.message, "evidence": f.evidence}
+        return {"state": f.state.value, "replica": f.replica_id, "message": f.message,
+                "evidence": {} if f.replica_id in unread and f.state is State.NO_METRICS else f.evidence}
+
+    def window(w: ReplicaWindow) -> dict[str, Any]:
+        out = asdict(w)
+        return out if w.metrics_error is None else {**out, **dict.fromkeys(_MEASURED)}
 
     return {"fleet": finding(d.fleet), "bottleneck": d.bottleneck,
-            "replicas": [finding(f) for f in d.replicas], "windows": [asdict(w) for w in windows]}
+            "replicas": [finding(f) for f in d.replicas], "windows": [window(w) for w in windows]}
 
 
 def diagnosis_text(d: Diagnosis, windows: list[ReplicaWindow]) -> str:

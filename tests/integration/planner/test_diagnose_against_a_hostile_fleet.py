@@ -101,7 +101,10 @@ async def test_non_finite_and_negative_metrics_give_sane_numbers(hostile: str) -
             assert w.generation_tokens_per_s >= 0 and w.preemptions_per_s >= 0
         # negative gauges read as 0: idle; all of them NaN: the load is unknown, not zero
         assert d.fleet.state is (State.IDLE if mode == "neg" else State.NO_METRICS), d.fleet.message
-        _finite_json(diagnosis_json(d, windows))
+        doc = _finite_json(diagnosis_json(d, windows))
+        if mode == "nan":  # unknown, not zero: a zero reads as an idle replica
+            assert all(w["running"] is None and w["kv_cache_usage"] is None for w in doc["windows"])
+            assert all(r["evidence"] == {} for r in doc["replicas"])
         running = diagnosis_text(d, windows).split("\n")[1].split()[2]
         assert running == "-" or not running.startswith("-")  # unknown, or not negative
 
