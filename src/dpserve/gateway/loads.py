@@ -25,6 +25,7 @@ from typing import Protocol
 import aiohttp
 
 from dpserve.aio import cancel_and_wait
+from dpserve.http_body import BodyTooLarge, read_text
 from dpserve.http_names import METRICS_PATH
 
 logger = logging.getLogger(__name__)
@@ -152,9 +153,9 @@ class LoadPoller:
                 if resp.status != 200:
                     return
                 in_flight_at_poll = worker.in_flight  # the count that the gauges reflect
-                text = await resp.text()
+                text = await read_text(resp)  # capped: the replica's answer is not ours to trust
                 gauges = parse_vllm_gauges(text)
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError, BodyTooLarge):
             return  # health checks decide whether the replica is down; keep the last poll
         if self._on_scrape is not None:
             self._on_scrape(worker, text)

@@ -39,19 +39,17 @@ from dpserve.diagnosis import (
     middle_scrape,
     window_from_scrapes,
 )
+from dpserve.http_body import read_text
 from dpserve.planner.config import ADMIN_KEY_ENV, PlanConfig
 from dpserve.planner.report import format_table
 from dpserve.prometheus_text import Exposition, parse_exposition
 
 REQUEST_TIMEOUT_S = 5.0
 EXIT_UNREACHABLE = 1
-# A vLLM /metrics is 50-300 KB and a 256-replica /workers ~100 KB; past 8 MiB (after decompression)
-# an answer is refused rather than held in memory.
-MAX_BODY_BYTES = 8 * 2**20
 # Replicas watched: the first 256 of /workers (the output says how many were left out). Each round
 # scrapes them all, so time and memory grow with the count; a fleet beyond this is diagnosed in parts.
 MAX_WORKERS = 256
-# Scrapes in flight at once: each may hold MAX_BODY_BYTES, so this bounds memory to ~256 MiB.
+# Scrapes in flight at once: each may hold http_body.MAX_BODY_BYTES (8 MiB): ~256 MiB at most.
 MAX_CONCURRENT_SCRAPES = 32
 MAX_LABEL_CHARS = 64
 MAX_REASON_CHARS = 200
@@ -61,10 +59,6 @@ Series = list[tuple[float, Exposition]]
 
 class FleetUnreachable(RuntimeError):
     """The gateway did not answer /workers; the message says how."""
-
-
-class BodyTooLarge(ValueError):
-    """An answer past MAX_BODY_BYTES."""
 
 
 def gateway_url(raw: str) -> str:
@@ -117,20 +111,6 @@ def bearer_key(raw: str | None) -> str | None:
     return key or None
 
 
-async def read_body(resp: aiohttp.ClientResponse) -> bytes:
-    """The body, decompressed, refused past MAX_BODY_BYTES. Read a piece at a time: aiohttp (≥ 3.14,
-    our floor) inflates a gzip/deflate body only as far as its buffer has room and goes on as the
-    reader drains it, so a small body that inflates to gigabytes stops here at the cap."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge(f"the answer is larger than {MAX_BODY_BYTES // 2**20} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def failure_reason(exc: BaseException, timeout_s: float) -> str:
     """Why a request failed, in one short printable line (str(TimeoutError()) is empty; the text may
     quote a URL the gateway listed)."""
@@ -148,7 +128,7 @@ async def list_workers(http: aiohttp.ClientSession, url: str, admin_key: str | N
     try:
         async with http.get(where, headers=headers) as resp:
             status = resp.status
-            body = await read_body(resp) if status == 200 else b""
+            body = await read_text(resp) if status == 200 else ""
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: BodyTooLarge, a host
         # the resolver refuses
         raise FleetUnreachable(f"cannot read {where}: {failure_reason(exc, REQUEST_TIMEOUT_S)}") from exc
@@ -157,7 +137,7 @@ async def list_workers(http: aiohttp.ClientSession, url: str, admin_key: str | N
     if status != 200:
         raise FleetUnreachable(f"{where} answered HTTP {status}")
     try:
-        workers = json.loads(body.decode("utf-8", errors="replace"))
+        workers = json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise FleetUnreachable(f"{where} did not answer JSON") from exc
     if not isinstance(workers, list) or not all(isinstance(w, dict) and "url" in w for w in workers):
@@ -175,10 +155,10 @@ async def scrape(http: aiohttp.ClientSession, replica_url: str | None, timeout_s
                             timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
                 return f"/metrics answered HTTP {resp.status}"
-            body = await read_body(resp)
+            text = await read_text(resp)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # BodyTooLarge is a ValueError
         return failure_reason(exc, timeout_s)
-    return parse_exposition(body.decode("utf-8", errors="replace"), only=WINDOW_SERIES)
+    return parse_exposition(text, only=WINDOW_SERIES)
 
 
 async def scrape_rounds(http: aiohttp.ClientSession, urls: list[str | None], window_s: float,

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from dpserve.gateway.loads import (
     KV_USAGE,
     RUNNING,
     WAITING,
     WAITING_WEIGHT,
+    LoadPoller,
     PolledLoad,
     combined_load,
     is_polled,
@@ -62,3 +67,40 @@ def test_only_replicas_whose_gauges_can_move_are_polled(in_flight: int, ended: i
                                                         expected: bool) -> None:
     assert needs_poll(_W(in_flight, polled, ended)) is expected
     assert is_polled(_W(in_flight, polled, ended, healthy=False)) is False
+
+
+@pytest.mark.parametrize("mode", ["not-utf8", "gzip-bomb"])
+async def test_a_replica_whose_metrics_cannot_be_read_keeps_its_last_poll(mode: str) -> None:
+    """The /metrics body is the replica's: bytes that are not UTF-8 are read with replacement (they
+    escaped the poll's `except` and ended the polling of every replica), and a body that inflates
+    past the cap is refused without being held (http_body)."""
+    async def metrics(request: web.Request) -> web.Response:
+        if mode == "not-utf8":
+            return web.Response(body=b"vllm:num_requests_running 3\n\xff\xfe\n",
+                                headers={"Content-Type": "text/plain; charset=utf-8"})
+        return web.Response(body=gzip.compress(b"0" * (20 * 2**20)), headers={"Content-Encoding": "gzip"})
+
+    @dataclass
+    class Replica:
+        url: str
+        id: str = "w0"
+        in_flight: int = 0
+        requests_ended: int = 0
+        healthy: bool = True
+        polled: PolledLoad | None = None
+        most_running: int = 0
+        saturated: bool = False
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        replica = Replica(f"http://127.0.0.1:{server.port}")
+        async with aiohttp.ClientSession() as http:
+            poller = LoadPoller(lambda: [replica], http, 1.0, 5.0)  # type: ignore[list-item]
+            await poller.poll_once()  # raised UnicodeDecodeError before
+        assert (replica.polled is not None and replica.polled.running == 3.0) if mode == "not-utf8" \
+            else replica.polled is None
+    finally:
+        await server.close()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from dpserve.config import ConfigError
+from dpserve.http_body import BodyTooLarge
 from dpserve.planner.diagnose import (
     MAX_LABEL_CHARS,
-    BodyTooLarge,
     bearer_key,
     failure_reason,
     gateway_url,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import pytest
@@ -19,13 +20,20 @@ from dpserve.serving.engine_client import EngineStats
 from tests.unit.gateway.dashboard.fleet import Fleet, make_fleet
 
 
+class _Content:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+
 class _Answer:
+    """What the poller reads of an aiohttp response: the status and the body's stream."""
+
     def __init__(self, text: str) -> None:
         self.status = 200
-        self._text = text
-
-    async def text(self) -> str:
-        return self._text
+        self.content = _Content(text.encode())
 
     async def __aenter__(self) -> _Answer:
         return self
