@@ -348,8 +348,14 @@ def require_range(name: str, value: Any, low: float, high: float, *, low_open: b
         return
     if isinstance(low, int) and isinstance(high, int) and not low_open:
         raise ConfigError(f"{name} must be in {low}..{high}, got {short_repr(value)}")
+    raise ConfigError(range_message(name, value, low, high, low_open=low_open))
+
+
+def range_message(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                  also: str = "") -> str:
+    """`NAME must be a finite number in [LOW, HIGH]ALSO, got VALUE` (VALUE kept short)."""
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-    raise ConfigError(f"{name} must be a finite number in {interval}, got {short_repr(value)}")
+    return f"{name} must be a finite number in {interval}{also}, got {short_repr(value)}"
 
 
 _SHORT = reprlib.Repr()

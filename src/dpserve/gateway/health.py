@@ -13,6 +13,7 @@ import aiohttp
 from dpserve.aio import BackgroundTasks, cancel_and_wait
 from dpserve.gateway.config import HealthConfig
 from dpserve.gateway.worker import Worker
+from dpserve.http_body import BodyTooLarge, read_capped
 from dpserve.http_names import HEALTH_PATH
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,14 @@ class HealthChecker:
         self.on_change(worker, healthy)
 
     async def _get_health(self, worker: Worker) -> bool:
+        """A 200 within the timeout. The body is drained (so the connection is reused) but never
+        decoded; an answer past http_body's cap is a failed probe, not one held in memory."""
         timeout = aiohttp.ClientTimeout(total=self.config.health_check_timeout_s)
         try:
             async with self.http.get(worker.url + HEALTH_PATH, timeout=timeout) as resp:
-                await resp.read()
+                await read_capped(resp)
                 return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError, BodyTooLarge):
             return False
 
     async def _loop(self) -> None:

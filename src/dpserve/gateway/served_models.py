@@ -19,28 +19,50 @@ from dpserve.aio import BackgroundTasks
 from dpserve.gateway.aliases import ModelAliases
 from dpserve.gateway.replica_identity import identity, info_labels, refusal
 from dpserve.gateway.worker import Worker
+from dpserve.http_body import BodyTooLarge, read_capped, read_text
+from dpserve.log import ThrottledLog
 
 logger = logging.getLogger(__name__)
+# A replica whose answers are unusable is asked again on every client GET /v1/models: one line a
+# minute per replica and path, not one per call.
+_unusable = ThrottledLog(logger)
 
 
 async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
                             timeout_s: float) -> list[dict[str, Any]] | None:
-    """The `data` list of `url`/v1/models, or None when the replica did not answer it."""
+    """The `data` list of `url`/v1/models, or None when the replica did not answer it usably.
+
+    The body is the replica's: read capped (http_body), and parsed as bytes, so one that is not
+    UTF-8 (JSON's only encoding) fails like one that is not JSON, rather than naming a model with
+    replacement characters."""
     try:
         async with http.get(url + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            body = orjson.loads(await resp.read()) if resp.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            if resp.status != 200:
+                return None
+            body = orjson.loads(await read_capped(resp))
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    except (BodyTooLarge, orjson.JSONDecodeError) as exc:  # it answered, but not with a model list
+        _unusable.warning(url + "/v1/models", "%s/v1/models is unusable (%s): its models stay unknown",
+                          url, exc)
         return None
     data = body.get("data") if isinstance(body, dict) else None
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
 
 
 async def fetch_info_labels(http: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, str]:
-    """The compared labels of the replica's info gauges (replica_identity.py); {} if none."""
+    """The compared labels of the replica's info gauges (replica_identity.py); {} if none.
+
+    Read capped and decoded with replacement, as the load poller reads the same body: a stray
+    byte elsewhere in /metrics made this {} before, and so the replica's facts went uncompared."""
     try:
         async with http.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            return info_labels(await resp.text()) if resp.status == 200 else {}
-    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+            return info_labels(await read_text(resp)) if resp.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    except BodyTooLarge as exc:
+        _unusable.warning(url + "/metrics", "%s/metrics is unusable (%s): its info labels are not compared",
+                          url, exc)
         return {}
 
 

@@ -111,12 +111,17 @@ def bearer_key(raw: str | None) -> str | None:
     return key or None
 
 
+def printable(text: str) -> str:
+    """`text` with each character a terminal would not print as itself replaced by "?"."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def failure_reason(exc: BaseException, timeout_s: float) -> str:
     """Why a request failed, in one short printable line (str(TimeoutError()) is empty; the text may
     quote a URL the gateway listed)."""
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout_s:.2g} s"
-    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(str(exc).split())) or type(exc).__name__
+    text = printable(" ".join(str(exc).split())) or type(exc).__name__
     if isinstance(exc, aiohttp.InvalidURL):  # its text is the URL alone
         text = f"invalid URL {text}"
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "…"
@@ -223,7 +228,7 @@ def replica_labels(workers: list[dict[str, Any]]) -> list[str]:
     for i, w in enumerate(workers):
         raw = w.get("id")
         name = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-        name = "".join(ch if ch.isprintable() else "?" for ch in name[:MAX_LABEL_CHARS])
+        name = printable(name[:MAX_LABEL_CHARS])
         labels.append(name if name and name not in labels else f"{name}#{i}")
     return labels
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from dpserve.config import in_range, read_yaml, short_repr
+from dpserve.config import in_range, range_message, read_yaml, short_repr
 
 LinkKind = Literal["nvlink", "pcie"]
 
@@ -143,6 +143,4 @@ def _number(value: Any, key: str) -> float:
 
 
 def _out_of_range(key: str, value: Any) -> str:
-    low, high = SPEC_RANGES[key]
-    absent = " or absent" if key == "fp8_tflops" else ""
-    return f"{key} must be a finite number in [{low:g}, {high:g}]{absent}, got {short_repr(value)}"
+    return range_message(key, value, *SPEC_RANGES[key], also=" or absent" if key == "fp8_tflops" else "")

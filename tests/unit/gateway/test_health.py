@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from dpserve.gateway.circuit_breaker import CircuitBreaker
 from dpserve.gateway.config import BreakerConfig, HealthConfig
@@ -103,3 +109,50 @@ async def test_a_poll_from_before_a_stall_vouches_for_nothing() -> None:
     await checker.check_round()  # the stall probe and the round's probe both fail
     await checker._extra_probes.wait_all()
     assert not worker.healthy and flips == [True, False] and checker.answers == []
+
+
+
+def _health_answer(mode: str) -> web.Response:
+    if mode == "gzip-bomb":
+        return web.Response(body=gzip.compress(b"0" * (20 * 2**20)), headers={"Content-Encoding": "gzip"})
+    if mode == "too-large":
+        return web.Response(body=b"0" * (20 * 2**20))
+    return web.Response(body=b"\xff\xfe ok" if mode == "not-utf8" else b"")
+
+
+async def _health_server(mode: str) -> TestServer:
+    async def health(request: web.Request) -> web.Response:
+        return _health_answer(mode)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+@pytest.mark.parametrize(("mode", "session", "is_up"), [
+    ("gzip-bomb", {}, False),                          # 20 MiB once inflated by the client
+    ("too-large", {"auto_decompress": False}, False),  # 20 MiB plain, to the gateway's own session
+    ("not-utf8", {}, True),                            # the body is not decoded: the 200 decides
+])
+async def test_a_health_answer_past_the_cap_is_a_failed_probe(mode: str, session: dict[str, Any],
+                                                              is_up: bool) -> None:
+    """/health's body is drained capped (http_body), never held whole (was: read whole, and the
+    replica up); a good replica probed in the same round is up."""
+    servers = [await _health_server(mode), await _health_server("good")]
+    try:
+        bad, good = (Worker(name, f"http://127.0.0.1:{server.port}", 1.0,
+                            CircuitBreaker(BreakerConfig(), FakeClock()))
+                     for name, server in zip(("bad", "good"), servers, strict=True))
+        probes: dict[str, bool] = {}
+        async with aiohttp.ClientSession(**session) as http:
+            checker = HealthChecker(HealthConfig(health_check_timeout_s=5.0), http, lambda: [bad, good],
+                                    on_change=lambda w, up: None,
+                                    on_probe=lambda w, ok: probes.__setitem__(w.id, ok))
+            await checker.check_all()
+        assert probes == {"bad": is_up, "good": True}
+        assert bad.healthy is is_up and good.healthy
+    finally:
+        for server in servers:
+            await server.close()
