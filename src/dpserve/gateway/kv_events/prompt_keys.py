@@ -48,16 +48,27 @@ _REAP_POLL_S = 0.05
 
 
 def load_tokenizer(spec: str, memo_bytes: int = 0) -> Tokenizer:
-    """`sim`, a bundled model name or an HF-format model directory → the replica's tokenizer;
+    """`sim`, a bundled model name, an HF-format model directory or a hub id already in the local HF
+    cache (model_store.hub_cache) → the replica's tokenizer;
     `memo_bytes`: its chat prompts' segments remembered (`serving.encode_memo`)."""
     if spec == SIM_TOKENIZER:
         from dpserve.sim.tokenizer import SimTokenizer
 
         return SimTokenizer(memo_bytes=memo_bytes)
     from dpserve.engine.tokenizer import HFTokenizer
-    from dpserve.model_store import resolve_model
+    from dpserve.model_store import ModelNotFoundError, resolve_model
+    from dpserve.model_store.hub_cache import TOKENIZER_FILES, cached_snapshot
 
-    return HFTokenizer(resolve_model(spec).path, memo_bytes=memo_bytes)
+    try:
+        path = resolve_model(spec).path
+    except ModelNotFoundError as exc:  # a hub id, as `serve --backend vllm --model org/name` passes
+        cached = cached_snapshot(spec, TOKENIZER_FILES)
+        if cached is None:
+            raise ModelNotFoundError(f"{exc}; nor is it a Hugging Face hub id in this machine's HF "
+                                     "cache (the gateway never downloads: put the replica's "
+                                     "tokenizer there, or pass its directory)") from None
+        path = cached
+    return HFTokenizer(path, memo_bytes=memo_bytes)
 
 
 def block_keys_for(tokenizer: Tokenizer, endpoint: str, body: Mapping[str, Any],
