@@ -35,9 +35,12 @@ def test_vllm_events_reach_the_precise_index_and_its_keys_hit(tmp_path: Path) ->
     reported.
 
     `--block-size 32`: vLLM's CPU backend defaults to 128-token blocks, and a block is published
-    only once full (the prompt here is ~90 tokens with the chat template)."""
+    only once full (the prompt here is ~90 tokens with the chat template). `--kv-pending-ttl-s 0`:
+    no pending decisions, so the index holds only what vLLM's events said, and a hit counted in
+    dpserve_kv_index_hits_total is one on vLLM's blocks, not on the gateway's own first decision."""
     port = free_port()
     args = ["--backend", "vllm", "--dp-size", "1", "--no-echo-replica-logs", "--policy", "precise_prefix",
+            "--kv-pending-ttl-s", "0",
             "--engine-args", "--max-model-len 2048 --dtype float32 --block-size 32"]
     prompt = "Tell me about the solar system. " * 8
     with serve_process(args, port, tmp_path, timeout_s=540):

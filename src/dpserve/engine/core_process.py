@@ -68,8 +68,11 @@ def engine_core_main(config: EngineConfig, model_dir: Path, eos_token_ids: Seque
         with contextlib.suppress(OSError):
             outputs.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    outputs.send(("ready", engine.stats()))
-    EngineCoreLoop(engine, commands, outputs).run()
+    try:
+        outputs.send(("ready", engine.stats()))
+        EngineCoreLoop(engine, commands, outputs).run()
+    finally:  # also after a failed step: the gateways get the events up to it
+        engine.close()
 
 
 class EngineCoreLoop:

@@ -46,6 +46,13 @@ class LLMEngine:
             if events:
                 self.kv_events.publish(events)
 
+    def close(self) -> None:
+        """Send the KV events still queued and close their sockets (the publisher's thread is a
+        daemon: at exit it would drop what it had queued). The engine is not stepped after this."""
+        publisher, self.kv_events = self.kv_events, None
+        if publisher is not None:
+            publisher.close()
+
     @property
     def has_work(self) -> bool:
         return self.scheduler.has_work

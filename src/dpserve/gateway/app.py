@@ -162,7 +162,9 @@ class Gateway:
         return model_list(healthy, self.aliases)
 
     def _subscribe(self, worker: Worker, kv_events: KvEventsEndpoint | None) -> None:
-        """Feed the policy the worker's KV events (when it wants them and the worker publishes)."""
+        """Note where the worker publishes its KV events (for /workers), and feed the policy those
+        events (when it wants them and the worker publishes)."""
+        worker.kv_events = kv_events
         if self.kv_feed is not None and kv_events is not None:
             self.kv_feed.add(worker.id, kv_events)
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from dpserve.errors import HTTPError
 from dpserve.gateway.circuit_breaker import STATE_VALUES, CircuitBreaker
+from dpserve.gateway.kv_events.endpoint import KvEventsEndpoint
 from dpserve.gateway.loads import PolledLoad, combined_load
 
 _REPLICA_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -108,6 +109,9 @@ class Worker:
         # Per served model, what it runs (replica_identity.py); and why it was refused, if it was.
         self.identity: dict[str, dict[str, str]] | None = None
         self.refused: str | None = None
+        # Where it publishes its KV events, as it was added (shown by /workers, so that another
+        # gateway can subscribe to the same events), whether this gateway's policy uses them or not.
+        self.kv_events: KvEventsEndpoint | None = None
 
     def load(self) -> float:
         return combined_load(self.polled, self.in_flight)
@@ -132,7 +136,8 @@ class Worker:
                 "running": polled.running, "waiting": polled.waiting,
                 "kv_cache_usage": polled.kv_cache_usage, "weight": self.weight,
                 "draining": self.draining, "load": self.load(), "refused": self.refused,
-                "name": self.origin.name, "restarts": self.origin.restarts}
+                "name": self.origin.name, "restarts": self.origin.restarts,
+                "kv_events": None if self.kv_events is None else self.kv_events.to_json()}
 
     @property
     def circuit_value(self) -> int:

@@ -13,7 +13,6 @@ number, so subscribers see the gap and resynchronise instead of silently missing
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import queue
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 _IDLE_POLL_S = 0.02  # a replay request waits at most this long while no batch is published
+_MAX_HWM = (1 << 31) - 1  # libzmq's high-water marks are C ints
 
 
 def is_bind_endpoint(endpoint: str) -> bool:
@@ -37,11 +37,15 @@ def is_bind_endpoint(endpoint: str) -> bool:
 
 
 class KvEventPublisher:
-    """Publishes each engine step's events; `close()` stops the thread and the sockets."""
+    """Publishes each engine step's events; `close()` sends what is queued and ends the thread.
+
+    The sockets belong to the thread (libzmq's are not thread-safe): it closes them as it ends.
+    """
 
     def __init__(self, config: KVEventsConfig) -> None:
         self._topic = config.topic.encode()
-        self._queue: queue.Queue[tuple[int, EventBatch] | None] = queue.Queue(config.max_queue_size)
+        self._queue: queue.Queue[tuple[int, EventBatch]] = queue.Queue(config.max_queue_size)
+        self._closing = threading.Event()
         self._seq = itertools.count()
         self._buffer_steps = config.buffer_steps
         self._ctx = zmq.Context()
@@ -57,6 +61,11 @@ class KvEventPublisher:
             if config.replay_endpoint is not None:
                 self._replay = self._ctx.socket(zmq.ROUTER)
                 self._replay.setsockopt(zmq.LINGER, 0)
+                # A ROUTER silently drops what is past its high-water mark (libzmq's default: 1,000
+                # messages): a replay of 5,000 batches over ipc to a reader that began reading 0.3 s
+                # late delivered 2,000 and no end marker. Room for one whole replay and its end per
+                # reader; a reader that never reads costs at most that.
+                self._replay.setsockopt(zmq.SNDHWM, min(config.buffer_steps + 1, _MAX_HWM))
                 self._replay.bind(config.replay_endpoint)
         except zmq.ZMQError:
             self._close_sockets()
@@ -74,11 +83,14 @@ class KvEventPublisher:
             self.num_dropped += 1
 
     def close(self, timeout_s: float = 1.0) -> None:
-        """Send what is queued (within `timeout_s`), then close the sockets."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout_s)
+        """Send what is queued, then close the sockets; wait at most `timeout_s` for that. A thread
+        still sending then goes on in the background (a daemon: it ends with the process at the
+        latest); its sockets are never closed under it, which libzmq may answer with an abort."""
+        self._closing.set()
         self._thread.join(timeout_s)
-        self._close_sockets()
+        if self._thread.is_alive():
+            log.warning("kv events: %d batches still queued after %.1f s; they are sent in the "
+                        "background", self._queue.qsize(), timeout_s)
 
     def _close_sockets(self) -> None:
         self._pub.close(0)
@@ -87,17 +99,22 @@ class KvEventPublisher:
         self._ctx.term()
 
     def _run(self) -> None:
+        try:
+            self._send_until_closed()
+        finally:
+            self._close_sockets()
+
+    def _send_until_closed(self) -> None:
         buffer: list[tuple[int, bytes]] = []  # kept for replay, oldest first
         while True:
             if self._replay is not None and self._replay.poll(0):
                 self._serve_replay(buffer)
             try:
-                item = self._queue.get(timeout=_IDLE_POLL_S)
+                seq, batch = self._queue.get(timeout=_IDLE_POLL_S)
             except queue.Empty:
+                if self._closing.is_set():  # closed, and everything queued is sent
+                    return
                 continue
-            if item is None:
-                return
-            seq, batch = item
             payload = encode_batch(batch)
             seq_bytes = seq.to_bytes(8, "big")
             try:

@@ -5,7 +5,8 @@ A batch is a msgpack array `[ts, [event, ...], data_parallel_rank]` (vLLM's `Eve
 (vLLM's `KVCacheEvent` structs, map-encoded since vllm-project/vllm#42892):
 
 - `{"type": "BlockStored", "block_hashes", "parent_block_hash", "token_ids", "block_size",
-  "lora_id", "medium", "lora_name"}` (later optional fields are omitted at their default, None)
+  "lora_id", "medium", "lora_name", "extra_keys"}` (optional fields from `extra_keys` on are omitted
+  at their default, None; `extra_keys` is vLLM's since vllm-project/vllm#33304)
 - `{"type": "BlockRemoved", "block_hashes", "medium"}`
 - `{"type": "AllBlocksCleared"}`
 
@@ -56,6 +57,10 @@ class BlockStored:
     lora_id: int | None = None
     medium: str | None = MEDIUM_GPU
     lora_name: str | None = None
+    # One entry per block: what vLLM mixed into that block's hash besides its tokens and parent
+    # (LoRA name, multimodal identifiers and offsets, cache_salt, prompt-embedding digests), None
+    # for a block with nothing. None when no block has any (decoded so even from `[None, ...]`).
+    extra_keys: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +94,14 @@ class WireError(ValueError):
 
 def _event_map(event: KVEvent) -> dict[str, Any]:
     if isinstance(event, BlockStored):
-        return {"type": "BlockStored", "block_hashes": event.block_hashes,
-                "parent_block_hash": event.parent_block_hash, "token_ids": event.token_ids,
-                "block_size": event.block_size, "lora_id": event.lora_id, "medium": event.medium,
-                "lora_name": event.lora_name}
+        stored: dict[str, Any] = {
+            "type": "BlockStored", "block_hashes": event.block_hashes,
+            "parent_block_hash": event.parent_block_hash, "token_ids": event.token_ids,
+            "block_size": event.block_size, "lora_id": event.lora_id, "medium": event.medium,
+            "lora_name": event.lora_name}
+        if event.extra_keys is not None:  # msgspec's omit_defaults drops it at None
+            stored["extra_keys"] = event.extra_keys
+        return stored
     if isinstance(event, BlockRemoved):
         return {"type": "BlockRemoved", "block_hashes": event.block_hashes, "medium": event.medium}
     return {"type": "AllBlocksCleared"}
@@ -108,7 +117,7 @@ def encode_batch(batch: EventBatch) -> bytes:
 
 # Positional field order of the pre-#42892 array layout (after the tag).
 _STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium",
-                  "lora_name")
+                  "lora_name", "extra_keys")
 _REMOVED_FIELDS = ("block_hashes", "medium")
 
 
@@ -143,6 +152,16 @@ def _hashes(value: Any, what: str) -> list[BlockHash]:
     return value
 
 
+def _extra_keys(value: Any, num_blocks: int) -> list[Any] | None:
+    """BlockStored `extra_keys`: None, or one entry per block (what an entry holds is not checked:
+    the index only asks whether it is None); None as well when every entry is."""
+    if value is None:
+        return None
+    if type(value) is not list or len(value) != num_blocks:
+        raise WireError("BlockStored: extra_keys must be a list with one entry per block")
+    return None if value.count(None) == num_blocks else value
+
+
 def _decode_event(raw: Any) -> KVEvent | None:
     if isinstance(raw, dict):
         tag = raw.get("type")
@@ -167,7 +186,8 @@ def _decode_event(raw: Any) -> KVEvent | None:
         medium, lora_name = f.get("medium"), f.get("lora_name")
         return BlockStored(hashes, parent, tokens, size, lora_id,
                            medium if isinstance(medium, str) else None,
-                           lora_name if isinstance(lora_name, str) else None)
+                           lora_name if isinstance(lora_name, str) else None,
+                           _extra_keys(f.get("extra_keys"), len(hashes)))
     if tag == "BlockRemoved":
         f = _fields(raw, _REMOVED_FIELDS)
         medium = f.get("medium")

@@ -33,6 +33,7 @@ def batch(*events: Any) -> bytes:
     batch(stored(block_size=0)), batch(stored(block_size=-1)), batch(stored(block_size=True)),
     batch(stored(block_size=wire.MAX_BLOCK_SIZE + 1)), batch(stored(block_size=16.0)),
     batch(stored(lora_id="adapter")),
+    batch(stored(extra_keys="salt")), batch(stored(extra_keys=[None, None])),  # one entry per block
     batch({"type": "BlockRemoved", "block_hashes": [[1]]}), batch({"type": "BlockRemoved"}),
     msgpack.packb(["x", []]), batch(5),
 ])

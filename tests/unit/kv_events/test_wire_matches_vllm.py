@@ -55,12 +55,30 @@ def test_we_decode_what_vllm_encodes_including_newer_optional_fields() -> None:
                             wire.BlockRemoved([b"\x01" * 32], "GPU"), wire.AllBlocksCleared()]
 
 
+def test_extra_keys_come_through_per_block_and_only_when_a_block_has_some() -> None:
+    """vLLM's per-block extra hash inputs (vllm-project/vllm#33304): kept as sent, tuples as lists;
+    `[None, ...]` (what vLLM sends for plain blocks) is None; ours encode as vLLM's do."""
+    theirs = vllm.KVEventBatch(1.0, [
+        vllm.BlockStored([1, 2], None, [5] * 32, 16, None, "GPU", None, extra_keys=[None, ("salt",)]),
+        vllm.BlockStored([3], 2, [6] * 16, 16, None, "GPU", None, extra_keys=[None]),
+    ], 0)
+    salted, plain = wire.decode_batch(msgspec.msgpack.encode(theirs)).events
+    assert isinstance(salted, wire.BlockStored) and salted.extra_keys == [None, ["salt"]]
+    assert isinstance(plain, wire.BlockStored) and plain.extra_keys is None
+    ours = wire.EventBatch(1.0, [wire.BlockStored([1, 2], None, [5] * 32, 16, extra_keys=[None, ["salt"]])])
+    assert wire.encode_batch(ours) == msgspec.msgpack.encode(vllm.KVEventBatch(1.0, theirs.events[:1], 0))
+
+
 def test_we_decode_the_positional_layout_of_vllm_before_42892() -> None:
     payload = msgpack.packb([2.0, [["BlockStored", [7], None, [1, 2], 2, None, "GPU"],
                                    ["BlockRemoved", [7], "GPU"], ["AllBlocksCleared"],
                                    ["SomethingNew", 1]]])
     assert wire.decode_batch(payload).events == [wire.BlockStored([7], None, [1, 2], 2, None, "GPU"),
                                                  wire.BlockRemoved([7], "GPU"), wire.AllBlocksCleared()]
+    with_extra_keys = msgpack.packb([2.0, [["BlockStored", [7, 8], None, [1, 2, 3, 4], 2, None, "GPU", None,
+                                            [["salt"], None]]]])
+    [event] = wire.decode_batch(with_extra_keys).events
+    assert isinstance(event, wire.BlockStored) and event.extra_keys == [["salt"], None]
 
 
 @pytest.mark.parametrize("payload", [b"\xc1", msgpack.packb({"x": 1}), msgpack.packb([1.0]),

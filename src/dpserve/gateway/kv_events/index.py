@@ -18,11 +18,18 @@ restarted replica may run another configuration). Requests are keyed at the flee
 the one most replicas publish; a replica publishing another is not tracked (the approximate tree
 routes to it), with one warning, so one odd or misconfigured replica never blinds the others.
 LoRA blocks are skipped: a request's keys are its tokens only, so a block cached under an adapter
-would look like a hit for a base-model request with the same tokens.
+would look like a hit for a base-model request with the same tokens. For the same reason, so are
+blocks whose vLLM hash mixes in `extra_keys` (cache_salt, multimodal identifiers, prompt
+embeddings), from the first such block of an event on: the later ones chain from it, as do the
+blocks later events store under it (their parent is then unknown here, so they are skipped too).
+
+The pending decisions are bounded too (`max_pending_keys`, oldest first), and every per-replica
+table forgets a replica the gateway drops.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Sequence
@@ -49,12 +56,22 @@ class KvBlockIndex:
     def __init__(self, max_blocks_per_worker: int, pending_ttl_s: float) -> None:
         self.max_blocks_per_worker = max_blocks_per_worker
         self.pending_ttl_s = pending_ttl_s
+        # The pending table's bound, oldest decisions dropped first; its size is otherwise rate x
+        # TTL x keys per request (~4k keys for one 256k-character prompt). One replica's share of
+        # the index: at the defaults honest traffic never reaches it (1 Mi distinct keys within the
+        # 2 s TTL is 8 M prompt tokens a second at 16 per block, more than a fleet prefills), and a
+        # flood of distinct long prompts costs at most one more replica's worth of memory (~125
+        # bytes a key), keeping the newest decisions, the ones a burst follows.
+        self.max_pending_keys = max_blocks_per_worker
         self.block_size: int | None = None  # the fleet's: most replicas' (None before any BlockStored)
         self._workers: dict[str, _Worker] = {}
         self._holders: dict[int, set[str]] = {}
         # key → (worker, expiry, the worker's epoch then); an epoch ends with each clear of the worker
         self._pending: OrderedDict[int, tuple[str, float, int]] = OrderedDict()
+        # Per worker, its current epoch: numbers are never reused (`_epochs`), so a worker dropped
+        # (its entry forgotten) and added again never revives the decisions made before.
         self._epoch: dict[str, int] = {}
+        self._epochs = itertools.count(1)
         self._odd_sizes_logged: set[tuple[str, int]] = set()
         self.num_skipped_events = 0
 
@@ -94,11 +111,14 @@ class KvBlockIndex:
                         self._unhold(key, worker_id)
 
     def drop_worker(self, worker_id: str) -> None:
-        """The worker left: forget it entirely (it is untracked until its events come again)."""
+        """The worker left: forget it entirely (it is untracked until its events come again); its
+        pending decisions are void (they expire in place)."""
         worker = self._workers.pop(worker_id, None)
         if worker is not None:
             self._clear(worker_id, worker)
             self._elect_block_size()
+        self._epoch.pop(worker_id, None)
+        self._odd_sizes_logged = {logged for logged in self._odd_sizes_logged if logged[0] != worker_id}
 
     def _stored(self, worker_id: str, worker: _Worker, event: BlockStored) -> None:
         bs = event.block_size
@@ -109,8 +129,9 @@ class KvBlockIndex:
                 self._odd_sizes_logged.add((worker_id, bs))
                 log.warning("kv events: %s caches blocks of %d tokens, the fleet's are %s: it is routed "
                             "by the approximate tree", worker_id, bs, self.block_size)
-        if (bs != worker.block_size or event.lora_id is not None
-                or len(event.token_ids) < bs * len(event.block_hashes)):
+        hashes = event.block_hashes
+        if (bs != worker.block_size or event.lora_id is not None or event.lora_name is not None
+                or len(event.token_ids) < bs * len(hashes)):
             self.num_skipped_events += 1
             return
         prev: int | None = None
@@ -119,8 +140,12 @@ class KvBlockIndex:
             if prev is None:  # its prefix is unknown here: no request could walk to it
                 self.num_skipped_events += 1
                 return
+        if event.extra_keys is not None:  # from the first block with extra keys on, the blocks hold
+            # more than their tokens (the decoder leaves it None when no block has any)
+            self.num_skipped_events += 1
+            hashes = hashes[:next(i for i, keys in enumerate(event.extra_keys) if keys is not None)]
         tokens = event.token_ids
-        for i, h in enumerate(event.block_hashes):
+        for i, h in enumerate(hashes):
             prev = chain_key(prev, tuple(tokens[i * bs:(i + 1) * bs]))
             if h in worker.keys:
                 worker.keys.move_to_end(h)
@@ -135,7 +160,7 @@ class KvBlockIndex:
         for key in worker.keys.values():
             self._unhold(key, worker_id)
         worker.keys.clear()
-        self._epoch[worker_id] = self._epoch.get(worker_id, 0) + 1  # voids its pending decisions
+        self._epoch[worker_id] = next(self._epochs)  # voids its pending decisions
         if worker.block_size is not None:
             worker.block_size = None
             self._elect_block_size()
@@ -161,15 +186,21 @@ class KvBlockIndex:
     def note_routed(self, worker_id: str, keys: Sequence[int], now: float) -> None:
         """The gateway sent a request with these keys to `worker_id`: count them there for a while."""
         expiry = now + self.pending_ttl_s
-        entry = (worker_id, expiry, self._epoch.get(worker_id, 0))
-        for key in keys:
-            self._pending.pop(key, None)
-            self._pending[key] = entry
-        while self._pending:  # oldest first: drop the expired ones
-            key, (_, exp, _) = next(iter(self._pending.items()))
+        epoch = self._epoch.get(worker_id)
+        if epoch is None:
+            epoch = self._epoch[worker_id] = next(self._epochs)
+        entry = (worker_id, expiry, epoch)
+        pending = self._pending
+        for key in keys[:self.max_pending_keys]:  # a prompt past the bound: its head, which matches
+            pending.pop(key, None)
+            pending[key] = entry
+        while pending:  # oldest first: drop the expired ones
+            key, (_, exp, _) = next(iter(pending.items()))
             if exp > now:
                 break
-            del self._pending[key]
+            del pending[key]
+        while len(pending) > self.max_pending_keys:  # then the oldest past the bound
+            pending.popitem(last=False)
 
     def match(self, keys: Sequence[int], worker_ids: Collection[str], now: float) -> dict[str, int]:
         """Per worker: how many leading blocks of `keys` it holds (events, or a recent decision)."""
@@ -179,8 +210,8 @@ class KvBlockIndex:
         for i, key in enumerate(keys):
             holders = self._holders.get(key, ())
             pending = self._pending.get(key)
-            if pending is not None and (pending[1] <= now or pending[2] != epoch.get(pending[0], 0)):
-                pending = None  # expired, or made before its worker's last clear
+            if pending is not None and (pending[1] <= now or pending[2] != epoch.get(pending[0])):
+                pending = None  # expired, or made before its worker's last clear (or drop)
             still = {w for w in alive if w in holders or (pending is not None and pending[0] == w)}
             for w in alive - still:
                 matched[w] = i

@@ -37,7 +37,8 @@ class PolicyConfig:
              "the replica's own events confirm them (so a burst of a new prefix stays together)")
     kv_index_max_blocks_per_worker: int = option(
         1 << 20, "precise_prefix: most KV blocks the event index keeps per replica (oldest dropped); "
-                 "~440 bytes each, so the default bounds one replica's entries at ~460 MB")
+                 "~440 bytes each, so the default bounds one replica's entries at ~460 MB; the "
+                 "routing decisions pending for --kv-pending-ttl-s keep at most as many keys")
 
     def __post_init__(self) -> None:
         require(0.0 <= self.cache_threshold <= 1.0, "--cache-threshold must be in [0, 1]")

@@ -1,0 +1,94 @@
+"""A replica's KV event publisher over real ZMQ sockets delivers every batch it promises: a replay
+of thousands of batches reaches a reader that starts reading late, whole and with its end marker,
+and `close()` sends what was still queued to the subscribers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from dpserve.kv_events.config import KVEventsConfig
+from dpserve.kv_events.publisher import KvEventPublisher
+from dpserve.kv_events.wire import BlockStored, KVEvent, decode_batch
+
+pytestmark = pytest.mark.timeout(60)
+NUM_BATCHES = 5_000  # past libzmq's default high-water mark of 1,000 messages
+
+
+def one_block(i: int) -> list[KVEvent]:
+    return [BlockStored([i], None, list(range(16)), 16)]
+
+
+def replay(ctx: zmq.Context, endpoint: str, start: int, read_after_s: float = 0.0) -> tuple[list[int], bool]:
+    """(the replayed sequence numbers, whether the end marker came), read `read_after_s` late."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.RCVTIMEO, 3000)
+    dealer.connect(endpoint)
+    dealer.send_multipart((b"", start.to_bytes(8, "big")))
+    time.sleep(read_after_s)
+    seqs: list[int] = []
+    try:
+        while True:
+            frames = dealer.recv_multipart()
+            seq = int.from_bytes(frames[-2], "big", signed=True)
+            if seq < 0:
+                return seqs, True
+            seqs.append(seq)
+    except zmq.Again:
+        return seqs, False
+    finally:
+        dealer.close(0)
+
+
+def test_a_replay_of_thousands_of_batches_reaches_a_late_reader_whole(tmp_path: Path) -> None:
+    """Before the replay socket's high-water mark was sized to the buffer, this reader got 2,000
+    batches and no end marker (the ROUTER drops silently past 1,000 queued messages)."""
+    endpoint = f"ipc://{tmp_path}/replay"
+    publisher = KvEventPublisher(KVEventsConfig(True, "zmq", f"ipc://{tmp_path}/pub", endpoint))
+    ctx = zmq.Context()
+    try:
+        for i in range(NUM_BATCHES):
+            publisher.publish(one_block(i))
+        deadline = time.monotonic() + 30
+        while replay(ctx, endpoint, NUM_BATCHES - 1) != ([NUM_BATCHES - 1], True):  # all sent
+            assert time.monotonic() < deadline, "the publisher never sent its last batch"
+            time.sleep(0.01)
+        assert replay(ctx, endpoint, 0, read_after_s=0.5) == (list(range(NUM_BATCHES)), True)
+    finally:
+        publisher.close()
+        ctx.term()
+
+
+def test_close_sends_what_is_still_queued(tmp_path: Path) -> None:
+    config = KVEventsConfig(True, "zmq", f"ipc://{tmp_path}/pub", None)
+    publisher = KvEventPublisher(config)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.RCVTIMEO, 100)
+    sub.connect(config.endpoint)
+    try:
+        while True:  # until the subscription is live (a SUB misses what precedes it)
+            publisher.publish([])
+            try:
+                sub.recv_multipart()
+                break
+            except zmq.Again:
+                pass
+        for i in range(NUM_BATCHES):
+            publisher.publish(one_block(i))
+        publisher.close()
+        sub.setsockopt(zmq.RCVTIMEO, 1000)
+        stored: list[object] = []
+        with pytest.raises(zmq.Again):  # all of them, then nothing more
+            while True:
+                events = decode_batch(sub.recv_multipart()[2]).events  # skips the empty ones
+                stored += [h for e in events if isinstance(e, BlockStored) for h in e.block_hashes]
+        assert stored == list(range(NUM_BATCHES))
+    finally:
+        sub.close(0)
+        ctx.term()
