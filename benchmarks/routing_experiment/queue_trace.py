@@ -42,6 +42,43 @@ def policy_decisions(router_url: str) -> dict[str, float]:
     return out
 
 
+def kv_counters(router_url: str) -> dict[str, float]:
+    """A dpserve gateway's dpserve_kv_* figures (summed over replicas): did its KV-event state hold?"""
+    try:
+        with urllib.request.urlopen(router_url + "/metrics", timeout=2.0) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        name = name.split("{", 1)[0]
+        if name.startswith("dpserve_kv_"):
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def mean_ttft_ms(urls: list[str], metric: str) -> float | None:
+    """Mean of a TTFT histogram (`metric`_sum / _count) over the /metrics of `urls`; None if absent.
+
+    Against the client's TTFT it says where a difference is spent: in the replicas (their
+    `vllm:time_to_first_token_seconds`) or in the gateway (`dpserve_time_to_first_token_seconds`)."""
+    total = count = 0.0
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url + "/metrics", timeout=2.0) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name.split("{", 1)[0] == metric + "_sum":
+                total += float(value)
+            elif name.split("{", 1)[0] == metric + "_count":
+                count += float(value)
+    return total / count * 1e3 if count else None
+
+
 def summarize_samples(samples: list[list[tuple[float, float]]]) -> dict[str, Any]:
     """Per sample time the list of (running, waiting) per replica → spread and queueing figures."""
     busy = [s for s in samples if sum(r for r, _ in s) > 0]

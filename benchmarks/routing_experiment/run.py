@@ -29,7 +29,7 @@ from typing import Any
 
 import routers
 from fleet import sim_fleet
-from queue_trace import policy_decisions, sampled
+from queue_trace import kv_counters, mean_ttft_ms, policy_decisions, sampled
 from routers import MODEL, started
 from tables import markdown_table, median_rows, summarize
 
@@ -109,6 +109,9 @@ def one_run(args: argparse.Namespace, scenario: Scenario, router_name: str, repe
             report["queueing"] = queueing
         if not router_name.startswith(TWO_GATEWAYS):
             report["decisions"] = policy_decisions(url)
+            report["kv"] = kv_counters(url)
+        report["ttft_mean_ms"] = {"replicas": mean_ttft_ms(workers, "vllm:time_to_first_token_seconds"),
+                                  "gateway": mean_ttft_ms([url], "dpserve_time_to_first_token_seconds")}
     report["run"] = {"scenario": scenario.name, "router": router_name, "repeat": repeat, "workers": workers}
     return report
 

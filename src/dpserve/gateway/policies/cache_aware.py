@@ -49,9 +49,9 @@ class CacheAwarePolicy(Policy):
             if match.worker_ids and match.matched_chars / len(text) > self.config.cache_threshold:
                 holders = [by_id[w] for w in match.worker_ids]  # the prefix may live on several
                 return Choice(least_loaded(holders, self.rng), "cache_hit")
-        return Choice(self._coldest(candidates), "cache_miss")
+        return Choice(self.coldest(candidates), "cache_miss")
 
-    def _coldest(self, candidates: Sequence[Candidate]) -> Candidate:
+    def coldest(self, candidates: Sequence[Candidate]) -> Candidate:
         """Least tree text per weight, then least weighted load, then in-flight; rng on exact ties.
 
         Tree text first, not load: when a burst of new prefixes arrives with hits of earlier ones,

@@ -15,10 +15,15 @@ from dpserve.gateway.policies.base import (
     RouteRequest,
     is_imbalanced,
     least_loaded,
+    weighted_load,
 )
 from dpserve.gateway.policies.cache_aware import CacheAwarePolicy
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.kv_events.wire import AllBlocksCleared, KVEvent
+
+# A miss goes to the replica holding the least text among those at most this much busier (weighted
+# requests) than the least loaded: one request, so that load still decides between busy and idle.
+MISS_LOAD_SLACK = 1.0
 
 
 class PrecisePrefixPolicy(Policy):
@@ -28,15 +33,11 @@ class PrecisePrefixPolicy(Policy):
     block size and chained hash). `select`: the imbalance guard of `cache_aware` first; then each
     candidate's cached prefix — from the event index for replicas that publish events, from
     cache_aware's approximate tree for those that do not — and the least loaded of those with the
-    longest one when it covers more than --cache-threshold of the prompt ("cache_hit"), else the
-    least loaded ("cache_miss": never seen, or evicted everywhere). Wherever a miss lands, the
-    events then show the prefix there, so a miss needs no affinity and balances load instead.
-    Measured against placing misses as cache_aware does (back where its tree sent the prefix,
-    else the replica with the least tree text), shared-prefix experiment under eviction, 3 runs
-    each (docs/benchmarks.md): hit rate 56.7 % vs 57.2 %, but each group stayed on one replica and
-    load drifted apart (one traced run: spread across replicas at decision time 23 requests vs 13),
-    output 1621 vs 1810 tok/s, TTFT p99 2399 vs 1636 ms. A restarted replica (AllBlocksCleared)
-    also leaves the tree, which routes the requests that have no keys.
+    longest one when it covers more than --cache-threshold of the prompt ("cache_hit"), else
+    ("cache_miss": never seen, or evicted everywhere) the replica with the least tree text among
+    those about as idle as the idlest (`_place_miss`). Wherever a miss lands, the events then show
+    the prefix there, so a miss needs no affinity to where the tree last sent its text. A restarted
+    replica (AllBlocksCleared) also leaves the tree, which routes the requests that have no keys.
 
     Every decision is also noted for --kv-pending-ttl-s (a burst of a new prefix follows its first
     request before that one's blocks are published) and recorded in the tree. Without keys (no
@@ -88,7 +89,27 @@ class PrecisePrefixPolicy(Policy):
             if self.index.is_tracked(chosen.id):  # the share is the replica's own events', not a guess
                 self.num_index_hits += 1
             return Choice(chosen, "cache_hit")
-        return Choice(least_loaded(candidates, self.rng), "cache_miss")
+        return Choice(self._place_miss(candidates), "cache_miss")
+
+    def _place_miss(self, candidates: Sequence[Candidate]) -> Candidate:
+        """Among the replicas within MISS_LOAD_SLACK of the least weighted load, the one the tree
+        shows holding the least text (cache_aware's `coldest`).
+
+        Load alone (the placement before) ignores what a replica already has to keep cached: in the
+        multi-turn experiment under eviction a new session went wherever the in-flight count was
+        lowest at that instant, so in 3 of 14 runs some replicas came to own 9 or 10 sessions and
+        others 4 to 7; the crowded ones cycled their LRU through more history than they hold and
+        the fleet's hit rate fell from 63 % to 49-62 %. The tree's text per replica is what each
+        must keep (each session's history once). Text alone (cache_aware's placement) let load
+        drift apart on the shared-prefix experiment (output 1,621 vs 1,810 tok/s), hence the slack:
+        only replicas about as idle as the idlest are considered. Measured against load alone
+        (docs/benchmarks.md, 3 runs each): shared-prefix hit rate 57.9 % vs 56.1-56.9 % and output
+        1,850 vs 1,796-1,852 tok/s; multi-turn every session placed 8 to a replica in 11 of 11 runs."""
+        if len(candidates) == 1:
+            return candidates[0]
+        floor = min(weighted_load(w) for w in candidates)
+        near = [w for w in candidates if weighted_load(w) <= floor + MISS_LOAD_SLACK]
+        return self.fallback.coldest(near)
 
     def _cached_shares(self, candidates: Sequence[Candidate], request: RouteRequest,
                        keys: Sequence[int]) -> dict[str, float]:

@@ -65,6 +65,20 @@ def test_a_miss_goes_to_the_least_loaded_even_where_the_tree_points_elsewhere() 
     assert (choice.worker.id, choice.reason) == ("b", "cache_miss")
 
 
+def test_a_miss_among_the_about_as_idle_goes_where_the_least_text_must_be_kept() -> None:
+    """A new session goes to the replica that owns the least history among those within one request
+    of the idlest, not to whichever had the fewest in flight at that instant."""
+    p = policy()
+    a, b, c = W("a", 1.0), W("b", 2.0), W("c", 3.0)
+    for w in (a, b, c):
+        p.on_kv_events(w.id, [])
+    p.fallback.tree.insert("session one " * 50, "a")  # a owns two sessions' history, b one, c none
+    p.fallback.tree.insert("session two " * 50, "a")
+    p.fallback.tree.insert("session six " * 50, "b")
+    choice = p.select([a, b, c], request())
+    assert (choice.worker.id, choice.reason) == ("b", "cache_miss")  # c holds less, but is 2 busier
+
+
 def test_evicted_blocks_stop_counting_and_a_copy_elsewhere_wins() -> None:
     p = policy()
     a, b, c = W("a", 0.0), W("b", 1.0), W("c", 0.0)
