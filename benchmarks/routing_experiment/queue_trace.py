@@ -16,45 +16,54 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 
 
-def _gauges(url: str) -> tuple[float, float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=1.0) as resp:
+def _metrics(url: str, timeout_s: float) -> list[tuple[str, str, float]]:
+    """(name, labels, value) of each sample on `url`/metrics; raises OSError when unreachable."""
+    with urllib.request.urlopen(url + "/metrics", timeout=timeout_s) as resp:
         text = resp.read().decode()
-    values = {RUNNING: 0.0, WAITING: 0.0}
+    out = []
     for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        try:
+            out.append((name, labels.rstrip("}"), float(value)))
+        except ValueError:
+            continue
+    return out
+
+
+def _metrics_or_none(url: str) -> list[tuple[str, str, float]]:
+    try:
+        return _metrics(url, 2.0)
+    except OSError:
+        return []
+
+
+def _gauges(url: str) -> tuple[float, float]:
+    values = {RUNNING: 0.0, WAITING: 0.0}
+    for name, _, value in _metrics(url, 1.0):
         if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
+            values[name] += value
     return values[RUNNING], values[WAITING]
 
 
 def policy_decisions(router_url: str) -> dict[str, float]:
     """dpserve_policy_decisions_total by reason from a dpserve gateway's /metrics ({} for others)."""
-    try:
-        with urllib.request.urlopen(router_url + "/metrics", timeout=2.0) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("dpserve_policy_decisions_total{") and 'reason="' in line:
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
-            out[reason] = out.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+    for name, labels, value in _metrics_or_none(router_url):
+        if name == "dpserve_policy_decisions_total" and 'reason="' in labels:
+            reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = out.get(reason, 0.0) + value
     return out
 
 
 def kv_counters(router_url: str) -> dict[str, float]:
     """A dpserve gateway's dpserve_kv_* figures (summed over replicas): did its KV-event state hold?"""
-    try:
-        with urllib.request.urlopen(router_url + "/metrics", timeout=2.0) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        name = name.split("{", 1)[0]
+    for name, _, value in _metrics_or_none(router_url):
         if name.startswith("dpserve_kv_"):
-            out[name] = out.get(name, 0.0) + float(value)
+            out[name] = out.get(name, 0.0) + value
     return out
 
 
@@ -62,20 +71,14 @@ def mean_ttft_ms(urls: list[str], metric: str) -> float | None:
     """Mean of a TTFT histogram (`metric`_sum / _count) over the /metrics of `urls`; None if absent.
 
     Against the client's TTFT it says where a difference is spent: in the replicas (their
-    `vllm:time_to_first_token_seconds`) or in the gateway (`dpserve_time_to_first_token_seconds`)."""
+    `vllm:time_to_first_token_seconds`) or between the client and them (the gateway)."""
     total = count = 0.0
     for url in urls:
-        try:
-            with urllib.request.urlopen(url + "/metrics", timeout=2.0) as resp:
-                text = resp.read().decode()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name.split("{", 1)[0] == metric + "_sum":
-                total += float(value)
-            elif name.split("{", 1)[0] == metric + "_count":
-                count += float(value)
+        for name, _, value in _metrics_or_none(url):
+            if name == metric + "_sum":
+                total += value
+            elif name == metric + "_count":
+                count += value
     return total / count * 1e3 if count else None
 
 
