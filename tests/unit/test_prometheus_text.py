@@ -111,3 +111,16 @@ def test_only_reads_what_the_whole_parse_reads_for_those_series(only: set[str]) 
 
 def _nan_safe(values: dict[str, float]) -> dict[str, object]:
     return {k: "nan" if math.isnan(v) else v for k, v in values.items()}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("line", [
+    "vllm:num_requests_running{" + ' le="x' * 200_000 + "\n",  # many le=" and no closing brace
+    "vllm:e2e_request_latency_seconds_bucket{" + ',le="1"' * 150_000 + "\n",
+])
+def test_a_hostile_line_is_read_in_linear_time(line: str) -> None:
+    """A replica's /metrics (up to 8 MiB) is parsed on the gateway's loop for the dashboard: these
+    1.2 MB lines took the quadratic pattern about a minute each; now a scan."""
+    only = {"vllm:num_requests_running", "vllm:e2e_request_latency_seconds"}
+    assert parse_exposition(line + "vllm:num_requests_running 3\n", only).values == {
+        "vllm:num_requests_running": 3.0}

@@ -21,7 +21,9 @@ INFO_METRICS = ("vllm:cache_config_info", "dpserve:replica_info")
 # Labels compared across replicas; others (block counts, memory sizes) may differ harmlessly.
 COMPARED_LABELS = ("cache_dtype", "dtype", "quantization", "tensor_parallel_size", "pipeline_parallel_size")
 CARD_FIELDS = ("root", "max_model_len")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+# `\b` first: without it a long run of word characters is tried from every position, each scan to
+# its end (quadratic: a 40 KB line held the loop 9.5 s; an 8 MiB body, hours). A name starts a word.
+_LABEL = re.compile(r'\b(\w+)="((?:[^"\\]|\\.)*)"')
 
 Facts = Mapping[str, str]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dpserve.gateway.replica_identity import differences, identity, info_labels, refusal
 
 VLLM_METRICS = """# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
@@ -16,6 +18,15 @@ def test_info_labels_keep_only_what_must_match() -> None:
     text = 'dpserve:replica_info{dtype="bfloat16",quantization="awq",tensor_parallel_size="2"} 1\n'
     assert info_labels(text) == {"dtype": "bfloat16", "quantization": "awq", "tensor_parallel_size": "2"}
     assert info_labels("vllm:num_requests_running 3\n") == {}
+
+
+@pytest.mark.timeout(30)
+def test_a_label_set_of_one_long_word_is_read_in_linear_time() -> None:
+    """A replica's /metrics (up to http_body's 8 MiB) is parsed on the gateway's loop: a 1 MiB run of
+    word characters took the quadratic pattern about 100 minutes; now it is a scan."""
+    assert info_labels("vllm:cache_config_info{" + "a" * (1 << 20) + "} 1\n") == {}
+    assert info_labels('vllm:cache_config_info{' + "a" * 100_000 + ',cache_dtype="fp8"} 1\n') == {
+        "cache_dtype": "fp8"}
 
 
 def test_identity_per_served_model() -> None:
