@@ -23,13 +23,10 @@ from dpserve.http_body import BodyTooLarge, read_capped, read_text
 from dpserve.log import ThrottledLog
 
 logger = logging.getLogger(__name__)
-# A replica whose answers are unusable is asked again on every client GET /v1/models: one line a
-# minute per replica and path, not one per call.
-_unusable = ThrottledLog(logger)
 
 
-async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
-                            timeout_s: float) -> list[dict[str, Any]] | None:
+async def fetch_model_cards(http: aiohttp.ClientSession, url: str, timeout_s: float,
+                            unusable: ThrottledLog) -> list[dict[str, Any]] | None:
     """The `data` list of `url`/v1/models, or None when the replica did not answer it usably.
 
     The body is the replica's: read capped (http_body), and parsed as bytes, so one that is not
@@ -43,14 +40,15 @@ async def fetch_model_cards(http: aiohttp.ClientSession, url: str,
     except (aiohttp.ClientError, TimeoutError):
         return None
     except (BodyTooLarge, orjson.JSONDecodeError) as exc:  # it answered, but not with a model list
-        _unusable.warning(url + "/v1/models", "%s/v1/models is unusable (%s): its models stay unknown",
+        unusable.warning(url + "/v1/models", "%s/v1/models is unusable (%s): its models stay unknown",
                           url, exc)
         return None
     data = body.get("data") if isinstance(body, dict) else None
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
 
 
-async def fetch_info_labels(http: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, str]:
+async def fetch_info_labels(http: aiohttp.ClientSession, url: str, timeout_s: float,
+                            unusable: ThrottledLog) -> dict[str, str]:
     """The compared labels of the replica's info gauges (replica_identity.py); {} if none.
 
     Read capped and decoded with replacement, as the load poller reads the same body: a stray
@@ -61,7 +59,7 @@ async def fetch_info_labels(http: aiohttp.ClientSession, url: str, timeout_s: fl
     except (aiohttp.ClientError, TimeoutError):
         return {}
     except BodyTooLarge as exc:
-        _unusable.warning(url + "/metrics", "%s/metrics is unusable (%s): its info labels are not compared",
+        unusable.warning(url + "/metrics", "%s/metrics is unusable (%s): its info labels are not compared",
                           url, exc)
         return {}
 
@@ -79,15 +77,29 @@ class ModelDiscovery:
         self._timeout_s = timeout_s
         self._peers = peers
         self._background = BackgroundTasks()
+        # A replica whose answers are unusable is asked again on every client GET /v1/models: one
+        # fetch at a time per replica (64 concurrent calls held 64 bodies of up to 8 MiB each), and
+        # one warning a minute per replica and path, not one per call.
+        self._fetching: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._unusable = ThrottledLog(logger)
 
     async def refresh(self, worker: Worker) -> None:
-        cards = await fetch_model_cards(self._http, worker.url, self._timeout_s)
+        """Read the worker's models (and facts); joins the fetch already under way for it, if any."""
+        key = (worker.id, worker.url)
+        fetch = self._fetching.get(key)
+        if fetch is None:
+            fetch = self._fetching[key] = asyncio.ensure_future(self._refresh(worker))
+            fetch.add_done_callback(lambda _: self._fetching.pop(key, None))
+        await asyncio.shield(fetch)  # a caller cancelled (a client gone) leaves it to the others
+
+    async def _refresh(self, worker: Worker) -> None:
+        cards = await fetch_model_cards(self._http, worker.url, self._timeout_s, self._unusable)
         if cards is None:  # unknown stays None: such a worker is not filtered out
             return
         worker.models = frozenset(str(c.get("id")) for c in cards)
         worker.model_cards = tuple(cards)
         if self._peers is not None:
-            labels = await fetch_info_labels(self._http, worker.url, self._timeout_s)
+            labels = await fetch_info_labels(self._http, worker.url, self._timeout_s, self._unusable)
             worker.identity = identity(cards, labels)
             self._check(worker, self._peers())
 
@@ -114,6 +126,9 @@ class ModelDiscovery:
 
     async def stop(self) -> None:
         await self._background.cancel_all()
+        for fetch in list(self._fetching.values()):
+            fetch.cancel()
+        await asyncio.gather(*self._fetching.values(), return_exceptions=True)
 
 
 def model_list(workers: list[Worker], aliases: ModelAliases) -> list[dict[str, Any]]:

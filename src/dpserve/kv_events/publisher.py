@@ -89,8 +89,9 @@ class KvEventPublisher:
         self._closing.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
-            log.warning("kv events: %d batches still queued after %.1f s; they are sent in the "
-                        "background", self._queue.qsize(), timeout_s)
+            log.warning("kv events: %d batches still queued after %.1f s; sending goes on until "
+                        "this process ends (subscribers resynchronise on a gap)",
+                        self._queue.qsize(), timeout_s)
 
     def _close_sockets(self) -> None:
         self._pub.close(0)

@@ -4,6 +4,7 @@ fetched. Run in a child process so HF_HUB_CACHE is read fresh, as a gateway proc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,15 +29,23 @@ else:
 
 
 def fake_hf_cache(root: Path, repo_id: str, model_dir: Path) -> None:
-    """The layout huggingface_hub writes: models--ORG--NAME/{refs/main, snapshots/COMMIT/...}."""
+    """The layout huggingface_hub writes: models--ORG--NAME/{refs/main, snapshots/COMMIT/...}, and
+    as a download by vLLM or `hf download` leaves it: the repo's whole file listing in
+    trees/COMMIT.json, naming files nobody fetched (Llama 3's original/tokenizer.model)."""
     repo = root / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
+    copied = []
     for f in model_dir.iterdir():  # the tokenizer's files only: no weights in the cache
         if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".gguf")):
             shutil.copy(f, snapshot / f.name)
+            copied.append(f.name)
+    (repo / "trees").mkdir()
+    listed = [*copied, "model.safetensors", "original/tokenizer.model", "original/params.json"]
+    (repo / "trees" / f"{COMMIT}.json").write_text(json.dumps(
+        {"format_version": 1, "files": {name: {"size": 1, "blob_id": "0" * 40} for name in listed}}))
 
 
 def probe(name: str, cache: Path) -> str:

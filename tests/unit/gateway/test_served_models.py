@@ -4,6 +4,7 @@ as that replica's failed fetch, and a good replica beside it is read as usual.""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,3 +136,33 @@ async def test_a_stray_byte_in_metrics_does_not_hide_a_differing_replica(replica
     await _discover([good, fp8])
     assert fp8.refused == "serves 'm' unlike good: cache_dtype fp8 ≠ auto"
     assert good.refused is None and good.models == frozenset({"m"})
+
+
+async def test_concurrent_refreshes_of_one_worker_share_one_fetch(caplog: pytest.LogCaptureFixture) -> None:
+    """Every client GET /v1/models refreshes the workers whose models are unknown: 32 at once read
+    a bad replica's answer once (was: 32 bodies of up to 8 MiB held at once), and warn once."""
+    served = 0
+
+    async def models_route(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        await asyncio.sleep(0.05)  # the 32 calls all arrive while this one is answered
+        return _models("too-large")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models_route)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    bad = Worker("bad", f"http://127.0.0.1:{server.port}", 1.0, CircuitBreaker(BreakerConfig(), FakeClock()))
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as http:
+            discovery = ModelDiscovery(http, 5.0, peers=lambda: [bad])
+            with caplog.at_level(logging.WARNING, logger="dpserve.gateway.served_models"):
+                await asyncio.gather(*(discovery.refresh_unknown([bad]) for _ in range(32)))
+                assert served == 1
+                await discovery.refresh_unknown([bad])  # a later call: a fetch of its own
+            await discovery.stop()
+    finally:
+        await server.close()
+    assert served == 2 and bad.models is None
+    assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 1  # then throttled

@@ -57,12 +57,12 @@ def load_tokenizer(spec: str, memo_bytes: int = 0) -> Tokenizer:
         return SimTokenizer(memo_bytes=memo_bytes)
     from dpserve.engine.tokenizer import HFTokenizer
     from dpserve.model_store import ModelNotFoundError, resolve_model
-    from dpserve.model_store.hub_cache import TOKENIZER_FILES, cached_snapshot
+    from dpserve.model_store.hub_cache import cached_tokenizer_dir
 
     try:
         path = resolve_model(spec).path
     except ModelNotFoundError as exc:  # a hub id, as `serve --backend vllm --model org/name` passes
-        cached = cached_snapshot(spec, TOKENIZER_FILES)
+        cached = cached_tokenizer_dir(spec)
         if cached is None:
             raise ModelNotFoundError(f"{exc}; nor is it a Hugging Face hub id in this machine's HF "
                                      "cache (the gateway never downloads: put the replica's "

@@ -21,8 +21,9 @@ from dpserve.gateway.policies.cache_aware import CacheAwarePolicy
 from dpserve.gateway.policies.config import PolicyConfig
 from dpserve.kv_events.wire import AllBlocksCleared, KVEvent
 
-# A miss goes to the replica holding the least text among those at most this much busier (weighted
-# requests) than the least loaded: one request, so that load still decides between busy and idle.
+# A miss goes to the replica holding the least text among those at most this much busier than the
+# least loaded, in weighted load (one request on a weight-1 replica, four on a weight-4 one): so that
+# load still decides between busy and idle.
 MISS_LOAD_SLACK = 1.0
 
 
