@@ -67,3 +67,15 @@ def test_a_hub_id_not_in_the_cache_is_a_clear_error_not_a_download(tmp_path: Pat
     # HF_ENDPOINT points at a closed loopback port: a download attempt would fail differently
     line = probe("some-org/not-cached-model", tmp_path)
     assert line.startswith("ERROR") and "HF cache" in line and "never downloads" in line
+
+
+def test_a_cached_tokenizer_config_without_its_vocabulary_is_refused(tmp_path: Path,
+                                                                   bundled_model_dir: Path) -> None:
+    """An interrupted download: tokenizer_config.json alone would load as a 3-token tokenizer that
+    encodes every prompt to nothing (keys that match nothing, a 0 % hit rate, no error)."""
+    fake_hf_cache(tmp_path, "org/half-downloaded", bundled_model_dir)
+    snapshot = tmp_path / "models--org--half-downloaded" / "snapshots" / COMMIT
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (snapshot / name).unlink(missing_ok=True)
+    line = probe("org/half-downloaded", tmp_path)
+    assert line.startswith("ERROR") and "tokenizer.json" in line and str(tmp_path) in line

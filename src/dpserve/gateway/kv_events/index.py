@@ -142,9 +142,10 @@ class KvBlockIndex:
                 return
         if event.extra_keys is not None:  # from the first block with extra keys on, the blocks hold
             # more than their tokens (the decoder leaves it None when no block has any)
-            self.num_skipped_events += 1
-            hashes = hashes[:next((i for i, keys in enumerate(event.extra_keys) if keys is not None),
-                                  len(hashes))]
+            first = next((i for i, keys in enumerate(event.extra_keys) if keys is not None), len(hashes))
+            if first < len(hashes):
+                self.num_skipped_events += 1
+                hashes = hashes[:first]
         tokens = event.token_ids
         for i, h in enumerate(hashes):
             prev = chain_key(prev, tuple(tokens[i * bs:(i + 1) * bs]))

@@ -57,16 +57,18 @@ def load_tokenizer(spec: str, memo_bytes: int = 0) -> Tokenizer:
         return SimTokenizer(memo_bytes=memo_bytes)
     from dpserve.engine.tokenizer import HFTokenizer
     from dpserve.model_store import ModelNotFoundError, resolve_model
-    from dpserve.model_store.hub_cache import cached_tokenizer_dir
+    from dpserve.model_store.hub_cache import VOCABULARY_FILES, cached_tokenizer_dir, hub_cache_dir
 
     try:
         path = resolve_model(spec).path
     except ModelNotFoundError as exc:  # a hub id, as `serve --backend vllm --model org/name` passes
         cached = cached_tokenizer_dir(spec)
         if cached is None:
-            raise ModelNotFoundError(f"{exc}; nor is it a Hugging Face hub id in this machine's HF "
-                                     "cache (the gateway never downloads: put the replica's "
-                                     "tokenizer there, or pass its directory)") from None
+            raise ModelNotFoundError(
+                f"{exc}; nor is it a Hugging Face hub id whose tokenizer (tokenizer_config.json or "
+                f"tokenizer.json, with one of {', '.join(VOCABULARY_FILES)}) is in this machine's HF "
+                f"cache, {hub_cache_dir()} (the gateway never downloads: put the replica's tokenizer "
+                "there, or pass its directory)") from None
         path = cached
     return HFTokenizer(path, memo_bytes=memo_bytes)
 

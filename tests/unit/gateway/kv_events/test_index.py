@@ -106,6 +106,14 @@ def test_blocks_hashed_with_extra_keys_are_not_hits_for_their_tokens_alone() -> 
     assert idx.num_skipped_events == 3
 
 
+def test_extra_keys_with_none_for_every_block_index_them_all() -> None:
+    """As an event built in-process may carry them (the decoder makes such a list None): no block
+    has extra keys, so all are indexed and nothing is counted skipped (was: StopIteration)."""
+    idx = KvBlockIndex(100, 0.0)
+    idx.apply("a", [BlockStored([1, 2, 3], None, TOKENS, 4, extra_keys=[None, None, None])])
+    assert idx.match(KEYS, ["a"], now=0.0) == {"a": 3} and idx.num_skipped_events == 0
+
+
 def test_a_clear_voids_that_workers_pending_decisions_only() -> None:
     idx = KvBlockIndex(100, 10.0)
     idx.note_routed("a", KEYS, now=0.0)
