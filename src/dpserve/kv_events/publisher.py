@@ -18,6 +18,8 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -28,7 +30,25 @@ log = logging.getLogger(__name__)
 
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 _IDLE_POLL_S = 0.02  # a replay request waits at most this long while no batch is published
-_MAX_HWM = (1 << 31) - 1  # libzmq's high-water marks are C ints
+# Replays are streamed: each reader gets at most _REPLAY_CHUNK batches a turn of the thread, and
+# never more than the replay socket's high-water mark queued (sends wait, never drop: a ROUTER
+# drops past it silently, and a replay of 5,000 batches to a reader 0.3 s late arrived cut). So a
+# reader that does not read holds at most that much of this process's memory, and at most
+# MAX_REPLAYS readers are served at once (more get the end marker at once: their gateway then
+# resynchronises from live events); one that takes nothing for _REPLAY_STALL_S loses its replay.
+_REPLAY_HWM = 256
+_REPLAY_CHUNK = 256
+MAX_REPLAYS = 16
+_REPLAY_STALL_S = 10.0
+
+
+@dataclass
+class _Replay:
+    """One reader's replay in progress: what it still has to be sent, its end marker last."""
+
+    client: bytes
+    pending: deque[tuple[bytes, bytes]]  # (seq as 8 bytes, payload); (END_SEQ, b"") last
+    progressed_at: float = field(default_factory=time.monotonic)
 
 
 def is_bind_endpoint(endpoint: str) -> bool:
@@ -61,16 +81,14 @@ class KvEventPublisher:
             if config.replay_endpoint is not None:
                 self._replay = self._ctx.socket(zmq.ROUTER)
                 self._replay.setsockopt(zmq.LINGER, 0)
-                # A ROUTER silently drops what is past its high-water mark (libzmq's default: 1,000
-                # messages): a replay of 5,000 batches over ipc to a reader that began reading 0.3 s
-                # late delivered 2,000 and no end marker. Room for one whole replay and its end per
-                # reader; a reader that never reads costs at most that.
-                self._replay.setsockopt(zmq.SNDHWM, min(config.buffer_steps + 1, _MAX_HWM))
+                self._replay.setsockopt(zmq.SNDHWM, _REPLAY_HWM)
+                self._replay.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full reader: EAGAIN, not a drop
                 self._replay.bind(config.replay_endpoint)
         except zmq.ZMQError:
             self._close_sockets()
             raise
         self.num_dropped = 0
+        self._replays: dict[bytes, _Replay] = {}  # the thread's own
         self._thread = threading.Thread(target=self._run, name="kv-events-publisher", daemon=True)
         self._thread.start()
 
@@ -108,10 +126,13 @@ class KvEventPublisher:
     def _send_until_closed(self) -> None:
         buffer: list[tuple[int, bytes]] = []  # kept for replay, oldest first
         while True:
-            if self._replay is not None and self._replay.poll(0):
-                self._serve_replay(buffer)
+            busy = False
+            if self._replay is not None:
+                while self._replay.poll(0):
+                    self._start_replay(buffer)
+                busy = self._advance_replays()
             try:
-                seq, batch = self._queue.get(timeout=_IDLE_POLL_S)
+                seq, batch = self._queue.get(timeout=0.0 if busy else _IDLE_POLL_S)
             except queue.Empty:
                 if self._closing.is_set():  # closed, and everything queued is sent
                     return
@@ -126,7 +147,7 @@ class KvEventPublisher:
             if len(buffer) > 2 * self._buffer_steps:  # trim in bulk: O(1) amortised per batch
                 del buffer[:len(buffer) - self._buffer_steps]
 
-    def _serve_replay(self, buffer: list[tuple[int, bytes]]) -> None:
+    def _start_replay(self, buffer: list[tuple[int, bytes]]) -> None:
         assert self._replay is not None
         frames = self._replay.recv_multipart()
         if len(frames) != 3 or len(frames[2]) != 8:
@@ -134,10 +155,46 @@ class KvEventPublisher:
             return
         client, _, start_bytes = frames
         start = int.from_bytes(start_bytes, "big")
-        for seq, payload in buffer[-self._buffer_steps:]:
-            if seq >= start:
-                self._replay.send_multipart((client, b"", self._topic, seq.to_bytes(8, "big"), payload))
-        self._replay.send_multipart((client, b"", b"", END_SEQ, b""))
+        pending: deque[tuple[bytes, bytes]] = deque()
+        if client in self._replays or len(self._replays) < MAX_REPLAYS:
+            pending.extend((seq.to_bytes(8, "big"), payload)
+                           for seq, payload in buffer[-self._buffer_steps:] if seq >= start)
+        else:
+            log.warning("kv events: %d replays under way; this one gets only the end marker",
+                        len(self._replays))
+        pending.append((END_SEQ, b""))
+        self._replays[client] = _Replay(client, pending)  # a reader's new request replaces its old
+
+    def _advance_replays(self) -> bool:
+        """Send each reader its next chunk, as far as its queue takes; True if any took some."""
+        assert self._replay is not None
+        progressed = False
+        now = time.monotonic()
+        for client, replay in list(self._replays.items()):
+            sent = 0
+            try:
+                while replay.pending and sent < _REPLAY_CHUNK:
+                    seq_bytes, payload = replay.pending[0]
+                    topic = b"" if seq_bytes == END_SEQ else self._topic
+                    self._replay.send_multipart((client, b"", topic, seq_bytes, payload),
+                                                flags=zmq.NOBLOCK, copy=False)
+                    replay.pending.popleft()
+                    sent += 1
+            except zmq.Again:  # its queue is full: the rest on a later turn
+                pass
+            except zmq.ZMQError:  # the reader is gone (EHOSTUNREACH)
+                del self._replays[client]
+                continue
+            if sent:
+                replay.progressed_at = now
+                progressed = True
+            if not replay.pending:
+                del self._replays[client]
+            elif now - replay.progressed_at > _REPLAY_STALL_S:
+                log.warning("kv events: a replay reader took nothing for %.0f s; its replay is dropped",
+                            _REPLAY_STALL_S)
+                del self._replays[client]
+        return progressed
 
 
 def make_publisher(config: KVEventsConfig | None) -> KvEventPublisher | None:

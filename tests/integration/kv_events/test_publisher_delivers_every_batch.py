@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from dpserve.kv_events import publisher as publisher_module
 from dpserve.kv_events.config import KVEventsConfig
 from dpserve.kv_events.publisher import KvEventPublisher
 from dpserve.kv_events.wire import BlockStored, KVEvent, decode_batch
@@ -44,8 +45,9 @@ def replay(ctx: zmq.Context, endpoint: str, start: int, read_after_s: float = 0.
 
 
 def test_a_replay_of_thousands_of_batches_reaches_a_late_reader_whole(tmp_path: Path) -> None:
-    """Before the replay socket's high-water mark was sized to the buffer, this reader got 2,000
-    batches and no end marker (the ROUTER drops silently past 1,000 queued messages)."""
+    """Before replays were streamed (sends that wait, not drop, past the high-water mark), this
+    reader got 2,000 batches and no end marker (a ROUTER drops silently past 1,000 queued
+    messages)."""
     endpoint = f"ipc://{tmp_path}/replay"
     publisher = KvEventPublisher(KVEventsConfig(True, "zmq", f"ipc://{tmp_path}/pub", endpoint))
     ctx = zmq.Context()
@@ -91,4 +93,40 @@ def test_close_sends_what_is_still_queued(tmp_path: Path) -> None:
         assert stored == list(range(NUM_BATCHES))
     finally:
         sub.close(0)
+        ctx.term()
+
+
+def test_readers_that_never_read_are_bounded_and_dropped(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays are streamed, so a reader that never reads holds at most the socket's high-water
+    mark of this process's memory; past MAX_REPLAYS such readers a request gets the end marker at
+    once, and a reader that takes nothing for the stall limit loses its replay, which frees its
+    place (was: each such reader pinned a copy of the whole buffer, ~28 MB at 10,000 batches)."""
+    monkeypatch.setattr(publisher_module, "MAX_REPLAYS", 2)
+    monkeypatch.setattr(publisher_module, "_REPLAY_STALL_S", 0.5)
+    endpoint = f"ipc://{tmp_path}/replay"
+    publisher = KvEventPublisher(KVEventsConfig(True, "zmq", f"ipc://{tmp_path}/pub", endpoint))
+    ctx = zmq.Context()
+    silent = []
+    try:
+        for i in range(NUM_BATCHES):
+            publisher.publish(one_block(i))
+        deadline = time.monotonic() + 30
+        while replay(ctx, endpoint, NUM_BATCHES - 1) != ([NUM_BATCHES - 1], True):  # all sent
+            assert time.monotonic() < deadline, "the publisher never sent its last batch"
+            time.sleep(0.01)
+        for _ in range(2):  # two readers that ask for everything and never read
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.RCVHWM, 10)
+            dealer.connect(endpoint)
+            dealer.send_multipart((b"", (0).to_bytes(8, "big")))
+            silent.append(dealer)
+        time.sleep(0.2)
+        assert replay(ctx, endpoint, 0) == ([], True)  # the third: only the end marker
+        time.sleep(1.0)  # the two silent ones are dropped: a reader is served whole again
+        assert replay(ctx, endpoint, 0) == (list(range(NUM_BATCHES)), True)
+    finally:
+        for dealer in silent:
+            dealer.close(0)
+        publisher.close()
         ctx.term()
