@@ -25,6 +25,7 @@ import zmq
 
 from dpserve.kv_events.config import KVEventsConfig
 from dpserve.kv_events.wire import EventBatch, KVEvent, encode_batch
+from dpserve.log import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class KvEventPublisher:
             raise
         self.num_dropped = 0
         self._replays: dict[bytes, _Replay] = {}  # the thread's own
+        self._warn = ThrottledLog(log)  # a reader can repeat its requests without end
         self._thread = threading.Thread(target=self._run, name="kv-events-publisher", daemon=True)
         self._thread.start()
 
@@ -151,7 +153,8 @@ class KvEventPublisher:
         assert self._replay is not None
         frames = self._replay.recv_multipart()
         if len(frames) != 3 or len(frames[2]) != 8:
-            log.warning("kv events: ignoring a malformed replay request (%d frames)", len(frames))
+            self._warn.warning("malformed", "kv events: ignoring a malformed replay request (%d frames)",
+                               len(frames))
             return
         client, _, start_bytes = frames
         start = int.from_bytes(start_bytes, "big")
@@ -160,8 +163,8 @@ class KvEventPublisher:
             pending.extend((seq.to_bytes(8, "big"), payload)
                            for seq, payload in buffer[-self._buffer_steps:] if seq >= start)
         else:
-            log.warning("kv events: %d replays under way; this one gets only the end marker",
-                        len(self._replays))
+            self._warn.warning("busy", "kv events: %d replays under way; this one gets only the end "
+                               "marker", len(self._replays))
         pending.append((END_SEQ, b""))
         self._replays[client] = _Replay(client, pending)  # a reader's new request replaces its old
 
@@ -191,8 +194,8 @@ class KvEventPublisher:
             if not replay.pending:
                 del self._replays[client]
             elif now - replay.progressed_at > _REPLAY_STALL_S:
-                log.warning("kv events: a replay reader took nothing for %.0f s; its replay is dropped",
-                            _REPLAY_STALL_S)
+                self._warn.warning("stalled", "kv events: a replay reader took nothing for %.0f s; its "
+                                   "replay is dropped", _REPLAY_STALL_S)
                 del self._replays[client]
         return progressed
 
