@@ -31,7 +31,7 @@ install: $(STAMP_BASE)
 
 # Converts the bundled GGUF into an HF-format directory once (cached under $$DPSERVE_CACHE_DIR).
 model: $(STAMP_BASE)
-	$(PY) -m dpserve.model_store.resolver smollm2-135m
+	$(PY) -m dpserve.model_store smollm2-135m
 
 run: model
 	$(VENV)/bin/dpserve serve $(ARGS)

@@ -148,7 +148,7 @@ def _default_converter(gguf_path: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m dpserve.model_store.resolver NAME` prints the resolved directory."""
+    """`python -m dpserve.model_store NAME` prints the resolved directory."""
     from dpserve.log import setup_logging
 
     setup_logging("info")
