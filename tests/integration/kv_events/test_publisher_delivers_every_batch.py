@@ -44,6 +44,16 @@ def replay(ctx: zmq.Context, endpoint: str, start: int, read_after_s: float = 0.
         dealer.close(0)
 
 
+def publish_all(publisher: KvEventPublisher, ctx: zmq.Context, endpoint: str) -> None:
+    """NUM_BATCHES batches published, and waited for until the last one can be replayed."""
+    for i in range(NUM_BATCHES):
+        publisher.publish(one_block(i))
+    deadline = time.monotonic() + 30
+    while replay(ctx, endpoint, NUM_BATCHES - 1) != ([NUM_BATCHES - 1], True):  # all sent
+        assert time.monotonic() < deadline, "the publisher never sent its last batch"
+        time.sleep(0.01)
+
+
 def test_a_replay_of_thousands_of_batches_reaches_a_late_reader_whole(tmp_path: Path) -> None:
     """Before replays were streamed (sends that wait, not drop, past the high-water mark), this
     reader got 2,000 batches and no end marker (a ROUTER drops silently past 1,000 queued
@@ -52,12 +62,7 @@ def test_a_replay_of_thousands_of_batches_reaches_a_late_reader_whole(tmp_path: 
     publisher = KvEventPublisher(KVEventsConfig(True, "zmq", f"ipc://{tmp_path}/pub", endpoint))
     ctx = zmq.Context()
     try:
-        for i in range(NUM_BATCHES):
-            publisher.publish(one_block(i))
-        deadline = time.monotonic() + 30
-        while replay(ctx, endpoint, NUM_BATCHES - 1) != ([NUM_BATCHES - 1], True):  # all sent
-            assert time.monotonic() < deadline, "the publisher never sent its last batch"
-            time.sleep(0.01)
+        publish_all(publisher, ctx, endpoint)
         assert replay(ctx, endpoint, 0, read_after_s=0.5) == (list(range(NUM_BATCHES)), True)
     finally:
         publisher.close()
@@ -109,12 +114,7 @@ def test_readers_that_never_read_are_bounded_and_dropped(tmp_path: Path,
     ctx = zmq.Context()
     silent = []
     try:
-        for i in range(NUM_BATCHES):
-            publisher.publish(one_block(i))
-        deadline = time.monotonic() + 30
-        while replay(ctx, endpoint, NUM_BATCHES - 1) != ([NUM_BATCHES - 1], True):  # all sent
-            assert time.monotonic() < deadline, "the publisher never sent its last batch"
-            time.sleep(0.01)
+        publish_all(publisher, ctx, endpoint)
         for _ in range(2):  # two readers that ask for everything and never read
             dealer = ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.RCVHWM, 10)
