@@ -81,16 +81,29 @@ class ModelDiscovery:
         # fetch at a time per replica (64 concurrent calls held 64 bodies of up to 8 MiB each), and
         # one warning a minute per replica and path, not one per call.
         self._fetching: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._again: set[tuple[str, str]] = set()  # asked anew while their fetch ran
         self._unusable = ThrottledLog(logger)
 
-    async def refresh(self, worker: Worker) -> None:
-        """Read the worker's models (and facts); joins the fetch already under way for it, if any."""
+    async def refresh(self, worker: Worker, *, anew: bool = False) -> None:
+        """Read the worker's models (and facts); joins the fetch already under way for it, if any —
+        and with `anew` (it came back up: a fetch begun before may have read the old process) one
+        more fetch follows that one."""
         key = (worker.id, worker.url)
         fetch = self._fetching.get(key)
-        if fetch is None:
-            fetch = self._fetching[key] = asyncio.ensure_future(self._refresh(worker))
-            fetch.add_done_callback(lambda _: self._fetching.pop(key, None))
+        if fetch is None or fetch.done():
+            fetch = self._fetching[key] = asyncio.ensure_future(self._fetch_until_current(worker, key))
+            fetch.add_done_callback(lambda done: self._fetching.pop(key, None)
+                                    if self._fetching.get(key) is done else None)
+        elif anew:
+            self._again.add(key)
         await asyncio.shield(fetch)  # a caller cancelled (a client gone) leaves it to the others
+
+    async def _fetch_until_current(self, worker: Worker, key: tuple[str, str]) -> None:
+        while True:
+            self._again.discard(key)
+            await self._refresh(worker)
+            if key not in self._again:
+                return
 
     async def _refresh(self, worker: Worker) -> None:
         cards = await fetch_model_cards(self._http, worker.url, self._timeout_s, self._unusable)
@@ -122,7 +135,7 @@ class ModelDiscovery:
 
     def refresh_soon(self, worker: Worker) -> None:
         """From sync callbacks (health transitions): refresh in the background."""
-        self._background.spawn(self.refresh(worker))
+        self._background.spawn(self.refresh(worker, anew=True))
 
     async def stop(self) -> None:
         await self._background.cancel_all()

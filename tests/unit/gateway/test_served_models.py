@@ -166,3 +166,35 @@ async def test_concurrent_refreshes_of_one_worker_share_one_fetch(caplog: pytest
         await server.close()
     assert served == 2 and bad.models is None
     assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 1  # then throttled
+
+
+async def test_a_refresh_asked_anew_during_a_fetch_reads_the_replica_again() -> None:
+    """A replica that restarts while a fetch of its models runs: the refresh its coming back up
+    asks for must not join that fetch, which may have read the old process (was: the old list
+    kept until the next restart). A plain refresh joins it."""
+    served = 0
+    model = {"id": "old"}
+
+    async def models_route(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        answer = dict(model)  # what the process that got the request serves
+        await asyncio.sleep(0.2)
+        return web.Response(body=orjson.dumps({"data": [answer]}), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models_route)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    worker = Worker("w", f"http://127.0.0.1:{server.port}", 1.0, CircuitBreaker(BreakerConfig(), FakeClock()))
+    try:
+        async with aiohttp.ClientSession() as http:
+            discovery = ModelDiscovery(http, 5.0)
+            first = asyncio.ensure_future(discovery.refresh(worker))
+            await asyncio.sleep(0.05)  # the first fetch is under way
+            model["id"] = "new"  # the replica restarted, serving another model
+            await asyncio.gather(first, discovery.refresh(worker), discovery.refresh(worker, anew=True))
+            await discovery.stop()
+    finally:
+        await server.close()
+    assert served == 2 and worker.models == frozenset({"new"})
