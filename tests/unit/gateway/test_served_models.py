@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -138,6 +139,21 @@ async def test_a_stray_byte_in_metrics_does_not_hide_a_differing_replica(replica
     assert good.refused is None and good.models == frozenset({"m"})
 
 
+@asynccontextmanager
+async def models_replica(name: str, route: Callable[[web.Request], Awaitable[web.Response]]
+                         ) -> AsyncIterator[Worker]:
+    """A replica whose /v1/models is answered by `route`, as a Worker pointing at it."""
+    app = web.Application()
+    app.router.add_get("/v1/models", route)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        breaker = CircuitBreaker(BreakerConfig(), FakeClock())
+        yield Worker(name, f"http://127.0.0.1:{server.port}", 1.0, breaker)
+    finally:
+        await server.close()
+
+
 async def test_concurrent_refreshes_of_one_worker_share_one_fetch(caplog: pytest.LogCaptureFixture) -> None:
     """Every client GET /v1/models refreshes the workers whose models are unknown: 32 at once read
     a bad replica's answer once (was: 32 bodies of up to 8 MiB held at once), and warn once."""
@@ -149,21 +165,14 @@ async def test_concurrent_refreshes_of_one_worker_share_one_fetch(caplog: pytest
         await asyncio.sleep(0.05)  # the 32 calls all arrive while this one is answered
         return _models("too-large")
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models_route)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    bad = Worker("bad", f"http://127.0.0.1:{server.port}", 1.0, CircuitBreaker(BreakerConfig(), FakeClock()))
-    try:
-        async with aiohttp.ClientSession(auto_decompress=False) as http:
-            discovery = ModelDiscovery(http, 5.0, peers=lambda: [bad])
-            with caplog.at_level(logging.WARNING, logger="dpserve.gateway.served_models"):
-                await asyncio.gather(*(discovery.refresh_unknown([bad]) for _ in range(32)))
-                assert served == 1
-                await discovery.refresh_unknown([bad])  # a later call: a fetch of its own
-            await discovery.stop()
-    finally:
-        await server.close()
+    async with models_replica("bad", models_route) as bad, \
+            aiohttp.ClientSession(auto_decompress=False) as http:
+        discovery = ModelDiscovery(http, 5.0, peers=lambda: [bad])
+        with caplog.at_level(logging.WARNING, logger="dpserve.gateway.served_models"):
+            await asyncio.gather(*(discovery.refresh_unknown([bad]) for _ in range(32)))
+            assert served == 1
+            await discovery.refresh_unknown([bad])  # a later call: a fetch of its own
+        await discovery.stop()
     assert served == 2 and bad.models is None
     assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 1  # then throttled
 
@@ -182,19 +191,11 @@ async def test_a_refresh_asked_anew_during_a_fetch_reads_the_replica_again() -> 
         await asyncio.sleep(0.2)
         return web.Response(body=orjson.dumps({"data": [answer]}), content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models_route)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    worker = Worker("w", f"http://127.0.0.1:{server.port}", 1.0, CircuitBreaker(BreakerConfig(), FakeClock()))
-    try:
-        async with aiohttp.ClientSession() as http:
-            discovery = ModelDiscovery(http, 5.0)
-            first = asyncio.ensure_future(discovery.refresh(worker))
-            await asyncio.sleep(0.05)  # the first fetch is under way
-            model["id"] = "new"  # the replica restarted, serving another model
-            await asyncio.gather(first, discovery.refresh(worker), discovery.refresh(worker, anew=True))
-            await discovery.stop()
-    finally:
-        await server.close()
+    async with models_replica("w", models_route) as worker, aiohttp.ClientSession() as http:
+        discovery = ModelDiscovery(http, 5.0)
+        first = asyncio.ensure_future(discovery.refresh(worker))
+        await asyncio.sleep(0.05)  # the first fetch is under way
+        model["id"] = "new"  # the replica restarted, serving another model
+        await asyncio.gather(first, discovery.refresh(worker), discovery.refresh(worker, anew=True))
+        await discovery.stop()
     assert served == 2 and worker.models == frozenset({"new"})
