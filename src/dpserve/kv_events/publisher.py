@@ -47,7 +47,6 @@ _REPLAY_STALL_S = 10.0
 class _Replay:
     """One reader's replay in progress: what it still has to be sent, its end marker last."""
 
-    client: bytes
     pending: deque[tuple[bytes, bytes]]  # (seq as 8 bytes, payload); (END_SEQ, b"") last
     progressed_at: float = field(default_factory=time.monotonic)
 
@@ -166,7 +165,7 @@ class KvEventPublisher:
             self._warn.warning("busy", "kv events: %d replays under way; this one gets only the end "
                                "marker", len(self._replays))
         pending.append((END_SEQ, b""))
-        self._replays[client] = _Replay(client, pending)  # a reader's new request replaces its old
+        self._replays[client] = _Replay(pending)  # a reader's new request replaces its old
 
     def _advance_replays(self) -> bool:
         """Send each reader its next chunk, as far as its queue takes; True if any took some."""

@@ -7,16 +7,7 @@ must tokenise exactly as that replica does, reads the same files from there.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-
-# Hub ids are `name` or `org/name`: letters, digits, `-`, `_`, `.`; no `..`, no leading `-`/`.`.
-_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
-
-
-def looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and ".." not in name
-
 
 # A folder holds a tokenizer only with its vocabulary: with tokenizer_config.json alone transformers
 # builds a 3-token tokenizer for GPT2/Llama/Qwen2 classes, which encodes every prompt to nothing.
@@ -40,8 +31,6 @@ def cached_tokenizer_dir(repo_id: str) -> Path | None:
     every file of the repo's listing that its patterns match, and a cache filled by `hf download`
     or by vLLM holds that listing — so files nobody downloads (Llama 3's
     `original/tokenizer.model`) made a cached tokenizer look absent."""
-    if not looks_like_hub_id(repo_id):
-        return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on it
@@ -49,7 +38,7 @@ def cached_tokenizer_dir(repo_id: str) -> Path | None:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         try:
             found = try_to_load_from_cache(repo_id, name)
-        except (OSError, ValueError):  # ValueError: an id the hub's validator refuses
+        except (OSError, ValueError):  # ValueError: not a hub id (`..`, a path, `a/b/c`, 97+ chars)
             return None
         if isinstance(found, str):  # else None or the "known to be absent" sentinel
             folder = Path(found).parent
