@@ -66,13 +66,10 @@ def _only_pattern(only: frozenset[str]) -> re.Pattern[str]:
     label if any, and the value. Longest names first, so one that prefixes another is tried last."""
     names = "|".join(re.escape(n) for n in sorted(only, key=len, reverse=True))
     # The label set is taken whole (one greedy scan to the line's last `}`) and `le` found in it
-    # apart (`_LE`): matched in the same pattern, every `le="…"` of a line without a `}` was followed
-    # by a scan to the line's end — quadratic: a hostile replica's 8 MiB line would have held the
-    # dashboard's sampler for hours.
-    return re.compile(rf'^((?:{names})(?:_bucket)?)(\{{[^\n]*\}})?[ \t]+(\S+)', re.MULTILINE)
-
-
-_LE = re.compile(r'[{, ]le="([^"\n]{0,64})"')  # a bound is a number: at most 64 characters
+    # apart (`_label`, as the full parse does): matched in the same pattern, every `le="…"` of a
+    # line without a `}` was followed by a scan to the line's end — quadratic: a hostile replica's
+    # 8 MiB line would have held the dashboard's sampler for hours.
+    return re.compile(rf'^((?:{names})(?:_bucket)?)(?:\{{([^\n]*)\}})?[ \t]+(\S+)', re.MULTILINE)
 
 
 def _parse_only(text: str, only: frozenset[str]) -> Exposition:
@@ -86,11 +83,7 @@ def _parse_only(text: str, only: frozenset[str]) -> Exposition:
             value = float(value_text)
         except ValueError:
             continue
-        le = None
-        if name.endswith("_bucket"):
-            found = _LE.search(labels)
-            le = _number(found.group(1)) if found else None
-        _add(values, per_le, name, le, value)
+        _add(values, per_le, name, _label(labels, "le") if name.endswith("_bucket") else None, value)
     return _exposition(values, per_le)
 
 
@@ -161,11 +154,13 @@ def _label(labels: str, key: str) -> float | None:
     """The numeric value of label `key` (for `le`), or None."""
     marker = f'{key}="'
     start = labels.find(marker)
-    if start < 0 or (start > 0 and labels[start - 1] not in ", "):
+    while start > 0 and labels[start - 1] not in ", ":  # inside another name (`scale="`): the next
+        start = labels.find(marker, start + 1)
+    if start < 0:
         return None
     start += len(marker)
     end = labels.find('"', start)
-    return _number(labels[start:end])
+    return _number(labels[start:end]) if end >= 0 else None
 
 
 def rate(before: float | None, after: float | None, seconds: float) -> float:

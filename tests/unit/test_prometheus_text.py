@@ -124,3 +124,11 @@ def test_a_hostile_line_is_read_in_linear_time(line: str) -> None:
     only = {"vllm:num_requests_running", "vllm:e2e_request_latency_seconds"}
     assert parse_exposition(line + "vllm:num_requests_running 3\n", only).values == {
         "vllm:num_requests_running": 3.0}
+
+
+def test_le_is_found_after_a_label_whose_name_ends_in_le() -> None:
+    """Both parses take `le` from the same helper: a `scale="…"` before it is not the bound (the
+    full parse read no bound from this line before)."""
+    text = 'h_bucket{scale="1",le="0.5"} 3\nh_bucket{scale="1",le="+Inf"} 4\n'
+    for only in (None, {"h"}):
+        assert parse_exposition(text, only).buckets == {"h": ((0.5, 3.0), (math.inf, 4.0))}

@@ -103,14 +103,15 @@ class PrecisePrefixPolicy(Policy):
         the fleet's hit rate fell from 63 % to 49-62 %. The tree's text per replica is what each
         must keep (each session's history once). Text alone (cache_aware's placement) let load
         drift apart on the shared-prefix experiment (output 1,621 vs 1,810 tok/s), hence the slack:
-        only replicas about as idle as the idlest are considered. Measured against load alone
-        (docs/benchmarks.md, 3 runs each): shared-prefix hit rate 57.9 % vs 56.1-56.9 % and output
-        1,850 vs 1,796-1,852 tok/s; multi-turn every session placed 8 to a replica in 11 of 11 runs."""
+        only replicas about as idle as the idlest are considered. Measured (docs/benchmarks.md,
+        "Current: tree `99aa7c4`"): multi-turn, every session placed 8 to a replica in 14 of 14 runs;
+        shared-prefix, hit rate 57.6 % vs cache_aware's 56.3 % over 6 runs each."""
         if len(candidates) == 1:
             return candidates[0]
-        floor = min(weighted_load(w) for w in candidates)
-        near = [w for w in candidates if weighted_load(w) <= floor + MISS_LOAD_SLACK]
-        return self.fallback.coldest(near)
+        loads = [weighted_load(w) for w in candidates]
+        floor = min(loads)
+        return self.fallback.coldest([w for w, load in zip(candidates, loads, strict=True)
+                                      if load <= floor + MISS_LOAD_SLACK])
 
     def _cached_shares(self, candidates: Sequence[Candidate], request: RouteRequest,
                        keys: Sequence[int]) -> dict[str, float]:
